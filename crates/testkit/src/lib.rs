@@ -1,0 +1,264 @@
+//! Helpers shared by the tests of every crate: where fixtures are cached, the real sample images
+//! written by ESXi and Windows, loop devices, and loud skips.
+//!
+//! Fixtures are built at test time into `target/fixtures/` and reused by later runs. Builders
+//! take a cross-process lock ([`FixtureLock`]) so that parallel test binaries do not build the
+//! same image twice.
+
+use std::fs::{self, File};
+use std::io::{self, BufRead, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sha2::{Digest, Sha256};
+
+/// The workspace root (the directory holding the top-level Cargo.toml).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root exists")
+}
+
+/// `target/fixtures/<sub>` under the workspace, created on demand.
+pub fn fixture_dir(sub: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let dir = target.join("fixtures").join(sub);
+    fs::create_dir_all(&dir).expect("create fixture dir");
+    dir
+}
+
+/// True when running under CI, where every optional tool and image must be present.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Reports a skipped test loudly. Under CI a skip is a failure, because CI installs every tool
+/// the tests need; on a newcomer's machine it is a printed notice.
+pub fn skip(test: &str, reason: &str) {
+    if in_ci() {
+        panic!("{test}: cannot run under CI: {reason}");
+    }
+    let msg = format!("SKIPPED {test}: {reason}\n");
+    let _ = io::stderr().write_all(msg.as_bytes());
+    let _ = io::stdout().write_all(msg.as_bytes());
+}
+
+/// True when `tool` is found on PATH (or under /sbin, /usr/sbin, where root tools live).
+pub fn have_tool(tool: &str) -> bool {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    dirs.extend(["/sbin", "/usr/sbin", "/usr/local/sbin"].map(PathBuf::from));
+    dirs.iter().any(|d| d.join(tool).is_file())
+}
+
+/// True when the process runs as root (loop devices and FUSE mounts need it).
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// Runs a command and returns its stdout, panicking with its stderr on failure.
+pub fn run(cmd: &mut Command) -> Vec<u8> {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    if !out.status.success() {
+        panic!(
+            "{cmd:?} failed with {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    out.stdout
+}
+
+/// A cross-process exclusive lock on a fixture name, held until dropped.
+pub struct FixtureLock {
+    _file: File,
+}
+
+impl FixtureLock {
+    /// Takes the lock `target/fixtures/locks/<name>.lock`, waiting for other holders.
+    pub fn take(name: &str) -> FixtureLock {
+        let path = fixture_dir("locks").join(format!("{name}.lock"));
+        let file = File::create(&path).expect("create lock file");
+        file.lock().expect("lock fixture");
+        FixtureLock { _file: file }
+    }
+}
+
+/// Builds `path` once with `build` (which writes a temporary path), under a lock, and returns
+/// it. A fixture whose build failed half-way is never seen by later runs, because the builder
+/// writes to `<path>.partial` and only a finished build is renamed into place.
+pub fn cached_fixture(path: &Path, build: impl FnOnce(&Path)) -> PathBuf {
+    let name = path
+        .file_name()
+        .expect("fixture has a file name")
+        .to_string_lossy()
+        .into_owned();
+    let _lock = FixtureLock::take(&name);
+    if !path.exists() {
+        let partial = path.with_extension("partial");
+        let _ = fs::remove_file(&partial);
+        let _ = fs::remove_dir_all(&partial);
+        build(&partial);
+        fs::rename(&partial, path).expect("publish fixture");
+    }
+    path.to_path_buf()
+}
+
+/// The folder of real sample images (`../shared/real-images` beside the checkout), if present.
+pub fn real_images_dir() -> Option<PathBuf> {
+    let dir = workspace_root().join("../shared/real-images");
+    dir.is_dir().then_some(dir)
+}
+
+/// Unpacks `<name>.bin.gz` from the real images into the fixture cache and returns its path,
+/// or reports a skip (failure under CI) and returns `None` when the folder is absent.
+pub fn real_image(test: &str, name: &str) -> Option<PathBuf> {
+    let Some(dir) = real_images_dir() else {
+        skip(
+            test,
+            "../shared/real-images is absent (it holds the ESXi and Windows sample images)",
+        );
+        return None;
+    };
+    let gz = dir.join(format!("{name}.bin.gz"));
+    let out = fixture_dir("real").join(format!("{name}.bin"));
+    Some(cached_fixture(&out, |tmp| {
+        let mut dec = flate2::read::GzDecoder::new(File::open(&gz).expect("open real image"));
+        let mut f = File::create(tmp).expect("create unpacked image");
+        io::copy(&mut dec, &mut f).expect("unpack real image");
+    }))
+}
+
+/// One line of a real image's manifest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManifestEntry {
+    /// `f` (regular file) or `l` (symlink).
+    pub kind: char,
+    /// Size in bytes (the target length for symlinks).
+    pub size: u64,
+    /// Absolute path inside the volume.
+    pub path: String,
+    /// SHA-256 of the contents, or the symlink target.
+    pub digest_or_target: String,
+}
+
+/// Parses `<name>.manifest` of the real images (`TYPE SIZE PATH SHA256`, or
+/// `l SIZE PATH -> TARGET`). Paths may contain spaces.
+pub fn real_manifest(name: &str) -> Vec<ManifestEntry> {
+    let dir = real_images_dir().expect("real images present");
+    let f = File::open(dir.join(format!("{name}.manifest"))).expect("open manifest");
+    io::BufReader::new(f)
+        .lines()
+        .map(|l| l.expect("read manifest"))
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let kind = line.chars().next().expect("type");
+            let rest = &line[2..];
+            let (size, rest) = rest.split_once(' ').expect("size");
+            let (path, digest) = if kind == 'l' {
+                let (p, t) = rest.rsplit_once(" -> ").expect("symlink target");
+                (p, t)
+            } else {
+                rest.rsplit_once(' ').expect("digest")
+            };
+            ManifestEntry {
+                kind,
+                size: size.parse().expect("size number"),
+                path: path.to_string(),
+                digest_or_target: digest.to_string(),
+            }
+        })
+        .collect()
+}
+
+/// SHA-256 of `data`, lower-case hex.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// SHA-256 of everything `r` yields, lower-case hex.
+pub fn sha256_reader(mut r: impl Read) -> String {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = r.read(&mut buf).expect("read for hashing");
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    hex::encode(h.finalize())
+}
+
+/// A read-only loop device over an image, detached when dropped.
+pub struct LoopDevice {
+    path: PathBuf,
+}
+
+impl LoopDevice {
+    /// Attaches `image` read-only (`losetup -f --show -r`). Returns `None` and reports a skip
+    /// when loop devices are unavailable (not root, no losetup, no free device).
+    pub fn attach(test: &str, image: &Path) -> Option<LoopDevice> {
+        if !is_root() || !have_tool("losetup") {
+            skip(test, "loop devices need root and losetup");
+            return None;
+        }
+        let out = Command::new("losetup")
+            .args(["-f", "--show", "-r"])
+            .arg(image)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(LoopDevice {
+                path: PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()),
+            }),
+            Ok(o) => {
+                skip(
+                    test,
+                    &format!(
+                        "losetup failed: {}",
+                        String::from_utf8_lossy(&o.stderr).trim()
+                    ),
+                );
+                None
+            }
+            Err(e) => {
+                skip(test, &format!("cannot run losetup: {e}"));
+                None
+            }
+        }
+    }
+
+    /// The device node, e.g. /dev/loop3.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.path).status();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha256_of_empty_is_the_known_value() {
+        assert_eq!(
+            sha256_hex(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(sha256_reader(&b""[..]), sha256_hex(b""));
+    }
+}
