@@ -1,0 +1,1 @@
+//! VM inventory: which files on a LUN make up each VM (VMware, Hyper-V, Virtual Server).

@@ -1,0 +1,1 @@
+//! Opens whatever filesystem a LUN holds: partition tables, then NTFS or VMFS.
