@@ -22,6 +22,11 @@ enum Command {
     /// Inspect LUNs.
     #[command(subcommand)]
     Lun(LunCommand),
+    /// Read a filesystem (NTFS, VMFS5, VMFS6) on a LUN clone.
+    #[command(subcommand)]
+    Fs(crate::fs_cmd::FsCommand),
+    /// List the VMs on LUN clones, with their files.
+    Vms(crate::vms_cmd::VmsArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -54,11 +59,7 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // A closed stdout (`| head`) is not an error worth reporting.
-            if e
-                .chain()
-                .filter_map(|c| c.downcast_ref::<std::io::Error>())
-                .any(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-            {
+            if is_broken_pipe(&e) {
                 return ExitCode::SUCCESS;
             }
             let msg = e
@@ -72,6 +73,19 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// True when the error is a write to a closed pipe, however deeply wrapped.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .map(|io| io.kind())
+            .or_else(|| {
+                c.downcast_ref::<serde_json::Error>()
+                    .and_then(|j| j.io_error_kind())
+            })
+            == Some(std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Lun(LunCommand::Info {
@@ -79,6 +93,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             direct,
             json,
         }) => lun_info(&paths, direct, json),
+        Command::Fs(cmd) => crate::fs_cmd::run(cmd),
+        Command::Vms(args) => crate::vms_cmd::run(args),
     }
 }
 
@@ -91,21 +107,102 @@ fn lun_info(paths: &[PathBuf], direct: bool, json: bool) -> anyhow::Result<()> {
         MultipathPolicy::default(),
     )
     .with_context(|| format!("opening LUN {name}"))?;
-    let out = serde_json::json!({
-        "name": name,
-        "size": lun.size(),
-        "sector_size": lun.sector_size(),
-        "paths": lun.path_status(),
-    });
+    let content = fscore::probe::identify(&lun, Some(lun.sector_size()))
+        .with_context(|| format!("identifying the contents of LUN {name}"))?;
     let mut stdout = std::io::stdout().lock();
     if json {
+        let mut content_json = serde_json::to_value(&content)?;
+        // Type names are for people reading the JSON; programs match the type itself.
+        if let Some(parts) = content_json
+            .get_mut("partitions")
+            .and_then(|p| p.as_array_mut())
+        {
+            for (p, probed) in parts.iter_mut().zip(content.partitions()) {
+                p["type_name"] = probed.partition.part_type.known_name().into();
+            }
+        }
+        let out = serde_json::json!({
+            "name": name,
+            "size": lun.size(),
+            "sector_size": lun.sector_size(),
+            "paths": lun.path_status(),
+            "content": content_json,
+        });
         serde_json::to_writer(&mut stdout, &out)?;
         writeln!(stdout)?;
-    } else {
-        writeln!(stdout, "LUN {name}: {} bytes, {}-byte sectors", lun.size(), lun.sector_size())?;
-        for p in lun.path_status() {
-            writeln!(stdout, "  path {}: {:?}", p.path, p.state)?;
+        return Ok(());
+    }
+    writeln!(stdout, "LUN {name}")?;
+    writeln!(
+        stdout,
+        "  size:        {} bytes ({})",
+        lun.size(),
+        human_bytes(lun.size())
+    )?;
+    writeln!(stdout, "  sector size: {} bytes", lun.sector_size())?;
+    writeln!(stdout, "  paths:")?;
+    for p in lun.path_status() {
+        let state = match p.state {
+            lun::PathHealth::Up => "up",
+            lun::PathHealth::Down => "down",
+        };
+        write!(stdout, "    {}  {state}", p.path)?;
+        if p.preferred {
+            write!(stdout, "  preferred")?;
+        }
+        if p.errors > 0 {
+            write!(stdout, "  errors {}", p.errors)?;
+        }
+        if let Some(e) = &p.last_error {
+            write!(stdout, "  last error: {e}")?;
+        }
+        writeln!(stdout)?;
+    }
+    writeln!(stdout, "  content:     {content}")?;
+    if let fscore::probe::Content::Gpt(t) | fscore::probe::Content::Mbr(t) = &content {
+        if let Some(g) = &t.disk_guid {
+            writeln!(stdout, "  disk GUID:   {g}")?;
+        }
+        for w in &t.warnings {
+            writeln!(stdout, "  warning:     {w}")?;
+        }
+        for p in &t.partitions {
+            let part = &p.partition;
+            let type_name = part
+                .part_type
+                .known_name()
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default();
+            write!(
+                stdout,
+                "    partition {}: start {} length {} ({}), type {}{type_name}",
+                part.index,
+                part.start_byte,
+                part.length_bytes,
+                human_bytes(part.length_bytes),
+                part.part_type,
+            )?;
+            if !part.name.is_empty() {
+                write!(stdout, ", name {:?}", part.name)?;
+            }
+            writeln!(stdout, ": {}", p.content)?;
         }
     }
     Ok(())
+}
+
+/// A size in binary units for people (`64.0 MiB`).
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} bytes")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
 }

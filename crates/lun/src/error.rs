@@ -14,6 +14,19 @@ pub enum LunError {
         #[source]
         source: io::Error,
     },
+    /// A block device could not be opened exclusively (`EBUSY`): the kernel has it mounted or
+    /// another process holds it. Restore targets refuse such devices.
+    #[error(
+        "cannot open {path} exclusively: {source}: it is mounted or held by another process; \
+         unmount it before restoring onto it"
+    )]
+    Busy {
+        /// Path that failed.
+        path: PathBuf,
+        /// OS error (EBUSY).
+        #[source]
+        source: io::Error,
+    },
     /// The device path is neither a regular file nor a block device.
     #[error("{path} is not a regular file or block device")]
     NotADevice {

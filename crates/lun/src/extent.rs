@@ -60,7 +60,9 @@ impl ExtentMap {
                 .checked_add(e.length)
                 .ok_or_else(|| bad(format!("extent {i} overflows")))?;
             if let Some(p) = e.physical {
-                let inside = p.checked_add(e.length).is_some_and(|end| end <= device_size);
+                let inside = p
+                    .checked_add(e.length)
+                    .is_some_and(|end| end <= device_size);
                 if !inside {
                     return Err(bad(format!(
                         "extent {i} ({} bytes at device offset {p}) lies past the end of the \
@@ -147,11 +149,7 @@ impl ExtentMap {
             if s >= t {
                 continue;
             }
-            b.push(
-                s - offset,
-                t - s,
-                e.physical.map(|p| p + (s - e.logical)),
-            );
+            b.push(s - offset, t - s, e.physical.map(|p| p + (s - e.logical)));
         }
         b.finish(name, device_size)
     }
@@ -266,7 +264,10 @@ impl ReadAt for MappedFile {
         if buf.is_empty() {
             return Ok(());
         }
-        let mut i = self.map.index_of(offset).expect("offset checked inside the file");
+        let mut i = self
+            .map
+            .index_of(offset)
+            .expect("offset checked inside the file");
         let mut pos = offset;
         let mut done = 0usize;
         while done < buf.len() {
@@ -338,7 +339,11 @@ mod tests {
         let m = b.finish("f", 1000).unwrap();
         assert_eq!(
             m.extents(),
-            &[ext(0, 20, Some(50)), ext(20, 20, None), ext(40, 60, Some(0))]
+            &[
+                ext(0, 20, Some(50)),
+                ext(20, 20, None),
+                ext(40, 60, Some(0))
+            ]
         );
         assert_eq!(m.data_bytes(), 80);
         let mut b = ExtentMapBuilder::new(100);
@@ -374,7 +379,11 @@ mod tests {
         let map = ExtentMap::new(
             "f",
             30,
-            vec![ext(0, 10, Some(100)), ext(10, 10, None), ext(20, 10, Some(110))],
+            vec![
+                ext(0, 10, Some(100)),
+                ext(10, 10, None),
+                ext(20, 10, Some(110)),
+            ],
             1000,
         )
         .unwrap();
@@ -386,7 +395,11 @@ mod tests {
         let s = map.slice("s", 5, 20, 1000).unwrap();
         assert_eq!(
             s.extents(),
-            &[ext(0, 5, Some(105)), ext(5, 10, None), ext(15, 5, Some(110))]
+            &[
+                ext(0, 5, Some(105)),
+                ext(5, 10, None),
+                ext(15, 5, Some(110))
+            ]
         );
         assert!(map.slice("s", 25, 10, 1000).is_err());
     }

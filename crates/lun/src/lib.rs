@@ -13,13 +13,15 @@ mod extent;
 mod mem;
 mod multipath;
 mod path;
+mod restore;
 mod source;
 
 pub use error::LunError;
 pub use extent::{Extent, ExtentMap, ExtentMapBuilder, MappedFile};
 pub use mem::MemSource;
 pub use multipath::{Lun, MultipathPolicy, PathHealth, PathStatus};
-pub use path::{DevicePath, DeviceKind, OpenOptions};
+pub use path::{DeviceKind, DevicePath, OpenOptions};
+pub use restore::RestoreTarget;
 pub use source::{ReadAt, ReadAtExt, Source, Window};
 
 /// Result type of this crate.

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::source::check_range;
 use crate::{DevicePath, LunError, OpenOptions, ReadAt, Result};
 
 /// How a multipath LUN treats failing paths.
@@ -55,19 +56,33 @@ struct PathSlot {
     up: AtomicBool,
     errors: AtomicU64,
     last_error: Mutex<Option<String>>,
-    down_since: Mutex<Option<Instant>>,
+    /// When the path last failed or was last probed; the next probe is due `retry_after` later.
+    /// Resetting it is also how one reader claims a probe, so concurrent readers never probe the
+    /// same down path at once.
+    last_attempt: Mutex<Option<Instant>>,
 }
 
 impl PathSlot {
     fn mark_down(&self, err: &LunError) {
+        // The time is set before the flag so that a reader seeing "down" never sees a stale
+        // probe time and probes a path that failed a moment ago.
+        *lock(&self.last_attempt) = Some(Instant::now());
         self.up.store(false, Ordering::SeqCst);
         self.errors.fetch_add(1, Ordering::Relaxed);
         *lock(&self.last_error) = Some(err.to_string());
-        *lock(&self.down_since) = Some(Instant::now());
     }
 
-    fn retry_due(&self, after: Duration) -> bool {
-        lock(&self.down_since).is_none_or(|t| t.elapsed() >= after)
+    /// True for exactly one caller per back-off interval while the path is down.
+    fn claim_probe(&self, after: Duration) -> bool {
+        if self.up.load(Ordering::SeqCst) {
+            return false;
+        }
+        let mut last = lock(&self.last_attempt);
+        if last.is_some_and(|t| t.elapsed() < after) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
     }
 }
 
@@ -76,9 +91,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// One LUN reached through one or more device paths. Reads go to a preferred healthy path; on a
-/// path failure the same read is retried on the next path and the failed path is marked down
-/// until a later read succeeds on it after the back-off.
+/// One LUN reached through one or more device paths.
+///
+/// Reads go to the preferred path. When a read fails with a path error (EIO, ENXIO, ENOTCONN…,
+/// see [`LunError::is_path_failure`]) the path is marked down and the same read is retried on
+/// the next path that is up; the path that served it becomes preferred. A down path is probed
+/// again once its back-off ([`MultipathPolicy::retry_after`]) has elapsed, by one reader only:
+/// the probe reads a reference region recorded at open time and the path comes back up only if
+/// the bytes match. There is no automatic failback: the preferred path changes only on failure.
 pub struct Lun {
     name: String,
     paths: Vec<PathSlot>,
@@ -86,7 +106,13 @@ pub struct Lun {
     size: u64,
     sector_size: u32,
     policy: MultipathPolicy,
+    /// Offset and bytes of the region a recovering path must reproduce before it is used again.
+    reference: (u64, Vec<u8>),
 }
+
+/// Bytes a recovering path must read back identically (one 4 KiB page, the smallest O_DIRECT
+/// unit every path accepts).
+const PROBE_LEN: u64 = 4096;
 
 impl Lun {
     /// Opens every path read-only and checks that they all show the same LUN.
@@ -129,7 +155,7 @@ impl Lun {
                 return Err(LunError::PathMismatch {
                     lun: name,
                     detail: format!(
-                        "{} has {} bytes but {} has {}",
+                        "{} has {} bytes but {} has {}: they are not the same LUN",
                         first.name(),
                         size,
                         d.name(),
@@ -141,6 +167,8 @@ impl Lun {
         if devices.len() > 1 {
             check_same_bytes(&name, &devices, policy.sample_len)?;
         }
+        let mut reference = vec![0u8; PROBE_LEN.min(size) as usize];
+        first.read_exact_at(0, &mut reference)?;
         let paths = devices
             .into_iter()
             .map(|device| PathSlot {
@@ -148,7 +176,7 @@ impl Lun {
                 up: AtomicBool::new(true),
                 errors: AtomicU64::new(0),
                 last_error: Mutex::new(None),
-                down_since: Mutex::new(None),
+                last_attempt: Mutex::new(None),
             })
             .collect();
         Ok(Lun {
@@ -158,12 +186,18 @@ impl Lun {
             size,
             sector_size: 512,
             policy,
+            reference: (0, reference),
         })
     }
 
     /// Logical sector size (the largest of its paths).
     pub fn sector_size(&self) -> u32 {
         self.sector_size
+    }
+
+    /// Number of paths.
+    pub fn path_count(&self) -> usize {
+        self.paths.len()
     }
 
     /// State of each path.
@@ -185,14 +219,46 @@ impl Lun {
             })
             .collect()
     }
+
+    /// Probes every down path whose back-off has elapsed and that no other reader is probing.
+    fn probe_due_paths(&self) {
+        for slot in &self.paths {
+            if !slot.claim_probe(self.policy.retry_after) {
+                continue;
+            }
+            let (offset, expected) = &self.reference;
+            let mut got = vec![0u8; expected.len()];
+            match slot.device.read_exact_at(*offset, &mut got) {
+                Ok(()) if got == *expected => {
+                    slot.up.store(true, Ordering::SeqCst);
+                    tracing::info!(lun = %self.name, path = slot.device.name(), "path is back up");
+                }
+                Ok(()) => slot.mark_down(&LunError::PathMismatch {
+                    lun: self.name.clone(),
+                    detail: format!(
+                        "{} reads back different bytes at offset {offset} than when the LUN was \
+                         opened; keeping it down",
+                        slot.device.name()
+                    ),
+                }),
+                Err(e) => {
+                    tracing::debug!(lun = %self.name, path = slot.device.name(), error = %e, "path still down");
+                    slot.mark_down(&e);
+                }
+            }
+        }
+    }
 }
 
-/// Compares a few regions (start, 1 MiB, middle, end) across all paths.
+/// Compares a few regions across all paths: the start (partition tables), 1 MiB (the VMFS LVM
+/// header and volume UUID), the end, and evenly spaced regions in between.
 fn check_same_bytes(name: &str, devices: &[Box<dyn ReadAt>], sample_len: usize) -> Result<()> {
     let size = devices[0].size();
     let len = (sample_len as u64).min(size);
-    let mut offsets = vec![0, 1 << 20, size / 2, size.saturating_sub(len)];
+    let mut offsets = vec![0, 1 << 20, size.saturating_sub(len)];
+    offsets.extend((1..8).map(|k| size / 8 * k));
     offsets.retain(|&o| o + len <= size);
+    offsets.sort_unstable();
     offsets.dedup();
     let mut reference = vec![0u8; len as usize];
     let mut other = vec![0u8; len as usize];
@@ -217,49 +283,60 @@ fn check_same_bytes(name: &str, devices: &[Box<dyn ReadAt>], sample_len: usize) 
 
 impl ReadAt for Lun {
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        check_range(&self.name, offset, buf.len(), self.size)?;
+        self.probe_due_paths();
         let n = self.paths.len();
         let start = self.preferred.load(Ordering::Relaxed);
         let mut last: Option<LunError> = None;
-        // First pass: healthy paths in order from the preferred one. Second pass: down paths
-        // whose back-off has elapsed, so a repaired path comes back.
-        for pass in 0..2 {
-            for k in 0..n {
-                let i = (start + k) % n;
-                let slot = &self.paths[i];
-                let up = slot.up.load(Ordering::SeqCst);
-                if (pass == 0) != up || (!up && !slot.retry_due(self.policy.retry_after)) {
-                    continue;
-                }
-                match slot.device.read_exact_at(offset, buf) {
-                    Ok(()) => {
-                        if !up {
-                            slot.up.store(true, Ordering::SeqCst);
-                            *lock(&slot.down_since) = None;
-                            tracing::info!(lun = %self.name, path = slot.device.name(), "path is back up");
-                        }
-                        if i != start {
-                            self.preferred.store(i, Ordering::Relaxed);
-                        }
-                        return Ok(());
+        for k in 0..n {
+            let i = (start + k) % n;
+            let slot = &self.paths[i];
+            if !slot.up.load(Ordering::SeqCst) {
+                continue;
+            }
+            match slot.device.read_exact_at(offset, buf) {
+                Ok(()) => {
+                    if i != start {
+                        // Only the reader that saw the failure moves the preference, so a slow
+                        // reader cannot undo a newer failover.
+                        let _ = self.preferred.compare_exchange(
+                            start,
+                            i,
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                        );
                     }
-                    Err(e) if e.is_path_failure() => {
-                        tracing::warn!(lun = %self.name, path = slot.device.name(), error = %e, "path failed; trying the next one");
-                        slot.mark_down(&e);
-                        last = Some(e);
-                    }
-                    Err(e) => return Err(e),
+                    return Ok(());
                 }
+                Err(e) if e.is_path_failure() => {
+                    tracing::warn!(lun = %self.name, path = slot.device.name(), error = %e, "path failed; trying the next one");
+                    slot.mark_down(&e);
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
             }
         }
-        Err(LunError::AllPathsDown {
-            lun: self.name.clone(),
-            paths: n,
-            last: Box::new(last.unwrap_or_else(|| LunError::Read {
+        let last = last.unwrap_or_else(|| {
+            let known = self
+                .paths
+                .iter()
+                .filter_map(|p| lock(&p.last_error).clone())
+                .last()
+                .unwrap_or_default();
+            LunError::Read {
                 name: self.name.clone(),
                 offset,
                 len: buf.len() as u64,
-                source: std::io::Error::other("every path is down and waiting for its back-off"),
-            })),
+                source: std::io::Error::other(format!(
+                    "every path is down and waiting for its back-off ({} s); last path error: {known}",
+                    self.policy.retry_after.as_secs_f64()
+                )),
+            }
+        });
+        Err(LunError::AllPathsDown {
+            lun: self.name.clone(),
+            paths: n,
+            last: Box::new(last),
         })
     }
     fn size(&self) -> u64 {
@@ -277,17 +354,24 @@ mod tests {
     use super::*;
     use crate::MemSource;
 
-    /// A path that fails with EIO while `broken` is set.
+    /// A path that fails with EIO while `broken` is set, and returns flipped bytes while
+    /// `corrupt` is set (a path that silently shows another LUN).
     struct Flaky {
         inner: MemSource,
-        broken: Arc<AtomicBool>,
-        reads: Arc<AtomicU64>,
+        ctl: Arc<Ctl>,
+    }
+
+    #[derive(Default)]
+    struct Ctl {
+        broken: AtomicBool,
+        corrupt: AtomicBool,
+        reads: AtomicU64,
     }
 
     impl ReadAt for Flaky {
         fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-            self.reads.fetch_add(1, Ordering::SeqCst);
-            if self.broken.load(Ordering::SeqCst) {
+            self.ctl.reads.fetch_add(1, Ordering::SeqCst);
+            if self.ctl.broken.load(Ordering::SeqCst) {
                 return Err(LunError::Read {
                     name: self.inner.name().into(),
                     offset,
@@ -295,7 +379,11 @@ mod tests {
                     source: std::io::Error::from_raw_os_error(libc::EIO),
                 });
             }
-            self.inner.read_exact_at(offset, buf)
+            self.inner.read_exact_at(offset, buf)?;
+            if self.ctl.corrupt.load(Ordering::SeqCst) {
+                buf.iter_mut().for_each(|b| *b = !*b);
+            }
+            Ok(())
         }
         fn size(&self) -> u64 {
             self.inner.size()
@@ -305,32 +393,42 @@ mod tests {
         }
     }
 
-    fn flaky(name: &str, data: &[u8]) -> (Box<dyn ReadAt>, Arc<AtomicBool>, Arc<AtomicU64>) {
-        let broken = Arc::new(AtomicBool::new(false));
-        let reads = Arc::new(AtomicU64::new(0));
+    fn flaky(name: &str, data: &[u8]) -> (Box<dyn ReadAt>, Arc<Ctl>) {
+        let ctl = Arc::new(Ctl::default());
         let f = Flaky {
             inner: MemSource::new(name, data.to_vec()),
-            broken: broken.clone(),
-            reads: reads.clone(),
+            ctl: ctl.clone(),
         };
-        (Box::new(f), broken, reads)
+        (Box::new(f), ctl)
+    }
+
+    fn pattern(len: u32) -> Vec<u8> {
+        (0..len).map(|i| (i % 251) as u8).collect()
+    }
+
+    fn fast_policy(ms: u64) -> MultipathPolicy {
+        MultipathPolicy {
+            retry_after: Duration::from_millis(ms),
+            ..Default::default()
+        }
     }
 
     #[test]
-    fn fails_over_and_recovers() {
-        let data: Vec<u8> = (0..4 << 20).map(|i: u32| (i % 251) as u8).collect();
-        let (a, a_broken, _) = flaky("pathA", &data);
-        let (b, b_broken, b_reads) = flaky("pathB", &data);
-        let policy = MultipathPolicy {
-            retry_after: Duration::from_millis(50),
-            ..Default::default()
-        };
-        let lun = Lun::from_devices("lun0", vec![a, b], policy).unwrap();
+    fn fails_over_and_recovers_when_all_paths_were_down() {
+        let data = pattern(4 << 20);
+        let (a, a_ctl) = flaky("pathA", &data);
+        let (b, b_ctl) = flaky("pathB", &data);
+        let lun = Lun::from_devices("lun0", vec![a, b], fast_policy(50)).unwrap();
+        let b_open_reads = b_ctl.reads.load(Ordering::SeqCst);
         let mut buf = [0u8; 16];
         lun.read_exact_at(100, &mut buf).unwrap();
-        assert_eq!(b_reads.load(Ordering::SeqCst), 4, "only the open-time samples hit B");
+        assert_eq!(
+            b_ctl.reads.load(Ordering::SeqCst),
+            b_open_reads,
+            "reads go to A"
+        );
 
-        a_broken.store(true, Ordering::SeqCst);
+        a_ctl.broken.store(true, Ordering::SeqCst);
         lun.read_exact_at(200, &mut buf).unwrap();
         assert_eq!(&buf[..], &data[200..216]);
         let st = lun.path_status();
@@ -339,15 +437,133 @@ mod tests {
         assert!(st[0].last_error.as_deref().unwrap().contains("pathA"));
         assert!(st[1].preferred);
 
-        b_broken.store(true, Ordering::SeqCst);
+        b_ctl.broken.store(true, Ordering::SeqCst);
         let e = lun.read_exact_at(0, &mut buf).unwrap_err();
         assert!(matches!(e, LunError::AllPathsDown { paths: 2, .. }), "{e}");
+        assert!(e.to_string().contains("Input/output error"), "{e}");
 
-        a_broken.store(false, Ordering::SeqCst);
+        a_ctl.broken.store(false, Ordering::SeqCst);
         std::thread::sleep(Duration::from_millis(60));
         lun.read_exact_at(300, &mut buf).unwrap();
         assert_eq!(&buf[..], &data[300..316]);
         assert_eq!(lun.path_status()[0].state, PathHealth::Up);
+        assert_eq!(lun.path_status()[1].state, PathHealth::Down);
+    }
+
+    #[test]
+    fn a_down_path_comes_back_while_another_path_serves() {
+        let data = pattern(1 << 20);
+        let (a, a_ctl) = flaky("pathA", &data);
+        let (b, _) = flaky("pathB", &data);
+        let lun = Lun::from_devices("lun0", vec![a, b], fast_policy(30)).unwrap();
+        a_ctl.broken.store(true, Ordering::SeqCst);
+        let mut buf = [0u8; 64];
+        lun.read_exact_at(0, &mut buf).unwrap();
+        assert_eq!(lun.path_status()[0].state, PathHealth::Down);
+        a_ctl.broken.store(false, Ordering::SeqCst);
+        // Before the back-off nothing touches A.
+        let before = a_ctl.reads.load(Ordering::SeqCst);
+        lun.read_exact_at(0, &mut buf).unwrap();
+        assert_eq!(a_ctl.reads.load(Ordering::SeqCst), before);
+        std::thread::sleep(Duration::from_millis(40));
+        lun.read_exact_at(0, &mut buf).unwrap();
+        let st = lun.path_status();
+        assert_eq!(st[0].state, PathHealth::Up, "{st:?}");
+        assert!(st[1].preferred, "no automatic failback");
+    }
+
+    #[test]
+    fn a_path_that_comes_back_with_other_bytes_stays_down() {
+        let data = pattern(1 << 20);
+        let (a, a_ctl) = flaky("pathA", &data);
+        let (b, _) = flaky("pathB", &data);
+        let lun = Lun::from_devices("lun0", vec![a, b], fast_policy(10)).unwrap();
+        a_ctl.broken.store(true, Ordering::SeqCst);
+        let mut buf = [0u8; 64];
+        lun.read_exact_at(0, &mut buf).unwrap();
+        a_ctl.broken.store(false, Ordering::SeqCst);
+        a_ctl.corrupt.store(true, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(20));
+        lun.read_exact_at(0, &mut buf).unwrap();
+        assert_eq!(&buf[..], &data[..64]);
+        let st = lun.path_status();
+        assert_eq!(st[0].state, PathHealth::Down);
+        assert!(
+            st[0]
+                .last_error
+                .as_deref()
+                .unwrap()
+                .contains("different bytes"),
+            "{st:?}"
+        );
+    }
+
+    /// Many readers while paths break and heal underneath them: every read returns the right
+    /// bytes as long as one path works, and a down path is probed at most once per back-off.
+    #[test]
+    fn concurrent_readers_see_correct_bytes_through_failures() {
+        let data = Arc::new(pattern(2 << 20));
+        let (a, a_ctl) = flaky("pathA", &data);
+        let (b, b_ctl) = flaky("pathB", &data);
+        let retry = Duration::from_millis(20);
+        let lun = Arc::new(Lun::from_devices("lun0", vec![a, b], fast_policy(20)).unwrap());
+        let stop = Arc::new(AtomicBool::new(false));
+        let readers: Vec<_> = (0..8u64)
+            .map(|t| {
+                let (lun, data, stop) = (lun.clone(), data.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut n = 0u64;
+                    let mut buf = vec![0u8; 4096];
+                    while !stop.load(Ordering::SeqCst) {
+                        let off = (t * 7919 + n * 104_729) % (data.len() as u64 - 4096);
+                        lun.read_exact_at(off, &mut buf)
+                            .expect("one path always works");
+                        assert_eq!(&buf[..], &data[off as usize..off as usize + 4096]);
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        let wait_for = |path: usize, state: PathHealth| {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while lun.path_status()[path].state != state {
+                assert!(
+                    Instant::now() < deadline,
+                    "path {path} never became {state:?}"
+                );
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        };
+        // Alternate which path is broken, never both: heal one, wait until readers have probed
+        // it back up, then break the other and wait until readers have noticed.
+        for round in 0..10 {
+            let (broken, healthy) = if round % 2 == 0 { (0, 1) } else { (1, 0) };
+            let ctl = |i: usize| if i == 0 { &a_ctl } else { &b_ctl };
+            ctl(healthy).broken.store(false, Ordering::SeqCst);
+            wait_for(healthy, PathHealth::Up);
+            ctl(broken).broken.store(true, Ordering::SeqCst);
+            wait_for(broken, PathHealth::Down);
+        }
+        // Probe accounting: while A is down and nothing else changes, A is read at most once
+        // per back-off no matter how many readers run.
+        b_ctl.broken.store(false, Ordering::SeqCst);
+        wait_for(1, PathHealth::Up);
+        a_ctl.broken.store(true, Ordering::SeqCst);
+        wait_for(0, PathHealth::Down);
+        // Readers that were already inside a read of A may still fail on it once each.
+        std::thread::sleep(retry);
+        let before = a_ctl.reads.load(Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(200));
+        let probes = a_ctl.reads.load(Ordering::SeqCst) - before;
+        stop.store(true, Ordering::SeqCst);
+        let total: u64 = readers.into_iter().map(|h| h.join().unwrap()).sum();
+        assert!(total > 100, "readers made progress ({total} reads)");
+        assert!(
+            probes <= 200 / 20 + 1,
+            "{probes} probes of a down path in 200 ms"
+        );
+        assert_eq!(lun.path_status()[0].state, PathHealth::Down);
     }
 
     #[test]
@@ -366,17 +582,22 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.to_string().contains("bytes"), "{e}");
+        let e = Lun::from_devices("x", vec![], Default::default())
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("no path"), "{e}");
     }
 
     #[test]
     fn out_of_range_is_not_a_path_failure() {
-        let (a, _, _) = flaky("a", &[0u8; 100]);
+        let (a, _) = flaky("a", &[0u8; 100]);
         let lun = Lun::from_devices("x", vec![a], Default::default()).unwrap();
         let mut buf = [0u8; 10];
-        assert!(matches!(
-            lun.read_exact_at(95, &mut buf),
-            Err(LunError::OutOfRange { .. })
-        ));
+        let e = lun.read_exact_at(95, &mut buf).unwrap_err();
+        assert!(
+            matches!(e, LunError::OutOfRange { ref name, .. } if name == "x"),
+            "{e}"
+        );
         assert_eq!(lun.path_status()[0].state, PathHealth::Up);
     }
 }

@@ -167,39 +167,72 @@ impl DevicePath {
         Ok(())
     }
 
+    /// O_DIRECT read. A caller buffer that is already aligned in address, offset and length is
+    /// read into directly (the streaming case: no copy). Anything else goes through a per-thread
+    /// bounce buffer that is reused across reads, so cold streaming does not fault in fresh pages
+    /// for every chunk.
     fn read_direct(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        let align = u64::from(self.sector_size.max(512)).max(4096);
-        let mut done = 0usize;
-        while done < buf.len() {
-            let pos = offset + done as u64;
-            let aligned_start = pos / align * align;
-            let skip = (pos - aligned_start) as usize;
-            let want = (buf.len() - done).min(DIRECT_CHUNK - skip);
-            let aligned_end = (pos + want as u64).div_ceil(align) * align;
-            // The device size may not be a multiple of the alignment: the tail read is short.
-            let aligned_len = (aligned_end.min(self.size.div_ceil(align) * align) - aligned_start) as usize;
-            let mut bounce = AlignedBuf::new(aligned_len, align as usize);
-            let got = self.pread_direct(aligned_start, bounce.as_mut_slice())?;
-            if got < skip + want {
-                return Err(LunError::ShortRead {
-                    name: self.name.clone(),
-                    offset,
-                    len: buf.len() as u64,
-                    got: done as u64,
-                });
+        let align = self.direct_alignment();
+        let aligned = offset.is_multiple_of(align as u64)
+            && buf.len().is_multiple_of(align)
+            && (buf.as_ptr() as usize).is_multiple_of(align);
+        if aligned {
+            let got = self.pread_direct(offset, buf, align)?;
+            if got < buf.len() {
+                return Err(self.short(offset, buf.len(), got));
             }
-            buf[done..done + want].copy_from_slice(&bounce.as_mut_slice()[skip..skip + want]);
-            done += want;
+            return Ok(());
         }
-        Ok(())
+        BOUNCE.with(|cell| {
+            let mut storage = cell.borrow_mut();
+            let mut done = 0usize;
+            while done < buf.len() {
+                let pos = offset + done as u64;
+                let aligned_start = pos / align as u64 * align as u64;
+                let skip = (pos - aligned_start) as usize;
+                let want = (buf.len() - done).min(DIRECT_CHUNK - skip);
+                let aligned_len = (skip + want).next_multiple_of(align);
+                let bounce = aligned_slice(&mut storage, aligned_len, align);
+                let got = self.pread_direct(aligned_start, bounce, align)?;
+                if got < skip + want {
+                    return Err(self.short(offset, buf.len(), done));
+                }
+                buf[done..done + want].copy_from_slice(&bounce[skip..skip + want]);
+                done += want;
+            }
+            Ok(())
+        })
     }
 
-    fn pread_direct(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+    /// Alignment of O_DIRECT offsets, lengths and buffer addresses: the logical sector size, but
+    /// at least 4 KiB, because an image file's filesystem may use 4 KiB blocks.
+    fn direct_alignment(&self) -> usize {
+        (self.sector_size.max(512) as usize).max(4096)
+    }
+
+    fn short(&self, offset: u64, len: usize, got: usize) -> LunError {
+        LunError::ShortRead {
+            name: self.name.clone(),
+            offset,
+            len: len as u64,
+            got: got as u64,
+        }
+    }
+
+    /// Reads until `buf` is full or the end of the device. A transfer that ends off the
+    /// alignment is the end of the device (the last partial block of an image file), because a
+    /// further O_DIRECT read at an unaligned offset would fail with EINVAL.
+    fn pread_direct(&self, offset: u64, buf: &mut [u8], align: usize) -> Result<usize> {
         let mut got = 0;
         while got < buf.len() {
             match self.file.read_at(&mut buf[got..], offset + got as u64) {
                 Ok(0) => break,
-                Ok(n) => got += n,
+                Ok(n) => {
+                    got += n;
+                    if !n.is_multiple_of(align) {
+                        break;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(source) => {
                     return Err(LunError::Read {
@@ -213,6 +246,22 @@ impl DevicePath {
         }
         Ok(got)
     }
+}
+
+thread_local! {
+    /// One O_DIRECT bounce buffer per reading thread (at most [`DIRECT_CHUNK`] plus alignment).
+    static BOUNCE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// An `align`-aligned slice of `len` bytes inside `storage`, growing it when needed. Offsetting
+/// inside an over-allocated vector avoids any unsafe allocation code.
+fn aligned_slice(storage: &mut Vec<u8>, len: usize, align: usize) -> &mut [u8] {
+    if storage.len() < len + align {
+        *storage = vec![0u8; (len + align).max(DIRECT_CHUNK + align)];
+    }
+    let addr = storage.as_ptr() as usize;
+    let start = addr.next_multiple_of(align) - addr;
+    &mut storage[start..start + len]
 }
 
 impl ReadAt for DevicePath {
@@ -235,31 +284,7 @@ impl ReadAt for DevicePath {
     }
 }
 
-/// A heap buffer whose usable slice starts at an `align`-byte boundary, as O_DIRECT requires.
-/// Over-allocating and offsetting avoids any unsafe allocation code.
-struct AlignedBuf {
-    storage: Vec<u8>,
-    start: usize,
-    len: usize,
-}
-
-impl AlignedBuf {
-    fn new(len: usize, align: usize) -> Self {
-        let storage = vec![0u8; len + align];
-        let addr = storage.as_ptr() as usize;
-        let start = addr.next_multiple_of(align) - addr;
-        AlignedBuf {
-            storage,
-            start,
-            len,
-        }
-    }
-    fn as_mut_slice(&mut self) -> &mut [u8] {
-        &mut self.storage[self.start..self.start + self.len]
-    }
-}
-
-fn block_size_of(file: &File, path: &Path) -> Result<u64> {
+pub(crate) fn block_size_of(file: &File, path: &Path) -> Result<u64> {
     use std::os::fd::AsRawFd;
     let mut size = 0u64;
     // SAFETY: BLKGETSIZE64 writes one u64 through the pointer, which points at a live local.
@@ -271,7 +296,7 @@ fn block_size_of(file: &File, path: &Path) -> Result<u64> {
     Ok(size)
 }
 
-fn block_sector_size(file: &File, path: &Path) -> Result<u32> {
+pub(crate) fn block_sector_size(file: &File, path: &Path) -> Result<u32> {
     use std::os::fd::AsRawFd;
     let mut ssz: libc::c_int = 0;
     // SAFETY: BLKSSZGET writes one c_int through the pointer, which points at a live local.
@@ -314,6 +339,24 @@ mod tests {
             assert_eq!(&tail[..], &data[99_990..]);
             assert!(d.read_exact_at(99_995, &mut tail).is_err());
         }
+    }
+
+    #[test]
+    fn direct_reads_into_aligned_buffers_and_across_chunks() {
+        let dir = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+        let p = dir.path().join("img");
+        let len = DIRECT_CHUNK * 2 + 12_345;
+        let data: Vec<u8> = (0..len as u32).map(|i| (i % 251) as u8).collect();
+        File::create(&p).unwrap().write_all(&data).unwrap();
+        let d = DevicePath::open_with(&p, OpenOptions { direct: true }).unwrap();
+        let mut storage = Vec::new();
+        let buf = aligned_slice(&mut storage, DIRECT_CHUNK, 4096);
+        d.read_exact_at(4096, buf).unwrap();
+        assert_eq!(&buf[..], &data[4096..4096 + DIRECT_CHUNK]);
+        // Unaligned, larger than one bounce chunk, ending in the partial last block.
+        let mut big = vec![0u8; len - 3];
+        d.read_exact_at(3, &mut big).unwrap();
+        assert_eq!(&big[..], &data[3..]);
     }
 
     #[test]

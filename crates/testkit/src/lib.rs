@@ -12,6 +12,8 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
+pub mod ntfs;
+
 /// The workspace root (the directory holding the top-level Cargo.toml).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -237,6 +239,40 @@ impl LoopDevice {
         }
     }
 
+    /// Attaches `image` with the given losetup options (`losetup -f --show OPTS IMAGE`), for
+    /// example `["-r", "--direct-io=on"]`, or `[]` for a writable device. Returns `None` and
+    /// reports a skip when loop devices are unavailable.
+    pub fn attach_with(test: &str, image: &Path, opts: &[&str]) -> Option<LoopDevice> {
+        if !is_root() || !have_tool("losetup") {
+            skip(test, "loop devices need root and losetup");
+            return None;
+        }
+        let out = Command::new("losetup")
+            .args(["-f", "--show"])
+            .args(opts)
+            .arg(image)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(LoopDevice {
+                path: PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()),
+            }),
+            Ok(o) => {
+                skip(
+                    test,
+                    &format!(
+                        "losetup {opts:?} failed: {}",
+                        String::from_utf8_lossy(&o.stderr).trim()
+                    ),
+                );
+                None
+            }
+            Err(e) => {
+                skip(test, &format!("cannot run losetup: {e}"));
+                None
+            }
+        }
+    }
+
     /// The device node, e.g. /dev/loop3.
     pub fn path(&self) -> &Path {
         &self.path
@@ -246,6 +282,116 @@ impl LoopDevice {
 impl Drop for LoopDevice {
     fn drop(&mut self) {
         let _ = Command::new("losetup").arg("-d").arg(&self.path).status();
+    }
+}
+
+/// An ntfs-3g FUSE mount of an image, run in the foreground (`-o no_detach`) so that the test
+/// owns the daemon's process: it can kill it to make every read through the mount fail, which is
+/// how the multipath tests get a real path failure. Unmounted (lazily, so a dead daemon cannot
+/// block it) and the daemon reaped when dropped.
+pub struct Ntfs3gMount {
+    dir: PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl Ntfs3gMount {
+    /// Mounts `image` on a fresh directory under `parent` with extra ntfs-3g options (for
+    /// example `"ro"`). Returns `None` and reports a skip when FUSE or ntfs-3g is unavailable.
+    pub fn mount(test: &str, image: &Path, parent: &Path, opts: &str) -> Option<Ntfs3gMount> {
+        if !is_root() || !have_tool("ntfs-3g") || !Path::new("/dev/fuse").exists() {
+            skip(test, "FUSE mounts need root, /dev/fuse and ntfs-3g");
+            return None;
+        }
+        let dir = parent.join(format!("ntfs3g-{}", std::process::id()));
+        let dir = (0..)
+            .map(|k| dir.with_extension(k.to_string()))
+            .find(|d| fs::create_dir(d).is_ok())
+            .expect("a free mount point name");
+        let opts = if opts.is_empty() {
+            "no_detach".to_string()
+        } else {
+            format!("{opts},no_detach")
+        };
+        let child = Command::new("ntfs-3g")
+            .args(["-o", &opts])
+            .arg(image)
+            .arg(&dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        let mut mount = match child {
+            Ok(c) => Ntfs3gMount {
+                dir,
+                child: Some(c),
+            },
+            Err(e) => {
+                skip(test, &format!("cannot start ntfs-3g: {e}"));
+                let _ = fs::remove_dir(&dir);
+                return None;
+            }
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !mount.is_mounted() {
+            let exited = mount
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() || std::time::Instant::now() > deadline {
+                skip(test, &format!("ntfs-3g did not mount {}", image.display()));
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Some(mount)
+    }
+
+    fn is_mounted(&self) -> bool {
+        let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+            return false;
+        };
+        let dir = self.dir.to_string_lossy();
+        info.lines()
+            .any(|l| l.split(' ').nth(4).is_some_and(|m| m == dir))
+    }
+
+    /// The mount point.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Process id of the FUSE daemon.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
+    /// Kills the FUSE daemon (SIGKILL) without unmounting: from now on reads through the mount
+    /// fail (ENOTCONN on the mount, EIO on a loop device over a file in it).
+    pub fn kill_daemon(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Unmounts cleanly and waits for the daemon to finish writing.
+    pub fn unmount(mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+        let _ = fs::remove_dir(&self.dir);
+    }
+}
+
+impl Drop for Ntfs3gMount {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = fs::remove_dir(&self.dir);
     }
 }
 

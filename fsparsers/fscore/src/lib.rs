@@ -7,7 +7,9 @@
 
 mod error;
 pub mod le;
+pub mod partition;
 mod path;
+pub mod probe;
 
 use std::fmt;
 

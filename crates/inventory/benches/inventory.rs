@@ -1,0 +1,2 @@
+//! Inventory speed over an in-memory datastore (placeholder, filled below).
+fn main() {}

@@ -1,0 +1,1533 @@
+//! The scan: walk each datastore once, index every name, then assemble VMs from their
+//! configurations. Only configurations, descriptors and virtual disk headers are read.
+
+use std::cell::{OnceCell, RefCell};
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use fscore::{FileId, FileType, Filesystem, FsKind, VolumeInfo};
+use lun::{ReadAt, ReadAtExt};
+
+use crate::model::*;
+use crate::{InventoryError, hyperv, vhd, vhdx, vmc, vmdk, vmsd, vmx};
+
+/// One registered LUN with its opened filesystem.
+#[derive(Clone)]
+pub struct Datastore {
+    /// The LUN id the API knows it by.
+    pub lun: String,
+    /// The filesystem on it.
+    pub fs: Arc<dyn Filesystem>,
+    /// What the filesystem says of itself (kind, label, UUID).
+    pub info: VolumeInfo,
+}
+
+impl Datastore {
+    /// A datastore for `fs` on LUN `lun`.
+    pub fn new(lun: impl Into<String>, fs: Arc<dyn Filesystem>) -> Self {
+        let info = fs.info();
+        Datastore {
+            lun: lun.into(),
+            fs,
+            info,
+        }
+    }
+}
+
+/// Safety bounds of a scan.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest configuration or descriptor read (bigger ones are a problem, not read).
+    pub max_config_bytes: u64,
+    /// Largest `.vmcx` scanned for disk paths.
+    pub max_vmcx_bytes: u64,
+    /// Directory entries indexed per datastore.
+    pub max_entries: usize,
+    /// Directory depth walked.
+    pub max_depth: usize,
+    /// Layers followed in one disk chain.
+    pub max_chain: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_config_bytes: 1 << 20,
+            max_vmcx_bytes: 16 << 20,
+            max_entries: 5_000_000,
+            max_depth: 64,
+            max_chain: 255,
+        }
+    }
+}
+
+/// Scans the datastores with the default [`Limits`].
+pub fn scan(datastores: &[Datastore]) -> Inventory {
+    scan_with(datastores, &Limits::default())
+}
+
+/// Scans the datastores. Never fails as a whole: what goes wrong is recorded as
+/// [`Problem`]s on the VM, the orphan disk, or the inventory.
+pub fn scan_with(datastores: &[Datastore], limits: &Limits) -> Inventory {
+    let mut problems = Vec::new();
+    let indexes: Vec<Index> = datastores
+        .iter()
+        .map(|ds| Index::walk(ds, limits, &mut problems))
+        .collect();
+    let scanner = Scanner {
+        ds: datastores,
+        idx: indexes,
+        limits: limits.clone(),
+        claimed: RefCell::new(HashSet::new()),
+        layers: RefCell::new(HashMap::new()),
+    };
+    let mut vms = scanner.vms();
+    vms.sort_by(|a, b| (a.lun.as_str(), a.config.as_str()).cmp(&(b.lun.as_str(), b.config.as_str())));
+    let mut seen = HashSet::new();
+    for vm in &mut vms {
+        // Two clones of one LUN registered at once give equal ids; keep them apart.
+        let base = vm.id.clone();
+        let mut n = 2;
+        while !seen.insert(vm.id.clone()) {
+            vm.id = format!("{base}-{n}");
+            n += 1;
+        }
+    }
+    let orphan_disks = scanner.orphans();
+    Inventory {
+        vms,
+        orphan_disks,
+        problems,
+    }
+}
+
+/// One indexed directory entry.
+struct Entry {
+    path: String,
+    name: String,
+    id: FileId,
+    dir: bool,
+    parent: u32,
+}
+
+/// Every name of one datastore.
+struct Index {
+    case_insensitive: bool,
+    entries: Vec<Entry>,
+    by_key: HashMap<String, u32>,
+    children: HashMap<u32, Vec<u32>>,
+    meta: Vec<OnceCell<(u64, u64)>>,
+}
+
+const ROOT: u32 = 0;
+
+impl Index {
+    fn key(&self, path: &str) -> String {
+        if self.case_insensitive { path.to_lowercase() } else { path.to_string() }
+    }
+
+    fn walk(ds: &Datastore, limits: &Limits, problems: &mut Vec<Problem>) -> Index {
+        let mut ix = Index {
+            case_insensitive: ds.info.fs == FsKind::Ntfs,
+            entries: vec![Entry {
+                path: "/".into(),
+                name: String::new(),
+                id: ds.fs.root(),
+                dir: true,
+                parent: ROOT,
+            }],
+            by_key: HashMap::new(),
+            children: HashMap::new(),
+            meta: Vec::new(),
+        };
+        ix.by_key.insert("/".into(), ROOT);
+        let mut visited = HashSet::new();
+        visited.insert(ds.fs.root());
+        let mut stack = vec![(ROOT, 0usize)];
+        let mut limited = false;
+        while let Some((dir, depth)) = stack.pop() {
+            let id = ix.entries[dir as usize].id.clone();
+            let listing = match ds.fs.read_dir(&id) {
+                Ok(l) => l,
+                Err(e) => {
+                    problems.push(Problem::new(
+                        "io",
+                        Some(&ix.entries[dir as usize].path),
+                        format!("LUN {}: cannot list directory: {e}", ds.lun),
+                    ));
+                    continue;
+                }
+            };
+            let mut kids = Vec::with_capacity(listing.len());
+            for e in listing {
+                if e.metadata_file || e.short_name || e.name == "." || e.name == ".." || e.name.is_empty() {
+                    continue;
+                }
+                if ix.entries.len() >= limits.max_entries {
+                    limited = true;
+                    break;
+                }
+                let is_dir = e.file_type == FileType::Dir;
+                if e.file_type == FileType::Symlink {
+                    continue;
+                }
+                if is_dir && !visited.insert(e.id.clone()) {
+                    problems.push(Problem::new(
+                        "walk-loop",
+                        Some(&ix.entries[dir as usize].path),
+                        format!("LUN {}: directory {} appears twice (a cycle); not walked again", ds.lun, e.name),
+                    ));
+                    continue;
+                }
+                let parent_path = &ix.entries[dir as usize].path;
+                let path = if parent_path == "/" {
+                    format!("/{}", e.name)
+                } else {
+                    format!("{parent_path}/{}", e.name)
+                };
+                let n = ix.entries.len() as u32;
+                let key = ix.key(&path);
+                ix.by_key.insert(key, n);
+                ix.entries.push(Entry {
+                    path,
+                    name: e.name,
+                    id: e.id,
+                    dir: is_dir,
+                    parent: dir,
+                });
+                kids.push(n);
+                if is_dir {
+                    if depth + 1 < limits.max_depth {
+                        stack.push((n, depth + 1));
+                    } else {
+                        problems.push(Problem::new(
+                            "walk-limit",
+                            Some(&ix.entries[n as usize].path),
+                            format!("LUN {}: deeper than {} levels; not walked", ds.lun, limits.max_depth),
+                        ));
+                    }
+                }
+            }
+            ix.children.insert(dir, kids);
+            if limited {
+                problems.push(Problem::new(
+                    "walk-limit",
+                    None,
+                    format!("LUN {}: more than {} directory entries; the rest is not scanned", ds.lun, limits.max_entries),
+                ));
+                break;
+            }
+        }
+        ix.meta = (0..ix.entries.len()).map(|_| OnceCell::new()).collect();
+        ix
+    }
+
+    fn lookup(&self, path: &str) -> Option<u32> {
+        self.by_key.get(&self.key(path)).copied()
+    }
+
+    fn kids(&self, dir: u32) -> &[u32] {
+        self.children.get(&dir).map(Vec::as_slice).unwrap_or(&[])
+    }
+}
+
+/// A file found on a datastore, or a reference to one that is not there.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Loc {
+    Found(usize, u32),
+    Missing { path: String, needs: Option<String> },
+}
+
+fn ext_of(name: &str) -> String {
+    name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default()
+}
+
+fn stem_of(name: &str) -> &str {
+    name.rsplit_once('.').map(|(s, _)| s).unwrap_or(name)
+}
+
+fn parent_path(path: &str) -> &str {
+    match path.rfind('/') {
+        Some(0) | None => "/",
+        Some(i) => &path[..i],
+    }
+}
+
+/// Splits a reference on both separators, resolving `.` and `..` against `base`.
+fn join(base: &str, rel: &str) -> String {
+    let mut comps: Vec<&str> = base.split('/').filter(|c| !c.is_empty()).collect();
+    for c in rel.split(['/', '\\']) {
+        match c {
+            "" | "." => {}
+            ".." => {
+                comps.pop();
+            }
+            c => comps.push(c),
+        }
+    }
+    format!("/{}", comps.join("/"))
+}
+
+/// How a configuration names a file.
+#[derive(Debug, PartialEq, Eq)]
+enum RefKind<'a> {
+    Relative(&'a str),
+    VmfsVolume { volume: &'a str, rest: &'a str },
+    /// An absolute path from another host: Windows (`D:\…`, `\\server\share\…`,
+    /// `\\?\Volume{…}\…`) or Unix. `root` is what it needs (drive, share, volume).
+    Foreign { root: String, comps: Vec<&'a str> },
+    Device(&'a str),
+}
+
+fn classify(r: &str) -> RefKind<'_> {
+    if let Some(rest) = r.strip_prefix("/vmfs/volumes/") {
+        let (volume, rest) = rest.split_once('/').unwrap_or((rest, ""));
+        return RefKind::VmfsVolume { volume, rest };
+    }
+    if r.starts_with("/vmfs/devices/") || r.starts_with("/dev/") {
+        return RefKind::Device(r);
+    }
+    let mut s = r;
+    let mut root = String::new();
+    if let Some(x) = s.strip_prefix("\\\\?\\").or_else(|| s.strip_prefix("\\\\.\\")) {
+        s = x;
+        if s.len() > 7 && s[..7].eq_ignore_ascii_case("Volume{") {
+            let end = s.find(['\\', '/']).unwrap_or(s.len());
+            root = s[..end].to_string();
+            s = &s[end..];
+        }
+    }
+    let b = s.as_bytes();
+    if root.is_empty() && b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b':' {
+        root = s[..2].to_ascii_uppercase();
+        s = &s[2..];
+    } else if root.is_empty() && s.starts_with("\\\\") {
+        let parts: Vec<&str> = s[2..].splitn(3, '\\').collect();
+        root = format!("\\\\{}", parts[..parts.len().min(2)].join("\\"));
+        s = parts.get(2).copied().unwrap_or("");
+    } else if root.is_empty() && !s.starts_with('/') && !s.starts_with('\\') {
+        return RefKind::Relative(r);
+    }
+    let comps: Vec<&str> = s.split(['/', '\\']).filter(|c| !c.is_empty() && *c != ".").collect();
+    if root.is_empty() {
+        root = comps.first().map(|c| format!("/{c}")).unwrap_or_else(|| "/".into());
+    }
+    RefKind::Foreign { root, comps }
+}
+
+/// What a `.vmdk`, `.vhd` or `.vhdx` turned out to be.
+enum LayerParse {
+    Vmdk {
+        descriptor: vmdk::Descriptor,
+        /// The descriptor sits inside a sparse extent (which is then its own extent).
+        embedded: Option<vmdk::SparseHeader>,
+    },
+    /// A sparse extent without a descriptor of its own (opened directly).
+    BareSparse(vmdk::SparseHeader),
+    Vhd(vhd::VhdInfo),
+    Vhdx(vhdx::VhdxInfo),
+    Failed(InventoryError),
+}
+
+struct Scanner<'a> {
+    ds: &'a [Datastore],
+    idx: Vec<Index>,
+    limits: Limits,
+    claimed: RefCell<HashSet<(usize, u32)>>,
+    layers: RefCell<HashMap<(usize, u32), Rc<LayerParse>>>,
+}
+
+/// A VM (or orphan disk) being assembled.
+struct Build {
+    files: Vec<VmFile>,
+    by_loc: HashMap<Loc, usize>,
+    names: HashSet<String>,
+    problems: Vec<Problem>,
+    running: Vec<String>,
+    suspended: Vec<String>,
+    notes: Vec<String>,
+    disks: Vec<Disk>,
+    locs: Vec<(usize, u32)>,
+}
+
+impl Build {
+    fn new() -> Self {
+        Build {
+            files: Vec::new(),
+            by_loc: HashMap::new(),
+            names: HashSet::new(),
+            problems: Vec::new(),
+            running: Vec::new(),
+            suspended: Vec::new(),
+            notes: Vec::new(),
+            disks: Vec::new(),
+            locs: Vec::new(),
+        }
+    }
+
+    fn problem(&mut self, kind: &str, path: Option<&str>, detail: impl Into<String>) {
+        let p = Problem::new(kind, path, detail);
+        if !self.problems.contains(&p) {
+            self.problems.push(p);
+        }
+    }
+
+    fn unique_name(&mut self, base: &str, parent: &str) -> String {
+        let clean = |s: &str| s.replace(['/', '\\'], "~");
+        let mut name = clean(base);
+        if !self.names.insert(name.to_lowercase()) {
+            let dir = parent.rsplit('/').next().unwrap_or("");
+            name = clean(&format!("{dir}~{base}"));
+            let mut n = 2;
+            while !self.names.insert(name.to_lowercase()) {
+                name = clean(&format!("{n}~{base}"));
+                n += 1;
+            }
+        }
+        name
+    }
+}
+
+impl Scanner<'_> {
+    fn entry(&self, ds: usize, i: u32) -> &Entry {
+        &self.idx[ds].entries[i as usize]
+    }
+
+    fn meta(&self, ds: usize, i: u32) -> (u64, u64) {
+        *self.idx[ds].meta[i as usize].get_or_init(|| {
+            match self.ds[ds].fs.metadata(&self.entry(ds, i).id) {
+                Ok(m) => (m.size, m.allocated),
+                Err(_) => (0, 0),
+            }
+        })
+    }
+
+    fn path_of(&self, loc: &Loc) -> String {
+        match loc {
+            Loc::Found(d, i) => self.entry(*d, *i).path.clone(),
+            Loc::Missing { path, .. } => path.clone(),
+        }
+    }
+
+    /// Adds a file to the build (once) and returns its name.
+    fn add(&self, b: &mut Build, loc: &Loc, role: Role) -> String {
+        if let Some(&i) = b.by_loc.get(loc) {
+            return b.files[i].name.clone();
+        }
+        let file = match loc {
+            Loc::Found(d, i) => {
+                let e = self.entry(*d, *i);
+                let (size, allocated) = self.meta(*d, *i);
+                let name = b.unique_name(&e.name, parent_path(&e.path));
+                b.locs.push((*d, *i));
+                VmFile {
+                    name,
+                    path: e.path.clone(),
+                    lun: Some(self.ds[*d].lun.clone()),
+                    role,
+                    size,
+                    allocated,
+                    missing: false,
+                    needs_datastore: None,
+                }
+            }
+            Loc::Missing { path, needs } => {
+                let base = path.rsplit(['/', '\\']).next().unwrap_or(path);
+                let name = b.unique_name(base, "missing");
+                VmFile {
+                    name,
+                    path: path.clone(),
+                    lun: None,
+                    role,
+                    size: 0,
+                    allocated: 0,
+                    missing: true,
+                    needs_datastore: needs.clone(),
+                }
+            }
+        };
+        let name = file.name.clone();
+        b.by_loc.insert(loc.clone(), b.files.len());
+        b.files.push(file);
+        name
+    }
+
+    /// Resolves a file reference made by a file in `base_dir` of datastore `ds`.
+    fn resolve(&self, ds: usize, base_dir: &str, r: &str) -> Loc {
+        let r = r.trim();
+        match classify(r) {
+            RefKind::Relative(rel) => {
+                let p = join(base_dir, rel);
+                match self.idx[ds].lookup(&p) {
+                    Some(i) => Loc::Found(ds, i),
+                    None => Loc::Missing { path: p, needs: None },
+                }
+            }
+            RefKind::VmfsVolume { volume, rest } => {
+                let target = self
+                    .ds
+                    .iter()
+                    .position(|d| d.info.uuid.eq_ignore_ascii_case(volume) && !volume.is_empty())
+                    .or_else(|| self.ds.iter().position(|d| d.info.label == volume && !volume.is_empty()))
+                    .or_else(|| self.ds.iter().position(|d| d.info.label.eq_ignore_ascii_case(volume) && !volume.is_empty()));
+                match target {
+                    Some(t) => {
+                        let p = join("/", rest);
+                        match self.idx[t].lookup(&p) {
+                            Some(i) => Loc::Found(t, i),
+                            None => Loc::Missing {
+                                path: r.to_string(),
+                                needs: None,
+                            },
+                        }
+                    }
+                    None => Loc::Missing {
+                        path: r.to_string(),
+                        needs: Some(volume.to_string()),
+                    },
+                }
+            }
+            RefKind::Foreign { root, comps } => {
+                // The host's mount point of the cloned volume is unknown (drive letter,
+                // C:\ClusterStorage\VolumeN, a Linux mount): the longest suffix of the path
+                // that exists wins, on this datastore first.
+                let order: Vec<usize> = std::iter::once(ds).chain((0..self.ds.len()).filter(|&d| d != ds)).collect();
+                for k in 0..comps.len().saturating_sub(1) {
+                    let p = format!("/{}", comps[k..].join("/"));
+                    for &d in &order {
+                        if let Some(i) = self.idx[d].lookup(&p) {
+                            return Loc::Found(d, i);
+                        }
+                    }
+                }
+                // Last resort: the bare file name beside the referencing file (a VM folder
+                // copied elsewhere).
+                if let Some(last) = comps.last()
+                    && let Some(i) = self.idx[ds].lookup(&join(base_dir, last))
+                {
+                    return Loc::Found(ds, i);
+                }
+                Loc::Missing {
+                    path: r.to_string(),
+                    needs: Some(root),
+                }
+            }
+            RefKind::Device(p) => Loc::Missing {
+                path: p.to_string(),
+                needs: Some("raw device".into()),
+            },
+        }
+    }
+
+    /// Reads a small file whole, refusing files above the configuration limit.
+    fn read_small(&self, ds: usize, i: u32, cap: u64) -> Result<Vec<u8>, InventoryError> {
+        let (size, _) = self.meta(ds, i);
+        if size > cap {
+            return Err(InventoryError::Limit {
+                what: format!("{} of {size} bytes", self.entry(ds, i).path),
+                limit: cap,
+            });
+        }
+        let src = self.ds[ds].fs.open(&self.entry(ds, i).id)?;
+        let n = src.size().min(cap);
+        Ok(src.read_vec(0, n as usize)?)
+    }
+
+    fn layer(&self, ds: usize, i: u32) -> Rc<LayerParse> {
+        if let Some(l) = self.layers.borrow().get(&(ds, i)) {
+            return l.clone();
+        }
+        let l = Rc::new(self.parse_layer(ds, i).unwrap_or_else(LayerParse::Failed));
+        self.layers.borrow_mut().insert((ds, i), l.clone());
+        l
+    }
+
+    fn parse_layer(&self, ds: usize, i: u32) -> Result<LayerParse, InventoryError> {
+        let e = self.entry(ds, i);
+        let ext = ext_of(&e.name);
+        let src = self.ds[ds].fs.open(&e.id)?;
+        match ext.as_str() {
+            "vhd" | "avhd" | "vud" => return Ok(LayerParse::Vhd(vhd::read(&*src)?)),
+            "vhdx" | "avhdx" => return Ok(LayerParse::Vhdx(vhdx::read(&*src)?)),
+            _ => {}
+        }
+        let size = src.size();
+        let mut head = vec![0u8; size.min(512) as usize];
+        src.read_exact_at(0, &mut head)?;
+        match vmdk::probe(&head) {
+            vmdk::Probe::Sparse(h) => match h.descriptor_range(size)? {
+                Some((off, len)) => {
+                    let d = vmdk::parse_descriptor(&src.read_vec(off, len as usize)?)?;
+                    Ok(LayerParse::Vmdk {
+                        descriptor: d,
+                        embedded: Some(h),
+                    })
+                }
+                None => Ok(LayerParse::BareSparse(h)),
+            },
+            vmdk::Probe::Text => {
+                if size > self.limits.max_config_bytes {
+                    return Err(InventoryError::Limit {
+                        what: format!("descriptor {} of {size} bytes", e.path),
+                        limit: self.limits.max_config_bytes,
+                    });
+                }
+                let d = vmdk::parse_descriptor(&src.read_vec(0, size as usize)?)?;
+                Ok(LayerParse::Vmdk {
+                    descriptor: d,
+                    embedded: None,
+                })
+            }
+            vmdk::Probe::Cowd | vmdk::Probe::SeSparse => Err(InventoryError::Parse {
+                format: "vmdk",
+                detail: "this is a snapshot delta extent, not a descriptor".into(),
+            }),
+            vmdk::Probe::Data => Err(InventoryError::Parse {
+                format: "vmdk",
+                detail: "neither a text descriptor nor a sparse extent with an embedded descriptor".into(),
+            }),
+        }
+    }
+
+    /// Follows a disk from the file a configuration names down to its base.
+    fn chain(&self, b: &mut Build, ds: usize, base_dir: &str, refs: &[String], device: &str, mode: Option<String>) -> Disk {
+        let configured = refs.first().cloned().unwrap_or_default();
+        let mut loc = self.first_found(ds, base_dir, refs);
+        let mut chain: Vec<DiskLayer> = Vec::new();
+        let mut visited: HashSet<(usize, u32)> = HashSet::new();
+        let mut child_parent_cid: Option<(u32, String)> = None;
+        loop {
+            if chain.len() >= self.limits.max_chain {
+                b.problem(
+                    "chain-too-deep",
+                    Some(&configured),
+                    format!("disk {device}: more than {} layers; the rest is not followed", self.limits.max_chain),
+                );
+                break;
+            }
+            let (d, i) = match &loc {
+                Loc::Found(d, i) => (*d, *i),
+                Loc::Missing { path, needs } => {
+                    let is_parent = !chain.is_empty();
+                    let name = self.add(b, &loc, role_by_name(path));
+                    b.problem(
+                        "disk-missing",
+                        Some(path),
+                        match needs {
+                            Some(n) => format!("disk {device}: {} {path} is on datastore {n}, which is not registered", if is_parent { "parent layer" } else { "file" }),
+                            None => format!("disk {device}: {} {path} not found", if is_parent { "parent layer" } else { "file" }),
+                        },
+                    );
+                    chain.push(DiskLayer {
+                        file: name,
+                        path: path.clone(),
+                        format: format_of(path),
+                        create_type: None,
+                        capacity: None,
+                        cid: None,
+                        parent_cid: None,
+                        extents: Vec::new(),
+                        missing: true,
+                    });
+                    break;
+                }
+            };
+            if !visited.insert((d, i)) {
+                b.problem(
+                    "chain-loop",
+                    Some(&self.entry(d, i).path),
+                    format!("disk {device}: the parent chain loops back to {}", self.entry(d, i).path),
+                );
+                break;
+            }
+            let path = self.entry(d, i).path.clone();
+            let dir = parent_path(&path).to_string();
+            let parsed = self.layer(d, i);
+            let mut layer = DiskLayer {
+                file: String::new(),
+                path: path.clone(),
+                format: format_of(&path),
+                create_type: None,
+                capacity: None,
+                cid: None,
+                parent_cid: None,
+                extents: Vec::new(),
+                missing: false,
+            };
+            let mut parents: Vec<String> = Vec::new();
+            match &*parsed {
+                LayerParse::Vmdk { descriptor, embedded } => {
+                    let has_parent = descriptor.has_parent();
+                    let data_role = if has_parent { Role::SnapshotDelta } else { Role::DiskExtent };
+                    layer.file = self.add(b, &loc, if embedded.is_some() { data_role } else { Role::DiskDescriptor });
+                    layer.create_type = descriptor.create_type.clone();
+                    layer.capacity = Some(descriptor.capacity());
+                    layer.cid = descriptor.cid.map(|c| format!("{c:08x}"));
+                    layer.parent_cid = descriptor.parent_cid.map(|c| format!("{c:08x}"));
+                    if let Some(h) = embedded
+                        && h.unclean_shutdown
+                    {
+                        b.running.push(format!("{path}: sparse extent header marks it open (uncleanShutdown)"));
+                    }
+                    if let Some((expected, child)) = &child_parent_cid
+                        && let Some(cid) = descriptor.cid
+                        && *expected != cid
+                    {
+                        b.problem(
+                            "parent-cid-mismatch",
+                            Some(&path),
+                            format!(
+                                "disk {device}: {child} expects parent CID {expected:08x} but {path} has CID {cid:08x}: the parent changed after the delta was made"
+                            ),
+                        );
+                    }
+                    for w in &descriptor.warnings {
+                        b.problem("descriptor-warning", Some(&path), w.clone());
+                    }
+                    if descriptor.extents_dropped > 0 {
+                        b.problem(
+                            "extents-capped",
+                            Some(&path),
+                            format!(
+                                "descriptor lists {} extents; only the first {} are used",
+                                descriptor.extents.len() + descriptor.extents_dropped,
+                                vmdk::MAX_EXTENTS
+                            ),
+                        );
+                    }
+                    for x in &descriptor.extents {
+                        let file = x.file_name.as_ref().map(|f| {
+                            let mut l = self.resolve(d, &dir, f);
+                            if matches!(l, Loc::Missing { .. }) && f.contains('|') {
+                                let un = String::from_utf8_lossy(&vmx::unescape(f.as_bytes())).into_owned();
+                                if let found @ Loc::Found(..) = self.resolve(d, &dir, &un) {
+                                    l = found;
+                                }
+                            }
+                            if let Loc::Missing { path: p, needs } = &l {
+                                b.problem(
+                                    "file-missing",
+                                    Some(p),
+                                    match needs {
+                                        Some(n) => format!("disk {device}: extent {p} is on datastore {n}, which is not registered"),
+                                        None => format!("disk {device}: extent {p} not found"),
+                                    },
+                                );
+                            }
+                            if x.kind == "VMFSRDM" || x.kind == "VMFSRAW" || x.kind == "VMFSPASSTHROUGHRAWDEVICEMAP" {
+                                b.notes.push(format!("disk {device} is a raw device mapping: its data lives on a LUN of its own, not in {f}"));
+                            }
+                            self.add(b, &l, data_role)
+                        });
+                        layer.extents.push(DiskExtent {
+                            access: x.access.clone(),
+                            kind: x.kind.clone(),
+                            size: x.sectors.saturating_mul(512),
+                            offset: x.offset.saturating_mul(512),
+                            file,
+                        });
+                    }
+                    if let Some(ctk) = &descriptor.change_track_path
+                        && let l @ Loc::Found(..) = self.resolve(d, &dir, ctk)
+                    {
+                        self.add(b, &l, Role::Cbt);
+                    }
+                    let ctk = format!("{}-ctk.vmdk", stem_of(&path));
+                    if let Some(ci) = self.idx[d].lookup(&ctk) {
+                        self.add(b, &Loc::Found(d, ci), Role::Cbt);
+                    }
+                    if has_parent {
+                        match &descriptor.parent_file_name_hint {
+                            Some(h) if !h.is_empty() => parents.push(h.clone()),
+                            _ => b.problem(
+                                "parent-unknown",
+                                Some(&path),
+                                format!("disk {device}: parentCID is set but no parentFileNameHint names the parent"),
+                            ),
+                        }
+                        if let Some(pc) = descriptor.parent_cid {
+                            child_parent_cid = Some((pc, path.clone()));
+                        }
+                    } else {
+                        child_parent_cid = None;
+                    }
+                }
+                LayerParse::BareSparse(h) => {
+                    layer.file = self.add(b, &loc, Role::DiskExtent);
+                    layer.create_type = Some("sparse extent".into());
+                    layer.capacity = h.capacity.checked_mul(512);
+                    if h.unclean_shutdown {
+                        b.running.push(format!("{path}: sparse extent header marks it open (uncleanShutdown)"));
+                    }
+                }
+                LayerParse::Vhd(info) => {
+                    let diff = info.footer.disk_type == vhd::DiskType::Differencing;
+                    layer.file = self.add(b, &loc, if diff { Role::SnapshotDelta } else { Role::DiskExtent });
+                    layer.create_type = Some(
+                        match info.footer.disk_type {
+                            vhd::DiskType::Fixed => "fixed",
+                            vhd::DiskType::Dynamic => "dynamic",
+                            vhd::DiskType::Differencing => "differencing",
+                            vhd::DiskType::Other => "unknown",
+                        }
+                        .into(),
+                    );
+                    layer.capacity = Some(info.footer.current_size);
+                    if !info.footer.checksum_ok {
+                        b.problem("checksum", Some(&path), "VHD footer checksum does not match");
+                    }
+                    if info.footer.saved_state {
+                        b.suspended.push(format!("{path}: VHD footer Saved State flag is set"));
+                    }
+                    if diff {
+                        parents = info.parent_paths.clone();
+                        if parents.is_empty() {
+                            b.problem("parent-unknown", Some(&path), "differencing VHD without a usable parent locator");
+                        }
+                    }
+                    self.add_rct(b, d, &path);
+                }
+                LayerParse::Vhdx(info) => {
+                    layer.file = self.add(b, &loc, if info.has_parent { Role::SnapshotDelta } else { Role::DiskExtent });
+                    layer.create_type = Some(if info.has_parent { "differencing" } else { "vhdx" }.into());
+                    layer.capacity = info.virtual_disk_size;
+                    if info.log_dirty {
+                        b.running.push(format!("{path}: VHDX log holds unapplied entries (open for writing)"));
+                    }
+                    if info.has_parent {
+                        parents = info.parent_paths();
+                        if parents.is_empty() {
+                            b.problem("parent-unknown", Some(&path), "differencing VHDX without a usable parent locator");
+                        }
+                    }
+                    self.add_rct(b, d, &path);
+                }
+                LayerParse::Failed(e) => {
+                    layer.file = self.add(b, &loc, role_by_name(&path));
+                    b.problem(
+                        match e {
+                            InventoryError::Limit { .. } => "descriptor-too-large",
+                            InventoryError::Fs(_) => "io",
+                            _ => "descriptor-invalid",
+                        },
+                        Some(&path),
+                        format!("disk {device}: {e}"),
+                    );
+                }
+            }
+            chain.push(layer);
+            if parents.is_empty() {
+                break;
+            }
+            loc = self.first_found(d, &dir, &parents);
+        }
+        if chain.len() > 1 {
+            b.notes.push(format!(
+                "disk {device} runs on a {}-layer chain: {} is a snapshot delta over {}",
+                chain.len(),
+                chain[0].path,
+                chain[chain.len() - 1].path
+            ));
+        }
+        if let Some(m) = &mode
+            && m.to_ascii_lowercase().starts_with("independent")
+        {
+            b.notes.push(format!("disk {device} is {m}: snapshots do not cover it"));
+        }
+        Disk {
+            device: device.to_string(),
+            configured_path: configured,
+            mode,
+            capacity: chain.first().and_then(|l| l.capacity),
+            chain,
+        }
+    }
+
+    fn first_found(&self, ds: usize, dir: &str, refs: &[String]) -> Loc {
+        let mut first = None;
+        for r in refs {
+            let l = self.resolve(ds, dir, r);
+            if matches!(l, Loc::Found(..)) {
+                return l;
+            }
+            first.get_or_insert(l);
+        }
+        first.unwrap_or(Loc::Missing {
+            path: String::new(),
+            needs: None,
+        })
+    }
+
+    /// Hyper-V resilient change tracking files beside a disk (`disk.vhdx.rct`, `.mrt`).
+    fn add_rct(&self, b: &mut Build, ds: usize, path: &str) {
+        for ext in ["rct", "mrt"] {
+            if let Some(i) = self.idx[ds].lookup(&format!("{path}.{ext}")) {
+                self.add(b, &Loc::Found(ds, i), Role::Cbt);
+            }
+        }
+    }
+
+    fn vm_id(&self, ds: usize, path: &str, salt: &str) -> String {
+        use sha2::{Digest, Sha256};
+        let key = self.idx[ds].key(path);
+        let mut h = Sha256::new();
+        h.update(salt.as_bytes());
+        h.update([0]);
+        h.update(self.ds[ds].info.uuid.to_ascii_lowercase().as_bytes());
+        h.update([0]);
+        h.update(key.as_bytes());
+        base32(&h.finalize()[..10])
+    }
+
+    fn vms(&self) -> Vec<Vm> {
+        let mut out = Vec::new();
+        for d in 0..self.ds.len() {
+            let ix = &self.idx[d];
+            // Configurations per directory decide whether leftover files in it belong to
+            // the VM.
+            let mut per_dir: HashMap<u32, usize> = HashMap::new();
+            let mut configs = Vec::new();
+            let mut hyperv_groups: HashMap<(u32, String), Vec<u32>> = HashMap::new();
+            for (i, e) in ix.entries.iter().enumerate() {
+                if e.dir {
+                    continue;
+                }
+                let ext = ext_of(&e.name);
+                match ext.as_str() {
+                    "vmx" | "vmtx" | "vmc" => {
+                        configs.push(i as u32);
+                        *per_dir.entry(e.parent).or_default() += 1;
+                    }
+                    "vmcx" | "xml" | "vmrs" | "vmgs" => {
+                        let parent = &ix.entries[e.parent as usize];
+                        let stem = stem_of(&e.name);
+                        if parent.name.eq_ignore_ascii_case("Virtual Machines") && hyperv::is_guid(stem) {
+                            hyperv_groups.entry((e.parent, stem.to_ascii_lowercase())).or_default().push(i as u32);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            for c in configs {
+                let single = per_dir.get(&self.entry(d, c).parent) == Some(&1);
+                let ext = ext_of(&self.entry(d, c).name);
+                out.push(if ext == "vmc" { self.virtual_server_vm(d, c, single) } else { self.vmware_vm(d, c, single) });
+            }
+            let mut groups: Vec<_> = hyperv_groups.into_iter().collect();
+            groups.sort_by(|a, b| a.0.cmp(&b.0));
+            // VMs per Hyper-V VM folder (the parent of "Virtual Machines").
+            let mut per_folder: HashMap<u32, usize> = HashMap::new();
+            for ((vmdir, _), files) in &groups {
+                if files.iter().any(|&f| matches!(ext_of(&self.entry(d, f).name).as_str(), "vmcx" | "xml")) {
+                    *per_folder.entry(ix.entries[*vmdir as usize].parent).or_default() += 1;
+                }
+            }
+            for ((vmdir, guid), files) in groups {
+                let folder = ix.entries[vmdir as usize].parent;
+                let single = per_folder.get(&folder) == Some(&1);
+                if let Some(vm) = self.hyperv_vm(d, vmdir, &guid, &files, single) {
+                    out.push(vm);
+                }
+            }
+        }
+        out
+    }
+
+    fn claim(&self, b: &Build) {
+        let mut c = self.claimed.borrow_mut();
+        for l in &b.locs {
+            c.insert(*l);
+        }
+    }
+
+    fn finish(&self, d: usize, cfg: u32, name: String, platform: Platform, mut b: Build) -> Vm {
+        self.claim(&b);
+        let state = if !b.running.is_empty() {
+            ConsistencyState::CrashConsistent
+        } else if !b.suspended.is_empty() {
+            ConsistencyState::Suspended
+        } else {
+            ConsistencyState::PoweredOff
+        };
+        let mut evidence = std::mem::take(&mut b.running);
+        evidence.append(&mut b.suspended);
+        if evidence.is_empty() {
+            evidence.push(match platform {
+                Platform::Vmware => "no swap (.vswp), lock (.lck), memory (.vmem) or suspend (.vmss) files, no open sparse extents".into(),
+                Platform::Hyperv => "no runtime memory state (.vmrs over 1 MiB, .bin, .vsv) and no dirty VHDX logs".into(),
+                Platform::VirtualServer => "no saved state (.vsv)".into(),
+            });
+        }
+        let e = self.entry(d, cfg);
+        Vm {
+            id: self.vm_id(d, &e.path, "vm"),
+            name,
+            lun: self.ds[d].lun.clone(),
+            datastore: self.ds[d].info.label.clone(),
+            config: e.path.clone(),
+            platform,
+            template: false,
+            guest_os: None,
+            cpus: None,
+            memory_mb: None,
+            bios_uuid: None,
+            instance_uuid: None,
+            files: b.files,
+            disks: b.disks,
+            snapshots: Vec::new(),
+            consistency: Consistency { state, evidence },
+            notes: b.notes,
+            problems: b.problems,
+        }
+    }
+
+    /// Files of the directory that no VM claims yet, added with their role by name.
+    fn add_leftovers(&self, b: &mut Build, d: usize, dir: u32) {
+        for &k in self.idx[d].kids(dir) {
+            let e = self.entry(d, k);
+            if e.dir {
+                continue;
+            }
+            let ext = ext_of(&e.name);
+            if matches!(ext.as_str(), "vmdk" | "vhd" | "vhdx" | "avhd" | "avhdx" | "vmx" | "vmtx" | "vmc" | "vmcx")
+                || self.claimed.borrow().contains(&(d, k))
+            {
+                continue;
+            }
+            self.add(b, &Loc::Found(d, k), role_by_name(&e.name));
+        }
+    }
+
+    /// Running-state evidence and role-bearing files of a VMware/Virtual Server folder.
+    fn vmware_dir_files(&self, b: &mut Build, d: usize, dir: u32, stem: &str, single: bool, snapshot_stems: &HashSet<String>) {
+        let stem_l = stem.to_lowercase();
+        for &k in self.idx[d].kids(dir) {
+            let e = self.entry(d, k);
+            let lname = e.name.to_lowercase();
+            let ext = ext_of(&e.name);
+            let mine = single || lname.starts_with(&stem_l) || lname.starts_with(&format!("vmx-{stem_l}"));
+            if !mine {
+                continue;
+            }
+            if e.dir {
+                if ext == "lck" {
+                    let kids = self.idx[d].kids(k).to_vec();
+                    for lk in &kids {
+                        self.add(b, &Loc::Found(d, *lk), Role::Lock);
+                    }
+                    b.running.push(format!("{}: lock directory present ({} lock files)", e.path, kids.len()));
+                }
+                continue;
+            }
+            match ext.as_str() {
+                "vswp" => {
+                    self.add(b, &Loc::Found(d, k), Role::Swap);
+                    b.running.push(format!("{}: swap file present", e.path));
+                }
+                "lck" => {
+                    self.add(b, &Loc::Found(d, k), Role::Lock);
+                    b.running.push(format!("{}: lock file present", e.path));
+                }
+                "log" => {
+                    self.add(b, &Loc::Found(d, k), Role::Log);
+                }
+                "vmss" => {
+                    self.add(b, &Loc::Found(d, k), Role::Other);
+                    b.suspended.push(format!("{}: suspend state present", e.path));
+                }
+                "vsv" => {
+                    self.add(b, &Loc::Found(d, k), Role::Other);
+                    b.suspended.push(format!("{}: saved state present", e.path));
+                }
+                "vmem" => {
+                    self.add(b, &Loc::Found(d, k), Role::Other);
+                    if !snapshot_stems.contains(&stem_of(&lname).to_string()) {
+                        b.running.push(format!("{}: memory file present", e.path));
+                    }
+                }
+                _ if lname.starts_with(".lck-") => {
+                    self.add(b, &Loc::Found(d, k), Role::Lock);
+                    b.running.push(format!("{}: NFS lock file present", e.path));
+                }
+                _ => {}
+            }
+        }
+        // A suspended VM also has a .vmem beside its .vmss: that is not a running VM.
+        if !b.suspended.is_empty() {
+            b.running.retain(|r| !r.ends_with("memory file present"));
+        }
+    }
+
+    fn vmware_vm(&self, d: usize, cfg: u32, single: bool) -> Vm {
+        let mut b = Build::new();
+        let e = self.entry(d, cfg);
+        let path = e.path.clone();
+        let dir_path = parent_path(&path).to_string();
+        let dir = e.parent;
+        let stem = stem_of(&e.name).to_string();
+        let template = ext_of(&e.name) == "vmtx";
+        self.add(&mut b, &Loc::Found(d, cfg), Role::Config);
+        let parsed = self
+            .read_small(d, cfg, self.limits.max_config_bytes)
+            .map_err(|e| match e {
+                InventoryError::Limit { .. } => ("config-too-large", e),
+                InventoryError::Fs(_) => ("config-unreadable", e),
+                other => ("config-invalid", other),
+            })
+            .and_then(|bytes| vmx::Vmx::parse(&bytes).map_err(|e| ("config-invalid", e)));
+        let mut name = stem.clone();
+        let mut snapshot_stems = HashSet::new();
+        let mut snaps = Vec::new();
+        let (mut guest_os, mut cpus, mut memory, mut bios, mut inst) = (None, None, None, None, None);
+        match parsed {
+            Err((kind, err)) => {
+                b.problem(kind, Some(&path), format!("{err}; the VM's files are listed by name only"));
+            }
+            Ok(v) => {
+                for w in &v.dict.warnings {
+                    b.problem("config-warning", Some(&path), w.clone());
+                }
+                if let Some(n) = v.display_name() {
+                    name = n.to_string();
+                }
+                guest_os = v.guest_os().map(str::to_string);
+                cpus = Some(v.num_vcpus().unwrap_or(1));
+                memory = v.mem_size_mb();
+                bios = v.uuid_bios().map(str::to_string);
+                inst = v.vc_uuid().map(str::to_string);
+                let nvram = v.nvram().map(str::to_string).unwrap_or_else(|| format!("{stem}.nvram"));
+                if let l @ Loc::Found(..) = self.resolve(d, &dir_path, &nvram) {
+                    self.add(&mut b, &l, Role::Nvram);
+                }
+                let vmxf = v.extended_config().map(str::to_string).unwrap_or_else(|| format!("{stem}.vmxf"));
+                if let l @ Loc::Found(..) = self.resolve(d, &dir_path, &vmxf) {
+                    self.add(&mut b, &l, Role::Config);
+                }
+                // Snapshot metadata first: its state files tell snapshot .vmem from live ones.
+                if let l @ Loc::Found(sd, si) = self.resolve(d, &dir_path, &format!("{stem}.vmsd")) {
+                    self.add(&mut b, &l, Role::SnapshotMetadata);
+                    match self.read_small(sd, si, self.limits.max_config_bytes).and_then(|x| vmsd::parse(&x)) {
+                        Ok(s) => {
+                            if s.need_consolidate {
+                                b.notes.push("the .vmsd says the disks need consolidation (snapshot.needConsolidate)".into());
+                            }
+                            for sn in &s.snapshots {
+                                if let Some(f) = &sn.state_file {
+                                    snapshot_stems.insert(stem_of(&f.to_lowercase()).to_string());
+                                    if let l @ Loc::Found(..) = self.resolve(d, &dir_path, f) {
+                                        self.add(&mut b, &l, Role::SnapshotMetadata);
+                                    }
+                                }
+                                snaps.push(SnapshotInfo {
+                                    name: sn.name.clone(),
+                                    description: sn.description.clone(),
+                                    created_us: sn.created_us,
+                                    current: sn.current,
+                                });
+                            }
+                            if !s.snapshots.is_empty() {
+                                b.notes.push(format!("{} snapshot(s) in the .vmsd", s.snapshots.len()));
+                            }
+                        }
+                        Err(e) => b.problem("snapshot-metadata-invalid", Some(&self.path_of(&l)), e.to_string()),
+                    }
+                }
+                let swap_derived = v.swap_derived_name().map(str::to_string);
+                if let Some(sw) = &swap_derived
+                    && let l @ Loc::Found(..) = self.resolve(d, &dir_path, sw)
+                {
+                    self.add(&mut b, &l, Role::Swap);
+                    b.running.push(format!("{}: swap file present (sched.swap.derivedName)", self.path_of(&l)));
+                }
+                if let Some(vs) = v.checkpoint_vm_state()
+                    && let l @ Loc::Found(..) = self.resolve(d, &dir_path, vs)
+                {
+                    self.add(&mut b, &l, Role::Other);
+                    b.suspended.push(format!("{}: suspend state (checkpoint.vmState)", self.path_of(&l)));
+                }
+                if let Some(w) = v.working_dir() {
+                    b.notes.push(format!("workingDir is {w}: snapshots and swap may live there"));
+                }
+                for disk in v.disks() {
+                    let dk = self.chain(&mut b, d, &dir_path, std::slice::from_ref(&disk.file_name), &disk.device, disk.mode.clone());
+                    b.disks.push(dk);
+                }
+            }
+        }
+        self.vmware_dir_files(&mut b, d, dir, &stem, single, &snapshot_stems);
+        if single {
+            self.add_leftovers(&mut b, d, dir);
+        }
+        let mut vm = self.finish(d, cfg, name, Platform::Vmware, b);
+        vm.template = template;
+        vm.guest_os = guest_os;
+        vm.cpus = cpus;
+        vm.memory_mb = memory;
+        vm.bios_uuid = bios;
+        vm.instance_uuid = inst;
+        vm.snapshots = snaps;
+        vm
+    }
+
+    fn virtual_server_vm(&self, d: usize, cfg: u32, single: bool) -> Vm {
+        let mut b = Build::new();
+        let e = self.entry(d, cfg);
+        let path = e.path.clone();
+        let dir_path = parent_path(&path).to_string();
+        let dir = e.parent;
+        let stem = stem_of(&e.name).to_string();
+        self.add(&mut b, &Loc::Found(d, cfg), Role::Config);
+        let (mut guest_os, mut memory) = (None, None);
+        match self.read_small(d, cfg, self.limits.max_config_bytes).and_then(|x| vmc::parse(&x)) {
+            Err(err) => b.problem(
+                if matches!(err, InventoryError::Limit { .. }) { "config-too-large" } else { "config-invalid" },
+                Some(&path),
+                err.to_string(),
+            ),
+            Ok(v) => {
+                guest_os = v.guest_os.clone();
+                memory = v.memory_mb;
+                for (n, disk) in v.disks.iter().enumerate() {
+                    let refs: Vec<String> = disk.relative.iter().chain(disk.absolute.iter()).cloned().collect();
+                    let dk = self.chain(&mut b, d, &dir_path, &refs, &format!("disk{n}"), None);
+                    b.disks.push(dk);
+                }
+            }
+        }
+        self.vmware_dir_files(&mut b, d, dir, &stem, single, &HashSet::new());
+        if single {
+            self.add_leftovers(&mut b, d, dir);
+        }
+        let mut vm = self.finish(d, cfg, stem, Platform::VirtualServer, b);
+        vm.guest_os = guest_os;
+        vm.memory_mb = memory;
+        vm
+    }
+
+    fn hyperv_vm(&self, d: usize, vmdir: u32, guid: &str, files: &[u32], single: bool) -> Option<Vm> {
+        let by_ext = |x: &str| files.iter().copied().find(|&f| ext_of(&self.entry(d, f).name) == x);
+        let cfg = by_ext("vmcx").or_else(|| by_ext("xml"))?;
+        let mut b = Build::new();
+        let cfg_path = self.entry(d, cfg).path.clone();
+        let folder = self.entry(d, vmdir).parent;
+        let folder_path = self.entry(d, folder).path.clone();
+        let folder_name = self.entry(d, folder).name.clone();
+        self.add(&mut b, &Loc::Found(d, cfg), Role::Config);
+        let is_xml = ext_of(&cfg_path) == "xml";
+        let cap = if is_xml { self.limits.max_config_bytes } else { self.limits.max_vmcx_bytes };
+        let parsed = self.read_small(d, cfg, cap).and_then(|x| if is_xml { hyperv::parse_xml(&x) } else { Ok(hyperv::scan_vmcx(&x)) });
+        let cfgv = match parsed {
+            Ok(c) => c,
+            Err(err) => {
+                b.problem(
+                    if matches!(err, InventoryError::Limit { .. }) { "config-too-large" } else { "config-invalid" },
+                    Some(&cfg_path),
+                    err.to_string(),
+                );
+                hyperv::HyperVConfig::default()
+            }
+        };
+        if let Some(f) = by_ext("vmgs") {
+            self.add(&mut b, &Loc::Found(d, f), Role::Nvram);
+        }
+        if let Some(f) = by_ext("vmrs") {
+            self.add(&mut b, &Loc::Found(d, f), Role::Other);
+            let (size, _) = self.meta(d, f);
+            if size > 1 << 20 {
+                b.running.push(format!("{}: runtime state of {size} bytes (running or saved)", self.entry(d, f).path));
+            }
+        }
+        // 2012: <GUID>/ beside the config holds the memory (.bin) and device state (.vsv)
+        // while the VM runs or is saved.
+        if let Some(&sub) = self.idx[d].kids(vmdir).iter().find(|&&k| {
+            let e = self.entry(d, k);
+            e.dir && e.name.eq_ignore_ascii_case(guid)
+        }) {
+            for &k in self.idx[d].kids(sub) {
+                let e = self.entry(d, k);
+                if e.dir {
+                    continue;
+                }
+                self.add(&mut b, &Loc::Found(d, k), Role::Other);
+                if matches!(ext_of(&e.name).as_str(), "bin" | "vsv") {
+                    b.running.push(format!("{}: saved or running memory state present", e.path));
+                }
+            }
+        }
+        let mut disks = cfgv.disks.clone();
+        if disks.is_empty() && single {
+            // A .vmcx whose strings gave nothing: the disks of a one-VM folder are its own.
+            if let Some(vhds) = self.idx[d].lookup(&join(&folder_path, "Virtual Hard Disks")) {
+                let mut found: Vec<&Entry> = self.idx[d]
+                    .kids(vhds)
+                    .iter()
+                    .map(|&k| self.entry(d, k))
+                    .filter(|e| !e.dir && hyperv::is_virtual_disk_path(&e.name))
+                    .collect();
+                found.sort_by(|a, b| a.name.cmp(&b.name));
+                // Only chain tops: a base whose child is also here is reached through it.
+                for e in found {
+                    disks.push(e.path.clone());
+                }
+                if !disks.is_empty() {
+                    b.notes.push("disks attached by folder: the .vmcx gave no disk paths".into());
+                }
+            }
+        }
+        let before = b.disks.len();
+        for (n, p) in disks.iter().enumerate() {
+            let dk = self.chain(&mut b, d, &folder_path, std::slice::from_ref(p), &format!("hyperv:{n}"), None);
+            b.disks.push(dk);
+        }
+        // Drop disks that turned out to be a lower layer of another disk (folder fallback).
+        let lower: HashSet<String> = b.disks[before..].iter().flat_map(|k| k.chain.iter().skip(1).map(|l| l.path.clone())).collect();
+        let mut kept = Vec::new();
+        for (n, dk) in b.disks.drain(..).enumerate() {
+            if n >= before && dk.chain.first().is_some_and(|l| lower.contains(&l.path)) {
+                continue;
+            }
+            kept.push(dk);
+        }
+        b.disks = kept;
+        let mut snaps = Vec::new();
+        if single && let Some(sdir) = self.idx[d].lookup(&join(&folder_path, "Snapshots")) {
+            let mut stack = vec![sdir];
+            while let Some(s) = stack.pop() {
+                for &k in self.idx[d].kids(s) {
+                    let e = self.entry(d, k);
+                    if e.dir {
+                        stack.push(k);
+                        continue;
+                    }
+                    let ext = ext_of(&e.name);
+                    self.add(&mut b, &Loc::Found(d, k), Role::SnapshotMetadata);
+                    if matches!(ext.as_str(), "vmcx" | "xml") && hyperv::is_guid(stem_of(&e.name)) {
+                        let name = if ext == "xml" {
+                            self.read_small(d, k, self.limits.max_config_bytes)
+                                .ok()
+                                .and_then(|x| hyperv::parse_xml(&x).ok())
+                                .and_then(|c| c.name)
+                        } else {
+                            None
+                        };
+                        snaps.push(SnapshotInfo {
+                            name: name.unwrap_or_else(|| stem_of(&e.name).to_string()),
+                            description: None,
+                            created_us: None,
+                            current: false,
+                        });
+                    }
+                }
+            }
+            if !snaps.is_empty() {
+                b.notes.push(format!("{} checkpoint(s)", snaps.len()));
+            }
+        }
+        let name = cfgv.name.clone().unwrap_or_else(|| {
+            let generic = folder == ROOT || folder_name.eq_ignore_ascii_case("Hyper-V");
+            if generic { guid.to_ascii_uppercase() } else { folder_name.clone() }
+        });
+        let mut vm = self.finish(d, cfg, name, Platform::Hyperv, b);
+        vm.cpus = cfgv.cpus;
+        vm.memory_mb = cfgv.memory_mb;
+        vm.instance_uuid = Some(guid.to_ascii_uppercase());
+        vm.snapshots = snaps;
+        Some(vm)
+    }
+
+    fn orphans(&self) -> Vec<OrphanDisk> {
+        let mut candidates = Vec::new();
+        let mut extents_only = Vec::new();
+        for d in 0..self.ds.len() {
+            for (i, e) in self.idx[d].entries.iter().enumerate() {
+                if e.dir || self.claimed.borrow().contains(&(d, i as u32)) {
+                    continue;
+                }
+                let ext = ext_of(&e.name);
+                match ext.as_str() {
+                    "vmdk" if is_extent_name(&e.name) => extents_only.push((d, i as u32)),
+                    "vmdk" | "vhd" | "vhdx" | "avhd" | "avhdx" => candidates.push((d, i as u32)),
+                    _ => {}
+                }
+            }
+        }
+        let mut built: Vec<(usize, u32, Build, Disk)> = Vec::new();
+        for (d, i) in candidates {
+            let mut b = Build::new();
+            let e = self.entry(d, i);
+            let dir = parent_path(&e.path).to_string();
+            let disk = self.chain(&mut b, d, &dir, std::slice::from_ref(&e.path), "orphan", None);
+            built.push((d, i, b, disk));
+        }
+        // A base whose delta is itself an orphan is listed inside that delta's chain.
+        let lower: HashSet<(usize, u32)> = built
+            .iter()
+            .flat_map(|(_, _, b, disk)| {
+                let tops: HashSet<&str> = disk.chain.iter().take(1).map(|l| l.file.as_str()).collect();
+                b.locs.iter().copied().zip(b.files.iter().filter(|f| !f.missing)).filter(move |(_, f)| !tops.contains(f.name.as_str()) && matches!(f.role, Role::DiskDescriptor | Role::DiskExtent | Role::SnapshotDelta)).map(|(l, _)| l)
+            })
+            .collect();
+        let mut out = Vec::new();
+        for (d, i, b, disk) in built {
+            if lower.contains(&(d, i)) {
+                continue;
+            }
+            self.claim(&b);
+            let path = self.entry(d, i).path.clone();
+            out.push(OrphanDisk {
+                id: self.vm_id(d, &path, "orphan"),
+                lun: self.ds[d].lun.clone(),
+                path,
+                disk,
+                files: b.files,
+                problems: b.problems,
+            });
+        }
+        for (d, i) in extents_only {
+            if self.claimed.borrow().contains(&(d, i)) {
+                continue;
+            }
+            let mut b = Build::new();
+            let e = self.entry(d, i);
+            let name = self.add(&mut b, &Loc::Found(d, i), role_by_name(&e.name));
+            let path = e.path.clone();
+            let (size, _) = self.meta(d, i);
+            out.push(OrphanDisk {
+                id: self.vm_id(d, &path, "orphan"),
+                lun: self.ds[d].lun.clone(),
+                path: path.clone(),
+                disk: Disk {
+                    device: "orphan".into(),
+                    configured_path: path.clone(),
+                    mode: None,
+                    capacity: Some(size),
+                    chain: vec![DiskLayer {
+                        file: name,
+                        path: path.clone(),
+                        format: "vmdk",
+                        create_type: None,
+                        capacity: None,
+                        cid: None,
+                        parent_cid: None,
+                        extents: Vec::new(),
+                        missing: false,
+                    }],
+                },
+                files: b.files,
+                problems: vec![Problem::new("descriptor-missing", Some(&path), "an extent file that no descriptor names")],
+            });
+        }
+        out.sort_by(|a, b| (a.lun.as_str(), a.path.as_str()).cmp(&(b.lun.as_str(), b.path.as_str())));
+        out
+    }
+}
+
+/// VMware's extent file names: `-flat`, `-delta`, `-sesparse`, `-rdm`, `-rdmp`, `-ctk`,
+/// `-sNNN`, `-fNNN`.
+fn is_extent_name(name: &str) -> bool {
+    let s = stem_of(name).to_ascii_lowercase();
+    if ["-flat", "-delta", "-sesparse", "-rdm", "-rdmp", "-ctk"].iter().any(|x| s.ends_with(x)) {
+        return true;
+    }
+    if let Some(pos) = s.rfind('-') {
+        let t = &s[pos + 1..];
+        return t.len() == 4 && (t.starts_with('s') || t.starts_with('f')) && t[1..].bytes().all(|b| b.is_ascii_digit());
+    }
+    false
+}
+
+fn format_of(path: &str) -> &'static str {
+    match ext_of(path).as_str() {
+        "vhd" | "avhd" | "vud" => "vhd",
+        "vhdx" | "avhdx" => "vhdx",
+        _ => "vmdk",
+    }
+}
+
+/// A role from the file name alone.
+fn role_by_name(name: &str) -> Role {
+    let lower = name.to_ascii_lowercase();
+    let ext = ext_of(&lower);
+    if lower.ends_with("-ctk.vmdk") || ext == "rct" || ext == "mrt" {
+        return Role::Cbt;
+    }
+    match ext.as_str() {
+        "vmx" | "vmtx" | "vmxf" | "vmcx" | "vmc" => Role::Config,
+        "nvram" | "vmgs" => Role::Nvram,
+        "vmsd" | "vmsn" => Role::SnapshotMetadata,
+        "vswp" => Role::Swap,
+        "log" => Role::Log,
+        "lck" => Role::Lock,
+        "avhd" | "avhdx" | "vud" => Role::SnapshotDelta,
+        "vhd" | "vhdx" => Role::DiskExtent,
+        "vmdk" if is_extent_name(&lower) => {
+            if lower.contains("-delta") || lower.contains("-sesparse") {
+                Role::SnapshotDelta
+            } else {
+                Role::DiskExtent
+            }
+        }
+        "vmdk" => Role::DiskDescriptor,
+        _ => Role::Other,
+    }
+}
+
+/// RFC 4648 base32, lower case, no padding: URL-safe ids.
+fn base32(bytes: &[u8]) -> String {
+    const A: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let mut out = String::new();
+    let mut acc: u32 = 0;
+    let mut bits = 0;
+    for &b in bytes {
+        acc = (acc << 8) | b as u32;
+        bits += 8;
+        while bits >= 5 {
+            out.push(A[((acc >> (bits - 5)) & 31) as usize] as char);
+            bits -= 5;
+        }
+    }
+    if bits > 0 {
+        out.push(A[((acc << (5 - bits)) & 31) as usize] as char);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classify_references() {
+        assert_eq!(classify("disk.vmdk"), RefKind::Relative("disk.vmdk"));
+        assert_eq!(
+            classify("/vmfs/volumes/5f1c-aa/vm/disk.vmdk"),
+            RefKind::VmfsVolume { volume: "5f1c-aa", rest: "vm/disk.vmdk" }
+        );
+        assert_eq!(
+            classify("C:\\ClusterStorage\\Volume1\\a.vhdx"),
+            RefKind::Foreign { root: "C:".into(), comps: vec!["ClusterStorage", "Volume1", "a.vhdx"] }
+        );
+        assert_eq!(
+            classify("\\\\?\\Volume{1234}\\vm\\a.vhdx"),
+            RefKind::Foreign { root: "Volume{1234}".into(), comps: vec!["vm", "a.vhdx"] }
+        );
+        assert_eq!(
+            classify("\\\\filer\\vms\\x\\a.vhd"),
+            RefKind::Foreign { root: "\\\\filer\\vms".into(), comps: vec!["x", "a.vhd"] }
+        );
+        assert!(matches!(classify("/vmfs/devices/disks/naa.600"), RefKind::Device(_)));
+        assert_eq!(join("/a/b", "..\\c/./d.vmdk"), "/a/c/d.vmdk");
+        assert_eq!(join("/", "x"), "/x");
+    }
+
+    #[test]
+    fn extent_names_and_ids() {
+        assert!(is_extent_name("a-flat.vmdk"));
+        assert!(is_extent_name("a-s001.vmdk"));
+        assert!(is_extent_name("a-000001-delta.vmdk"));
+        assert!(!is_extent_name("a-000001.vmdk"));
+        assert!(!is_extent_name("a.vmdk"));
+        assert_eq!(base32(b"foobar"), "mzxw6ytboi");
+    }
+}

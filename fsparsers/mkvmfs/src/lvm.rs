@@ -1,0 +1,201 @@
+//! The LVM layer under VMFS: the device header at partition offset 1 MiB, the volume table,
+//! the device-name table and one physical-extent (PE) map.
+//!
+//! The writer always makes the simplest layout ESXi makes itself: one device, one logical
+//! volume, PEs of 256 MiB laid end to end from the data offset (17 MiB into the partition).
+//! vmfs-tools relies on exactly that shape: it maps logical offset `x` to partition offset
+//! `0x1100000 + x` and finds the extent by `x / 256 MiB`.
+//!
+//! Field offsets follow dissect.vmfs `c_lvm.py` (`LVM_DevMetadata`, `LVM_VolDescriptor`,
+//! `LVM_PETableEntry`) and vmfs-tools `vmfs_volume.h`; the values mirror the ESXi-made sample
+//! volume (see docs/formats/vmfs.md, "mkvmfs (writer)").
+
+use anyhow::{Result, ensure};
+
+use crate::layout::Volume;
+
+/// `LVM_MAGIC_NUMBER`, first word of the device header.
+pub const LVM_MAGIC: u32 = 0xC001_D00D;
+/// Partition offset of the device header.
+pub const DEV_HEADER_OFFSET: u64 = 0x10_0000;
+/// Partition offset of logical volume byte 0 (`dataOffset` in the device header).
+pub const DATA_OFFSET: u64 = 0x110_0000;
+/// Size of one physical extent.
+pub const PE_SIZE: u64 = 256 << 20;
+/// PEs one PE map can describe (`LVM_PES_PER_BITMAP`).
+pub const MAX_PES: u64 = 8192;
+
+/// Offsets inside the LVM5 device header, relative to [`DEV_HEADER_OFFSET`].
+mod off {
+    /// Volume table: one 512-byte `LVM_VolTableEntry` per volume, after the 512-byte devMeta.
+    pub const VOL_TABLE: usize = 0x200;
+    /// Device-name table (`sdTable`): after 512 volume entries and the reserved area.
+    pub const SD_TABLE: usize = 0x7_E200;
+    /// PE bitmap (one bit per PE entry in use).
+    pub const PE_BITMAP: usize = 0x8_0200;
+    /// PE table, 128 bytes per entry.
+    pub const PE_TABLE: usize = 0x8_0600;
+    /// Bytes of header we write (up to the end of the PE table for [`super::MAX_PES`] PEs).
+    pub const END: usize = PE_TABLE + 128 * 8192;
+}
+
+/// A VMware UUID: `timeLo:u32, timeHi:u32, rand:u16, mac[6]`, printed as
+/// `xxxxxxxx-xxxxxxxx-xxxx-xxxxxxxxxxxx` with the integer parts in host order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VmwareUuid(pub [u8; 16]);
+
+impl VmwareUuid {
+    /// A fresh UUID: creation time (seconds), random bits, and a VMware-OUI MAC with random
+    /// low bytes (ESXi puts its management MAC there).
+    pub fn generate(now_secs: u32) -> VmwareUuid {
+        let r = crate::random_u64();
+        let r2 = crate::random_u64();
+        let mut b = [0u8; 16];
+        b[0..4].copy_from_slice(&now_secs.to_le_bytes());
+        b[4..8].copy_from_slice(&(r as u32).to_le_bytes());
+        b[8..10].copy_from_slice(&((r >> 32) as u16).to_le_bytes());
+        b[10..13].copy_from_slice(&[0x00, 0x0c, 0x29]);
+        b[13..16].copy_from_slice(&r2.to_le_bytes()[..3]);
+        VmwareUuid(b)
+    }
+
+    /// The textual form ESXi and vmfs-tools print.
+    pub fn to_text(&self) -> String {
+        let b = &self.0;
+        let lo = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        let hi = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+        let rand = u16::from_le_bytes([b[8], b[9]]);
+        let mac: String = b[10..16].iter().map(|x| format!("{x:02x}")).collect();
+        format!("{lo:08x}-{hi:08x}-{rand:04x}-{mac}")
+    }
+}
+
+/// What the LVM header describes.
+#[derive(Clone, Debug)]
+pub struct LvmParams {
+    /// `majorVersion` (5 for VMFS5 volumes).
+    pub major_version: u32,
+    /// `minorVersion` (ESXi 5+ writes 0x15).
+    pub minor_version: u32,
+    /// Device UUID (`devID`).
+    pub device_uuid: VmwareUuid,
+    /// Logical volume UUID (`lvID.uuid`); the filesystem descriptor repeats it.
+    pub volume_uuid: VmwareUuid,
+    /// Number of 256 MiB PEs in the volume.
+    pub num_pes: u64,
+    /// Creation time in microseconds since the epoch.
+    pub time_us: u64,
+}
+
+impl LvmParams {
+    /// Size of the logical volume in bytes.
+    pub fn logical_size(&self) -> u64 {
+        self.num_pes * PE_SIZE
+    }
+
+    /// Partition bytes needed for this volume.
+    pub fn partition_len(&self) -> u64 {
+        DATA_OFFSET + self.logical_size()
+    }
+}
+
+/// Number of PEs that fit in a partition of `partition_len` bytes.
+pub fn pes_for_partition(partition_len: u64) -> u64 {
+    partition_len.saturating_sub(DATA_OFFSET) / PE_SIZE
+}
+
+/// Writes the LVM5 device header, volume table, device-name table and PE map.
+pub fn write_lvm5(vol: &Volume, p: &LvmParams) -> Result<()> {
+    ensure!(
+        (1..=MAX_PES).contains(&p.num_pes),
+        "a volume of {} PEs does not fit one PE map (1..={MAX_PES})",
+        p.num_pes
+    );
+    ensure!(
+        p.partition_len() <= vol.len(),
+        "LVM volume larger than its partition"
+    );
+    let mut h = vec![0u8; off::END];
+    let put32 = |h: &mut [u8], o: usize, v: u32| h[o..o + 4].copy_from_slice(&v.to_le_bytes());
+    let put64 = |h: &mut [u8], o: usize, v: u64| h[o..o + 8].copy_from_slice(&v.to_le_bytes());
+
+    // LVM_DevMetadata
+    put32(&mut h, 0x00, LVM_MAGIC);
+    put32(&mut h, 0x04, p.major_version);
+    put32(&mut h, 0x08, p.minor_version);
+    // SCSI_DiskId at 0x0c: type, len, lun, deviceType, scsiLevel, vendor, model, rev, id.
+    let disk_id = b"mkvmfs:0:0";
+    h[0x0d] = disk_id.len() as u8;
+    h[0x2e..0x2e + disk_id.len()].copy_from_slice(disk_id);
+    put32(&mut h, 0x5a, 512); // diskBlockSize
+    put64(&mut h, 0x5e, vol.len()); // totalBytes
+    put32(&mut h, 0x66, 1); // numVolumes
+    put32(&mut h, 0x6a, p.num_pes as u32); // numPEs
+    put32(&mut h, 0x6e, (p.num_pes - 1) as u32); // lastPEIndex
+    put64(&mut h, 0x72, 1); // generation
+    put64(&mut h, 0x7a, DATA_OFFSET); // dataOffset
+    h[0x82..0x92].copy_from_slice(&p.device_uuid.0); // devID
+    put64(&mut h, 0x92, p.time_us); // initTimeUS
+    put64(&mut h, 0x9a, p.time_us); // modTimeUS
+    put32(&mut h, 0xbe, 1); // numPEMaps
+
+    // LVM_VolDescriptor of volume 0
+    let v = off::VOL_TABLE;
+    put64(&mut h, v, p.logical_size()); // logicalSize
+    // generation; vmfs-tools reads it as "blocks" = PEs + extents.
+    put64(&mut h, v + 0x08, p.num_pes + 1);
+    put32(&mut h, v + 0x10, 1); // state LVM_NORMAL
+    let name = p.volume_uuid.to_text();
+    h[v + 0x14..v + 0x14 + name.len()].copy_from_slice(name.as_bytes());
+    h[v + 0x54..v + 0x64].copy_from_slice(&p.volume_uuid.0); // lvID.uuid
+    put32(&mut h, v + 0x64, 1); // lvID.snapID
+    put64(&mut h, v + 0x68, p.time_us); // creationTimeUS
+    put32(&mut h, v + 0x70, 0); // volumeID
+    put32(&mut h, v + 0x74, p.num_pes as u32); // numPEs on this device
+    put64(&mut h, v + 0x78, 0); // firstPE
+    put64(&mut h, v + 0x80, p.num_pes - 1); // lastPE
+    put64(&mut h, v + 0x88, p.time_us); // modTimeUS
+    put32(&mut h, v + 0x90, 1); // extVolMeta.numDevs
+
+    // Device-name table: the name of device 0.
+    let dev_name = b"mkvmfs:C0:T0:L0:1";
+    h[off::SD_TABLE..off::SD_TABLE + dev_name.len()].copy_from_slice(dev_name);
+
+    // PE bitmap and table.
+    for pe in 0..p.num_pes as usize {
+        h[off::PE_BITMAP + pe / 8] |= 1 << (pe % 8);
+        let e = off::PE_TABLE + pe * 128;
+        h[e] = 1; // used
+        put32(&mut h, e + 0x01, pe as u32); // peID
+        put32(&mut h, e + 0x05, 0); // volumeID
+        put64(&mut h, e + 0x09, DATA_OFFSET + pe as u64 * PE_SIZE); // pOffset
+        put64(&mut h, e + 0x11, pe as u64 * PE_SIZE); // lOffset
+        put64(&mut h, e + 0x19, PE_SIZE); // length
+        put32(&mut h, e + 0x21, 1); // version
+    }
+    let used = off::PE_TABLE + p.num_pes as usize * 128;
+    // Write only the parts that carry data, so the image stays sparse.
+    vol.write_at(DEV_HEADER_OFFSET, &h[..off::VOL_TABLE + 0x200])?;
+    vol.write_at(
+        DEV_HEADER_OFFSET + off::SD_TABLE as u64,
+        &h[off::SD_TABLE..off::SD_TABLE + 512],
+    )?;
+    vol.write_at(
+        DEV_HEADER_OFFSET + off::PE_BITMAP as u64,
+        &h[off::PE_BITMAP..used],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuid_text_matches_the_esxi_form() {
+        let u = VmwareUuid([
+            0xd5, 0x7d, 0x13, 0x61, 0x10, 0x78, 0x72, 0xd0, 0xc2, 0x7a, 0x00, 0x0c, 0x29, 0x80,
+            0x16, 0x86,
+        ]);
+        assert_eq!(u.to_text(), "61137dd5-d0727810-7ac2-000c29801686");
+    }
+}

@@ -1,0 +1,533 @@
+//! mkvmfs --vmfs 5, checked by another implementation: vmfs-tools (`vmfs-fuse`, `debugvmfs`)
+//! reads every image back and the tree must match the source byte for byte. Where
+//! vmfs-tools cannot judge (files over 256 GiB, which need double-indirect pointer blocks),
+//! the test decodes the image itself and checks allocation consistency instead.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::v5check::V5Image;
+use common::*;
+use mkvmfs::v5_format::zla;
+
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+
+/// A source tree shaped like a datastore: VM folders, 2,000 small files, deep directories,
+/// a 300 MiB file (pointer blocks), a lazy-zeroed disk, symlinks and odd names.
+fn vm_tree() -> PathBuf {
+    let path = testkit::fixture_dir("mkvmfs").join("src-vmtree-v2");
+    testkit::cached_fixture(&path, |d| {
+        let vm_a = d.join("VMs/vm-a");
+        fs::create_dir_all(&vm_a).unwrap();
+        fs::write(
+            vm_a.join("vm-a.vmx"),
+            "displayName = \"vm-a\"\nscsi0:0.fileName = \"vm-a.vmdk\"\n",
+        )
+        .unwrap();
+        fs::write(
+            vm_a.join("vm-a.vmdk"),
+            "# Disk DescriptorFile\nversion=1\ncreateType=\"vmfs\"\nRW 131072 VMFS \"vm-a-flat.vmdk\"\n",
+        )
+        .unwrap();
+        thin_file(
+            &vm_a.join("vm-a-flat.vmdk"),
+            64 * MIB,
+            &[
+                (0, 1, 65536),
+                (10 * MIB + 3, 2, MIB as usize + 3),
+                (63 * MIB, 3, MIB as usize),
+            ],
+        );
+        fs::write(vm_a.join("vm-a.nvram"), pattern(4, 8684)).unwrap();
+        fs::write(vm_a.join("vm-a.vmsd"), b"").unwrap();
+        fs::write(vm_a.join("vmware.log"), pattern(5, 30_000)).unwrap();
+
+        let vm_b = d.join("VMs/vm-b");
+        fs::create_dir_all(&vm_b).unwrap();
+        fs::write(vm_b.join("vm-b.vmx"), "displayName = \"vm-b\"\n").unwrap();
+        // Lazy-zeroed thick: data in blocks 1 and 17, every other block TBZ over garbage.
+        thin_file(
+            &vm_b.join("vm-b-flat.vmdk"),
+            24 * MIB,
+            &[(MIB, 6, 100), (17 * MIB + 5, 7, 5000)],
+        );
+
+        let many = d.join("many");
+        fs::create_dir_all(&many).unwrap();
+        for i in 0..2000u64 {
+            let len = match i % 10 {
+                0 => 0,
+                1..=4 => 1 + (i * 37) % 1024,
+                5..=8 => 1025 + (i * 53) % 7168,
+                _ if i % 50 == 9 => 9000 + (i * 71) % 30_000,
+                _ => 100 + i % 900,
+            };
+            fs::write(
+                many.join(format!("f{i:04}.dat")),
+                pattern(1000 + i, len as usize),
+            )
+            .unwrap();
+        }
+
+        let mut deep = d.join("deep");
+        for level in 0..40 {
+            deep = deep.join(format!("d{level:02}"));
+        }
+        fs::create_dir_all(&deep).unwrap();
+        fs::write(deep.join("bottom.txt"), b"at the bottom\n").unwrap();
+        std::os::unix::fs::symlink("../bottom.txt", deep.join("up-link")).unwrap();
+
+        let big = d.join("big");
+        fs::create_dir_all(&big).unwrap();
+        let f = fs::File::create(big.join("pb300m.bin")).unwrap();
+        for chunk in 0..300u64 {
+            use std::os::unix::fs::FileExt;
+            f.write_all_at(&pattern(9000 + chunk, MIB as usize), chunk * MIB)
+                .unwrap();
+        }
+
+        let links = d.join("links");
+        fs::create_dir_all(&links).unwrap();
+        std::os::unix::fs::symlink("../VMs/vm-a/vm-a.vmx", links.join("relative")).unwrap();
+        std::os::unix::fs::symlink("/vmfs/volumes/datastore1/vm-a", links.join("absolute"))
+            .unwrap();
+        std::os::unix::fs::symlink("does-not-exist", links.join("dangling")).unwrap();
+        std::os::unix::fs::symlink("x".repeat(200), links.join("long-target")).unwrap();
+
+        fs::create_dir_all(d.join("empty-dir")).unwrap();
+        fs::write(d.join("name with spaces & ümlauts.txt"), b"odd names\n").unwrap();
+        fs::write(d.join("n".repeat(127)), b"longest name\n").unwrap();
+    })
+}
+
+/// A tree with one 300 GiB thin disk: over 256 GiB at 1 MiB blocks, so double indirect.
+fn huge_tree() -> PathBuf {
+    let path = testkit::fixture_dir("mkvmfs").join("src-huge-v1");
+    testkit::cached_fixture(&path, |d| {
+        let vm = d.join("huge");
+        fs::create_dir_all(&vm).unwrap();
+        fs::write(vm.join("huge.vmx"), "displayName = \"huge\"\n").unwrap();
+        thin_file(&vm.join("huge-flat.vmdk"), 300 * GIB, &huge_pieces());
+    })
+}
+
+fn huge_pieces() -> Vec<(u64, u64, usize)> {
+    vec![
+        (0, 11, 4096),
+        (GIB + 7, 12, 100),
+        (256 * GIB - 10, 13, 20),
+        (299 * GIB, 14, MIB as usize),
+        (300 * GIB - 5, 15, 5),
+    ]
+}
+
+fn debugvmfs_bitmaps_ok(image: &Path) {
+    let out = Command::new("debugvmfs")
+        .arg(image)
+        .arg("check_vol_bitmaps")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("Total errors: 0"),
+        "debugvmfs check_vol_bitmaps: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn vm_tree_reads_back_identically_through_vmfs_fuse() {
+    let test = "vm_tree_reads_back_identically_through_vmfs_fuse";
+    if !can_mount(test) {
+        return;
+    }
+    let src = vm_tree();
+    let image = cached_image(
+        "vmtree",
+        &src,
+        &[
+            "--vmfs",
+            "5",
+            "--label",
+            "vm tree",
+            "--lazy-zeroed",
+            "VMs/vm-b/*-flat.vmdk",
+        ],
+    );
+    debugvmfs_bitmaps_ok(&image);
+    let mnt = FuseMount::mount(&image);
+    let errors = compare_trees(&src, mnt.path(), &[]);
+    assert!(
+        errors.is_empty(),
+        "vmfs-fuse sees a different tree:\n{}",
+        errors.join("\n")
+    );
+}
+
+#[test]
+fn vm_tree_uses_every_addressing_mode_with_consistent_bitmaps() {
+    let src = vm_tree();
+    let image = cached_image(
+        "vmtree",
+        &src,
+        &[
+            "--vmfs",
+            "5",
+            "--label",
+            "vm tree",
+            "--lazy-zeroed",
+            "VMs/vm-b/*-flat.vmdk",
+        ],
+    );
+    let img = V5Image::open(&image, 0);
+    let errors = img.check_allocation();
+    assert!(
+        errors.is_empty(),
+        "allocation inconsistent:\n{}",
+        errors.join("\n")
+    );
+
+    let zla_of = |p: &str| img.lookup(p).zla;
+    assert_eq!(zla_of("many/f0001.dat"), zla::RESIDENT, "resident");
+    assert_eq!(zla_of("many/f0005.dat"), zla::SUB_BLOCK, "sub-block file");
+    assert_eq!(
+        zla_of("many"),
+        zla::SUB_BLOCK,
+        "2,000-entry directory in sub-blocks"
+    );
+    assert_eq!(
+        zla_of("VMs/vm-a/vm-a.nvram"),
+        zla::FILE_BLOCK,
+        "direct file blocks"
+    );
+    assert_eq!(
+        zla_of("big/pb300m.bin"),
+        zla::POINTER_BLOCK,
+        "pointer blocks"
+    );
+
+    // The thin disk allocates only the blocks that hold data.
+    let thin = img.lookup("VMs/vm-a/vm-a-flat.vmdk");
+    assert_eq!(
+        img.block_map(&thin).0.len(),
+        4,
+        "thin disk: blocks 0, 10, 11, 63"
+    );
+
+    // The lazy-zeroed disk: all 24 blocks allocated, 22 of them TBZ over non-zero garbage.
+    let lazy = img.lookup("VMs/vm-b/vm-b-flat.vmdk");
+    let (map, _) = img.block_map(&lazy);
+    assert_eq!(map.len(), 24);
+    let tbz: Vec<u64> = map
+        .iter()
+        .filter(|(_, a)| a & 0x20 != 0)
+        .map(|(_, a)| u64::from(a >> 6))
+        .collect();
+    assert_eq!(tbz.len(), 22);
+    let raw = fs::File::open(&image).unwrap();
+    let mut buf = vec![0u8; 4096];
+    use std::os::unix::fs::FileExt;
+    raw.read_exact_at(&mut buf, img.block_image_offset(tbz[0]))
+        .unwrap();
+    assert!(buf.iter().all(|&b| b != 0), "garbage under a TBZ block");
+    assert_eq!(
+        img.read(&lazy, 0, 4096),
+        vec![0u8; 4096],
+        "TBZ reads as zeros"
+    );
+}
+
+#[test]
+fn double_indirect_300g_thin_file_is_allocated_consistently() {
+    // vmfs-tools cannot read files over 256 GiB (double-indirect pointer blocks), so this
+    // test decodes the image itself: every used block, pointer block and descriptor is marked
+    // in the bitmaps and nothing else is, no resource is used twice, and the data reads back.
+    let src = huge_tree();
+    let image = cached_image("huge", &src, &["--vmfs", "5"]);
+    let host = fs::metadata(&image).unwrap();
+    assert!(
+        host.blocks() * 512 < 600 * MIB,
+        "image stays sparse on the host"
+    );
+
+    let img = V5Image::open(&image, 0);
+    let errors = img.check_allocation();
+    assert!(
+        errors.is_empty(),
+        "allocation inconsistent:\n{}",
+        errors.join("\n")
+    );
+    let fd = img.lookup("huge/huge-flat.vmdk");
+    assert_eq!(fd.len, 300 * GIB);
+    assert_eq!(fd.zla, zla::DOUBLE_POINTER_BLOCK);
+    for (off, seed, len) in huge_pieces() {
+        assert_eq!(img.read(&fd, off, len), pattern(seed, len), "data at {off}");
+    }
+    assert_eq!(
+        img.read(&fd, 100 * GIB, 8192),
+        vec![0u8; 8192],
+        "a hole reads as zeros"
+    );
+    // Six data blocks (the 256 GiB piece straddles two blocks).
+    assert_eq!(img.block_map(&fd).0.len(), 6);
+
+    if can_mount("double_indirect_300g_thin_file_is_allocated_consistently") {
+        debugvmfs_bitmaps_ok(&image);
+        // vmfs-fuse still lists the file with its size; its contents are beyond it.
+        let mnt = FuseMount::mount(&image);
+        assert_eq!(
+            fs::metadata(mnt.path().join("huge/huge-flat.vmdk"))
+                .unwrap()
+                .len(),
+            300 * GIB
+        );
+        let vmx = fs::read(mnt.path().join("huge/huge.vmx")).unwrap();
+        assert_eq!(vmx, b"displayName = \"huge\"\n");
+    }
+}
+
+use std::os::unix::fs::MetadataExt;
+
+fn small_tree() -> PathBuf {
+    let path = testkit::fixture_dir("mkvmfs").join("src-small-v1");
+    testkit::cached_fixture(&path, |d| {
+        fs::create_dir_all(d.join("vm1")).unwrap();
+        fs::write(d.join("vm1/vm1.vmx"), "displayName = \"vm1\"\n").unwrap();
+        thin_file(
+            &d.join("vm1/vm1-flat.vmdk"),
+            16 * MIB,
+            &[(3 * MIB + 1, 21, 70_000)],
+        );
+        fs::write(d.join("vm1/small.bin"), pattern(22, 3000)).unwrap();
+        std::os::unix::fs::symlink("vm1/vm1.vmx", d.join("config-link")).unwrap();
+    })
+}
+
+/// A read-only loop device over part of an image, detached when dropped.
+struct OffsetLoop(PathBuf);
+
+impl OffsetLoop {
+    fn attach(image: &Path, offset: u64, size: u64) -> OffsetLoop {
+        let out = Command::new("losetup")
+            .args([
+                "-r",
+                "-f",
+                "--show",
+                "-o",
+                &offset.to_string(),
+                "--sizelimit",
+                &size.to_string(),
+            ])
+            .arg(image)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "losetup: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        OffsetLoop(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    }
+}
+
+impl Drop for OffsetLoop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn bare_gpt_and_mbr_layouts_mount_with_vmfs_fuse() {
+    let test = "bare_gpt_and_mbr_layouts_mount_with_vmfs_fuse";
+    if !can_mount(test) {
+        return;
+    }
+    let src = small_tree();
+    for layout in ["bare", "mbr", "gpt"] {
+        let image = cached_image(
+            &format!("small-{layout}"),
+            &src,
+            &["--vmfs", "5", "--layout", layout],
+        );
+        let offset = if layout == "bare" { 0 } else { MIB };
+        let errors = V5Image::open(&image, offset).check_allocation();
+        assert!(errors.is_empty(), "{layout}: {}", errors.join("\n"));
+        let errors = if layout == "gpt" {
+            // vmfs-fuse does not read GPTs: hand it the partition through a loop device.
+            if testkit::have_tool("sgdisk") {
+                let out = Command::new("sgdisk")
+                    .arg("-v")
+                    .arg(&image)
+                    .output()
+                    .unwrap();
+                let text = String::from_utf8_lossy(&out.stdout);
+                assert!(text.contains("No problems found"), "sgdisk -v: {text}");
+                let info = Command::new("sgdisk")
+                    .args(["-i", "1"])
+                    .arg(&image)
+                    .output()
+                    .unwrap();
+                let info = String::from_utf8_lossy(&info.stdout).to_uppercase();
+                assert!(
+                    info.contains("AA31E02A-400F-11DB-9590-000C2911D1B8"),
+                    "partition type: {info}"
+                );
+                assert!(
+                    info.contains("FIRST SECTOR: 2048"),
+                    "partition start: {info}"
+                );
+            }
+            let size = fs::metadata(&image).unwrap().len() - 2 * MIB;
+            let dev = OffsetLoop::attach(&image, MIB, size);
+            let mnt = FuseMount::mount(&dev.0);
+            compare_trees(&src, mnt.path(), &[])
+        } else {
+            if layout == "mbr" && testkit::have_tool("sfdisk") {
+                let out = Command::new("sfdisk")
+                    .arg("-d")
+                    .arg(&image)
+                    .output()
+                    .unwrap();
+                let text = String::from_utf8_lossy(&out.stdout);
+                assert!(
+                    text.contains("start=        2048") && text.contains("type=fb"),
+                    "sfdisk -d: {text}"
+                );
+            }
+            let mnt = FuseMount::mount(&image);
+            compare_trees(&src, mnt.path(), &[])
+        };
+        assert!(
+            errors.is_empty(),
+            "{layout}: vmfs-fuse sees a different tree:\n{}",
+            errors.join("\n")
+        );
+    }
+}
+
+#[test]
+fn explicit_size_and_block_size_are_honoured() {
+    let src = small_tree();
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("sized.img");
+    mkvmfs(
+        &[
+            "--vmfs",
+            "5",
+            "--size",
+            &(1024 * MIB).to_string(),
+            "--block-size",
+            &(4 * MIB).to_string(),
+        ],
+        &src,
+        &image,
+    );
+    assert_eq!(fs::metadata(&image).unwrap().len(), 1024 * MIB);
+    let img = V5Image::open(&image, 0);
+    assert_eq!(img.block_size, 4 * MIB);
+    assert_eq!(
+        img.total_blocks,
+        3 * 256 / 4,
+        "three 256 MiB extents fit in 1 GiB after 17 MiB of LVM"
+    );
+    let errors = img.check_allocation();
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+    let fd = img.lookup("vm1/vm1-flat.vmdk");
+    assert_eq!(img.read(&fd, 3 * MIB + 1, 70_000), pattern(21, 70_000));
+    if can_mount("explicit_size_and_block_size_are_honoured") {
+        let mnt = FuseMount::mount(&image);
+        let errors = compare_trees(&src, mnt.path(), &[]);
+        assert!(errors.is_empty(), "{}", errors.join("\n"));
+    }
+}
+
+#[test]
+fn bad_input_gives_one_clear_error_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(mkvmfs_bin()).args(args).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let img = dir.path().join("x.img");
+    let img = img.to_str().unwrap();
+    let (ok, err) = run(&["--vmfs", "5", "/nonexistent/source", img]);
+    assert!(
+        !ok && err.starts_with("error: ") && err.contains("/nonexistent/source"),
+        "{err}"
+    );
+
+    let src = small_tree();
+    let (ok, err) = run(&[
+        "--vmfs",
+        "5",
+        "--size",
+        "100000000",
+        src.to_str().unwrap(),
+        img,
+    ]);
+    assert!(
+        !ok && err.starts_with("error: ") && err.contains("--size"),
+        "{err}"
+    );
+
+    let (ok, err) = run(&[
+        "--vmfs",
+        "5",
+        "--block-size",
+        "12345",
+        src.to_str().unwrap(),
+        img,
+    ]);
+    assert!(!ok && err.contains("block size"), "{err}");
+
+    let (ok, _) = run(&["--vmfs", "7", src.to_str().unwrap(), img]);
+    assert!(!ok);
+}
+
+#[test]
+fn directory_past_the_sub_block_limit_moves_to_file_blocks() {
+    // 15,000 entries need more than 256 sub-blocks, so the directory is stored in file
+    // blocks. vmfs-fuse re-reads a 2 MiB directory for every lookup, which makes a full
+    // comparison through it take minutes; debugvmfs lists it in one pass instead.
+    let path = testkit::fixture_dir("mkvmfs").join("src-bigdir-v1");
+    let src = testkit::cached_fixture(&path, |d| {
+        let big = d.join("bigdir");
+        fs::create_dir_all(&big).unwrap();
+        for i in 0..15_000 {
+            fs::File::create(big.join(format!("entry-{i:05}.vmdk"))).unwrap();
+        }
+        fs::write(big.join("zz-last.txt"), b"last entry\n").unwrap();
+    });
+    let image = cached_image("bigdir", &src, &["--vmfs", "5"]);
+    let img = V5Image::open(&image, 0);
+    let errors = img.check_allocation();
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+    let dir = img.lookup("bigdir");
+    assert_eq!(dir.zla, zla::FILE_BLOCK);
+    assert_eq!(img.dirents(&dir).len(), 15_003);
+
+    if can_mount("directory_past_the_sub_block_limit_moves_to_file_blocks") {
+        let out = Command::new("debugvmfs")
+            .arg(&image)
+            .args(["ls", "/bigdir"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let names: Vec<&str> = text.lines().collect();
+        assert_eq!(names.len(), 15_003, "debugvmfs ls /bigdir");
+        assert!(names.contains(&"entry-14999.vmdk") && names.contains(&"zz-last.txt"));
+        let out = Command::new("debugvmfs")
+            .arg(&image)
+            .args(["cat", "/bigdir/zz-last.txt"])
+            .output()
+            .unwrap();
+        assert_eq!(out.stdout, b"last entry\n");
+    }
+}

@@ -1,0 +1,350 @@
+//! `lunproxy fs …`: read a filesystem on a LUN clone directly, without mounting it.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use anyhow::{Context, bail};
+use fscore::{DirEntry, FileId, FileMapping, FileType, Filesystem};
+use fsprobe::{LunSpec, Volume};
+use lun::{OpenOptions, ReadAt, Source};
+use serde::Serialize;
+
+/// Where the filesystem is: the LUN (paths comma-separated for multipath), more LUNs of a
+/// spanned volume, and an optional partition number.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SourceArgs {
+    /// LUN image file or block device; several paths to one LUN separated by commas (multipath).
+    pub source: String,
+    /// Another LUN of a VMFS volume spanning several LUNs (repeatable).
+    #[arg(long = "extent-lun", value_name = "SOURCE")]
+    pub extent_luns: Vec<String>,
+    /// Partition number, when the LUN has several filesystems.
+    #[arg(long)]
+    pub partition: Option<u32>,
+    /// Read the LUN with O_DIRECT (bypass the page cache).
+    #[arg(long)]
+    pub direct: bool,
+}
+
+impl SourceArgs {
+    /// Opens the LUNs and the filesystem on them.
+    pub fn open(&self) -> anyhow::Result<Volume> {
+        let opts = OpenOptions {
+            direct: self.direct,
+        };
+        let mut luns: Vec<Source> = Vec::new();
+        for arg in std::iter::once(&self.source).chain(&self.extent_luns) {
+            luns.push(LunSpec::parse(arg).open(opts)?);
+        }
+        Ok(fsprobe::open_volume(&luns, self.partition)?)
+    }
+}
+
+/// `fs` subcommands.
+#[derive(clap::Subcommand, Debug)]
+pub enum FsCommand {
+    /// Detect and describe the filesystem.
+    Info {
+        #[command(flatten)]
+        src: SourceArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a directory.
+    Ls {
+        #[command(flatten)]
+        src: SourceArgs,
+        /// Directory (or file) to list.
+        #[arg(default_value = "/")]
+        path: String,
+        /// Recurse into subdirectories.
+        #[arg(short = 'r', long)]
+        recursive: bool,
+        /// Include filesystem metadata files and DOS 8.3 short names.
+        #[arg(long)]
+        all: bool,
+        /// Print JSON Lines, one entry a line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a file's bytes to stdout (holes read as zeros). NTFS named streams as PATH:STREAM.
+    Cat {
+        #[command(flatten)]
+        src: SourceArgs,
+        /// File to read.
+        path: String,
+    },
+    /// Print a file's extents on the LUN.
+    Extents {
+        #[command(flatten)]
+        src: SourceArgs,
+        /// File to map.
+        path: String,
+        /// Print JSON (the only format).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs an `fs` subcommand.
+pub fn run(cmd: FsCommand) -> anyhow::Result<()> {
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    match cmd {
+        FsCommand::Info { src, json } => info(&src.open()?, json, &mut out)?,
+        FsCommand::Ls {
+            src,
+            path,
+            recursive,
+            all,
+            json,
+        } => ls(&src.open()?, &path, recursive, all, json, &mut out)?,
+        FsCommand::Cat { src, path } => {
+            let vol = src.open()?;
+            let file = open_file(vol.fs.as_ref(), &path)?;
+            drop(out);
+            return cat(file, &mut std::io::stdout().lock());
+        }
+        FsCommand::Extents { src, path, .. } => extents(&src.open()?, &path, &mut out)?,
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn info(vol: &Volume, json: bool, out: &mut impl Write) -> anyhow::Result<()> {
+    let info = vol.fs.info();
+    if json {
+        let mut v = serde_json::to_value(&info)?;
+        v["devices"] = serde_json::to_value(&vol.members)?;
+        serde_json::to_writer(&mut *out, &v)?;
+        writeln!(out)?;
+    } else {
+        writeln!(out, "filesystem: {}", info.fs)?;
+        writeln!(out, "label:      {}", info.label)?;
+        writeln!(out, "uuid:       {}", info.uuid)?;
+        writeln!(out, "block size: {}", info.block_size)?;
+        writeln!(out, "size:       {}", info.size)?;
+        for m in &vol.members {
+            writeln!(
+                out,
+                "device:     LUN {} partition {} at byte {}",
+                m.lun,
+                m.partition.map_or("-".into(), |p| p.to_string()),
+                m.start
+            )?;
+        }
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct LsLine<'a> {
+    path: &'a str,
+    #[serde(rename = "type")]
+    file_type: FileType,
+    size: u64,
+    allocated: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target: Option<&'a str>,
+}
+
+/// Longest directory chain followed; deeper trees on a LUN are corrupt or hostile.
+const MAX_DEPTH: usize = 256;
+
+fn ls(
+    vol: &Volume,
+    path: &str,
+    recursive: bool,
+    all: bool,
+    json: bool,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let fs = vol.fs.as_ref();
+    let id = fs.lookup(path)?;
+    let meta = fs.metadata(&id)?;
+    if meta.file_type != FileType::Dir {
+        return print_entry(fs, path, &id, json, out);
+    }
+    let base = path.trim_end_matches('/').to_string();
+    let mut visited = HashSet::new();
+    visited.insert(id.ino);
+    // Depth-first with an explicit stack, so a deep tree cannot overflow the thread stack.
+    let mut stack: Vec<(String, FileId, usize)> = vec![(base, id, 0)];
+    while let Some((dir_path, dir, depth)) = stack.pop() {
+        let mut entries: Vec<DirEntry> = fs
+            .read_dir(&dir)
+            .with_context(|| format!("reading directory {}", display_dir(&dir_path)))?;
+        entries.retain(|e| all || !(e.metadata_file || e.short_name));
+        let mut subdirs = Vec::new();
+        for e in entries {
+            let p = format!("{dir_path}/{}", e.name);
+            print_entry(fs, &p, &e.id, json, out)?;
+            if recursive && e.file_type == FileType::Dir && !e.short_name {
+                if !visited.insert(e.id.ino) {
+                    eprintln!(
+                        "warning: {p} is a directory already listed (a loop); not descending"
+                    );
+                    continue;
+                }
+                if depth + 1 >= MAX_DEPTH {
+                    bail!("{p}: directory tree deeper than {MAX_DEPTH} levels");
+                }
+                subdirs.push((p, e.id, depth + 1));
+            }
+        }
+        stack.extend(subdirs.into_iter().rev());
+    }
+    Ok(())
+}
+
+fn display_dir(p: &str) -> &str {
+    if p.is_empty() { "/" } else { p }
+}
+
+fn print_entry(
+    fs: &dyn Filesystem,
+    path: &str,
+    id: &FileId,
+    json: bool,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let m = fs
+        .metadata(id)
+        .with_context(|| format!("reading metadata of {path}"))?;
+    if json {
+        serde_json::to_writer(
+            &mut *out,
+            &LsLine {
+                path,
+                file_type: m.file_type,
+                size: m.size,
+                allocated: m.allocated,
+                target: m.symlink_target.as_deref(),
+            },
+        )?;
+        writeln!(out)?;
+    } else {
+        let t = match m.file_type {
+            FileType::File => '-',
+            FileType::Dir => 'd',
+            FileType::Symlink => 'l',
+            FileType::Other => '?',
+        };
+        match &m.symlink_target {
+            Some(target) => writeln!(
+                out,
+                "{t} {:>14} {:>14} {path} -> {target}",
+                m.size, m.allocated
+            )?,
+            None => writeln!(out, "{t} {:>14} {:>14} {path}", m.size, m.allocated)?,
+        }
+    }
+    Ok(())
+}
+
+fn open_file(fs: &dyn Filesystem, path: &str) -> anyhow::Result<Source> {
+    let id = fs.lookup(path)?;
+    let m = fs.metadata(&id)?;
+    if id.stream.is_none() && m.file_type == FileType::Dir {
+        bail!("{path} is a directory");
+    }
+    Ok(fs.open(&id)?)
+}
+
+/// Bytes read per request; large requests let the LUN's readahead and the device queue work.
+const CAT_CHUNK: usize = 4 << 20;
+
+/// Streams a source to `out` with a reader thread one chunk ahead, so device reads and pipe
+/// writes overlap. Memory is three chunks whatever the file size.
+pub fn cat(file: Source, out: &mut impl Write) -> anyhow::Result<()> {
+    let size = file.size();
+    let (full_tx, full_rx) = mpsc::sync_channel::<lun::Result<Vec<u8>>>(1);
+    let (empty_tx, empty_rx) = mpsc::sync_channel::<Vec<u8>>(3);
+    for _ in 0..3 {
+        empty_tx
+            .send(vec![0u8; CAT_CHUNK])
+            .expect("channel has room");
+    }
+    let reader_file = Arc::clone(&file);
+    let reader = std::thread::spawn(move || {
+        let mut pos = 0u64;
+        while pos < size {
+            let Ok(mut buf) = empty_rx.recv() else { return };
+            let n = (size - pos).min(CAT_CHUNK as u64) as usize;
+            buf.truncate(n);
+            let r = reader_file.read_exact_at(pos, &mut buf).map(|()| buf);
+            let failed = r.is_err();
+            if full_tx.send(r).is_err() || failed {
+                return;
+            }
+            pos += n as u64;
+        }
+    });
+    let mut result: anyhow::Result<()> = Ok(());
+    for chunk in full_rx.iter() {
+        match chunk {
+            Ok(mut buf) => {
+                if let Err(e) = out.write_all(&buf) {
+                    result = Err(e.into());
+                    break;
+                }
+                buf.resize(CAT_CHUNK, 0);
+                let _ = empty_tx.send(buf);
+            }
+            Err(e) => {
+                result = Err(e.into());
+                break;
+            }
+        }
+    }
+    drop(empty_tx);
+    drop(full_rx);
+    let _ = reader.join();
+    result?;
+    out.flush()?;
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct ExtentLine {
+    offset: u64,
+    length: u64,
+    physical: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lun: Option<usize>,
+}
+
+fn extents(vol: &Volume, path: &str, out: &mut impl Write) -> anyhow::Result<()> {
+    let fs = vol.fs.as_ref();
+    let id = fs.lookup(path)?;
+    let size = fs.metadata(&id)?.size;
+    let spanned = vol.members.len() > 1 || vol.members.iter().any(|m| m.lun != 0);
+    let v = match fs.extents(&id)? {
+        FileMapping::Mapped(map) => {
+            let lines: Vec<ExtentLine> = map
+                .extents()
+                .iter()
+                .map(|e| {
+                    let phys = e.physical.map(|p| vol.physical(p));
+                    ExtentLine {
+                        offset: e.logical,
+                        length: e.length,
+                        physical: phys.map(|p| p.1),
+                        lun: if spanned { phys.map(|p| p.0) } else { None },
+                    }
+                })
+                .collect();
+            serde_json::json!({ "size": size, "extents": lines })
+        }
+        FileMapping::NotMappable(reason) => serde_json::json!({
+            "size": size,
+            "extents": null,
+            "not_mappable": reason.to_string(),
+        }),
+    };
+    serde_json::to_writer(&mut *out, &v)?;
+    writeln!(out)?;
+    Ok(())
+}

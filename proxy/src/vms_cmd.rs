@@ -1,0 +1,98 @@
+//! `lunproxy vms`: the VMs found on a set of LUN clones.
+
+use std::io::Write;
+
+use fsprobe::LunSpec;
+use inventory::Datastore;
+use lun::{OpenOptions, ReadAt, Source};
+
+/// Arguments of `lunproxy vms`.
+#[derive(clap::Args, Debug)]
+pub struct VmsArgs {
+    /// LUN image files or block devices; several paths to one LUN separated by commas.
+    #[arg(required = true)]
+    pub sources: Vec<String>,
+    /// Print JSON Lines, one VM a line.
+    #[arg(long)]
+    pub json: bool,
+    /// Also print disks no VM references (JSON: lines with `"orphan_disk"`).
+    #[arg(long)]
+    pub orphans: bool,
+}
+
+/// Opens every LUN, every filesystem on them, and prints the inventory. A LUN that cannot be
+/// read is reported on stderr and the others are still listed; the exit status is non-zero
+/// when nothing at all could be read.
+pub fn run(args: VmsArgs) -> anyhow::Result<()> {
+    let mut luns: Vec<Source> = Vec::new();
+    for s in &args.sources {
+        luns.push(LunSpec::parse(s).open(OpenOptions::default())?);
+    }
+    let mut datastores = Vec::new();
+    let mut failures = Vec::new();
+    for vol in fsprobe::open_all(&luns) {
+        match vol {
+            Ok(v) => {
+                let lun_name = v
+                    .members
+                    .first()
+                    .map(|m| luns[m.lun].name().to_string())
+                    .unwrap_or_default();
+                datastores.push(Datastore::new(lun_name, v.fs));
+            }
+            Err(e) => failures.push(e),
+        }
+    }
+    for e in &failures {
+        eprintln!("warning: {e}");
+    }
+    if datastores.is_empty() {
+        if let Some(e) = failures.into_iter().next() {
+            return Err(e.into());
+        }
+        anyhow::bail!("no filesystem found on the given LUNs");
+    }
+    let inv = inventory::scan(&datastores);
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if args.json {
+        for vm in &inv.vms {
+            serde_json::to_writer(&mut out, vm)?;
+            writeln!(out)?;
+        }
+        if args.orphans {
+            for d in &inv.orphan_disks {
+                serde_json::to_writer(&mut out, &serde_json::json!({ "orphan_disk": d }))?;
+                writeln!(out)?;
+            }
+        }
+    } else {
+        for vm in &inv.vms {
+            writeln!(
+                out,
+                "{}  {}  [{}] {}  {} files, {} disks, {}",
+                vm.id,
+                vm.name,
+                vm.lun,
+                vm.config,
+                vm.files.len(),
+                vm.disks.len(),
+                serde_json::to_value(vm.consistency.state)?
+                    .as_str()
+                    .unwrap_or("?")
+            )?;
+            for p in &vm.problems {
+                writeln!(out, "    problem: {}", serde_json::to_string(p)?)?;
+            }
+        }
+        if args.orphans {
+            for d in &inv.orphan_disks {
+                writeln!(out, "orphan disk {}  [{}] {}", d.id, d.lun, d.path)?;
+            }
+        }
+    }
+    for p in &inv.problems {
+        eprintln!("warning: {}", serde_json::to_string(p)?);
+    }
+    out.flush()?;
+    Ok(())
+}
