@@ -5,7 +5,6 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use lun::{Lun, MultipathPolicy, OpenOptions, ReadAt};
 
@@ -106,9 +105,11 @@ fn lun_info(paths: &[PathBuf], direct: bool, json: bool) -> anyhow::Result<()> {
         OpenOptions { direct },
         MultipathPolicy::default(),
     )
-    .with_context(|| format!("opening LUN {name}"))?;
+    // The lun and fscore errors already carry their cause in their message, so they are
+    // flattened here instead of chained (a chain would print the OS error twice).
+    .map_err(|e| anyhow::anyhow!("opening LUN {name}: {e}"))?;
     let content = fscore::probe::identify(&lun, Some(lun.sector_size()))
-        .with_context(|| format!("identifying the contents of LUN {name}"))?;
+        .map_err(|e| anyhow::anyhow!("identifying the contents of LUN {name}: {e}"))?;
     let mut stdout = std::io::stdout().lock();
     if json {
         let mut content_json = serde_json::to_value(&content)?;

@@ -350,7 +350,7 @@ impl Vmx {
                 device_type,
             });
         }
-        out.sort_by(|a, b| device_order(&a.device).cmp(&device_order(&b.device)));
+        out.sort_by_key(|d| device_order(&d.device));
         out
     }
 }

@@ -20,7 +20,7 @@ pub use error::LunError;
 pub use extent::{Extent, ExtentMap, ExtentMapBuilder, MappedFile};
 pub use mem::MemSource;
 pub use multipath::{Lun, MultipathPolicy, PathHealth, PathStatus};
-pub use path::{DeviceKind, DevicePath, OpenOptions};
+pub use path::{AlignedBuf, DeviceKind, DevicePath, OpenOptions};
 pub use restore::RestoreTarget;
 pub use source::{ReadAt, ReadAtExt, Source, Window};
 

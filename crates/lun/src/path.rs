@@ -248,6 +248,46 @@ impl DevicePath {
     }
 }
 
+/// A heap buffer whose bytes start at an `align`-byte boundary. Reading into one lets a direct
+/// (O_DIRECT) [`DevicePath`] transfer straight into it when offset and length are aligned too,
+/// instead of through a bounce buffer: streaming code should read into these.
+pub struct AlignedBuf {
+    storage: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl AlignedBuf {
+    /// A zeroed buffer of `len` bytes aligned to `align` (a power of two, for example 4096).
+    pub fn new(len: usize, align: usize) -> Self {
+        assert!(
+            align.is_power_of_two(),
+            "alignment {align} is not a power of two"
+        );
+        let storage = vec![0u8; len + align];
+        let addr = storage.as_ptr() as usize;
+        let start = addr.next_multiple_of(align) - addr;
+        AlignedBuf {
+            storage,
+            start,
+            len,
+        }
+    }
+}
+
+impl std::ops::Deref for AlignedBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.storage[self.start..self.start + self.len]
+    }
+}
+
+impl std::ops::DerefMut for AlignedBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.storage[self.start..self.start + self.len]
+    }
+}
+
 thread_local! {
     /// One O_DIRECT bounce buffer per reading thread (at most [`DIRECT_CHUNK`] plus alignment).
     static BOUNCE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };

@@ -54,6 +54,7 @@ impl Options {
 
 /// Scans the source tree and writes the image described by `opts`.
 pub fn run(opts: &Options) -> anyhow::Result<()> {
+    refuse_image_inside_source(opts)?;
     let mut tree = tree::Tree::scan(&opts.src)?;
     tree.mark_lazy_zeroed(&opts.lazy_zeroed);
     match opts.vmfs {
@@ -61,6 +62,26 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         6 => v6::write(opts, &tree, &opts.image),
         v => anyhow::bail!("VMFS version {v} is not supported (use 5 or 6)"),
     }
+}
+
+/// An image inside the source tree would be copied into itself.
+fn refuse_image_inside_source(opts: &Options) -> anyhow::Result<()> {
+    let src = std::fs::canonicalize(&opts.src)
+        .map_err(|e| anyhow::anyhow!("source directory {}: {e}", opts.src.display()))?;
+    let parent = match opts.image.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if let Ok(dir) = std::fs::canonicalize(&parent)
+        && dir.starts_with(&src)
+    {
+        anyhow::bail!(
+            "image {} lies inside the source directory {}",
+            opts.image.display(),
+            opts.src.display()
+        );
+    }
+    Ok(())
 }
 
 /// A pseudo-random number for UUIDs and garbage fill: not cryptographic, only unlikely to

@@ -876,16 +876,11 @@ impl Writer<'_, '_> {
             e[12..12 + name.len()].copy_from_slice(name);
             out.extend_from_slice(&e);
         };
-        let dir_type = |i: u64| {
-            if fds[i as usize].fd_type == fd_type::SYSFILE {
-                fd_type::DIRECTORY
-            } else {
-                fds[i as usize].fd_type
-            }
-        };
-        entry(dir_type(this), this, fds[this as usize].generation, b".");
+        // `.` carries the directory's own type: ESXi's `.sdd.sf` lists itself as a system file.
+        let own_type = |i: u64| fds[i as usize].fd_type;
+        entry(own_type(this), this, fds[this as usize].generation, b".");
         entry(
-            dir_type(parent),
+            own_type(parent),
             parent,
             fds[parent as usize].generation,
             b"..",

@@ -19,11 +19,11 @@
 //! VMFS6). Lazy-zeroed files get every block, LFBs for whole 512 MiB chunks, and to-be-zeroed
 //! addresses over garbage where the source has no data.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 
 use crate::Options;
 use crate::layout::{self, Volume};
@@ -59,17 +59,10 @@ const GARBAGE_LEN: usize = 4096;
 /// Where one 1 MiB slot of a file lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Slot {
-    Hole,
     /// SFB number; `tbz` = no data (garbage underneath, to be zeroed).
-    Sfb {
-        block: u64,
-        tbz: bool,
-    },
+    Sfb { block: u64, tbz: bool },
     /// LFB number; every one of its 512 slots points at it.
-    Lfb {
-        lfb: u64,
-        tbz: bool,
-    },
+    Lfb { lfb: u64, tbz: bool },
 }
 
 /// How a file's bytes are kept.
@@ -80,14 +73,33 @@ enum Storage {
     SubBlock(Option<u64>),
     /// 1 MiB slots, addressed directly or through pointer blocks.
     Blocks {
-        slots: Vec<Slot>,
-        /// Sub-block indices of the pointer blocks (`None`: no PB for that range).
-        pbs: Option<Vec<Option<u64>>>,
+        /// Slots in the file (the logical size in MiB, rounded up).
+        nslots: u64,
+        /// The allocated slots, sorted by index; the others are holes. A lazy-zeroed file
+        /// holds every slot, so there the position in this list is the slot index.
+        slots: Vec<(u64, Slot)>,
+        lazy: bool,
+        ind: Indirection,
     },
     /// Directory data in sub-blocks.
     DirSubBlocks(Vec<u64>),
     /// Directory data in SFBs.
     DirSfbs(Vec<u64>),
+}
+
+/// How the slots of a file are reached from its descriptor.
+#[derive(Debug)]
+enum Indirection {
+    /// The address array holds the slots (at most 320).
+    Direct,
+    /// Pointer blocks, one per 8192 slots (8 GiB) holding data: sub-block index or `None`.
+    Single(Vec<Option<u64>>),
+    /// Two levels (ZLA 0x10d0): `top` per 8192 × 8192 slots, `leaves` (by leaf number) per
+    /// 8192 slots holding data.
+    Double {
+        top: Vec<Option<u64>>,
+        leaves: BTreeMap<u64, u64>,
+    },
 }
 
 /// One FD to write.
@@ -254,17 +266,24 @@ pub fn write(opts: &Options, tree: &Tree, image: &Path) -> Result<()> {
                 let st = plan_file(n, *size, segments, *lazy_zeroed)?;
                 match &st {
                     Storage::SubBlock(Some(_)) => sb_needed += 1,
-                    Storage::Blocks { slots, pbs } => {
-                        for s in slots {
-                            if let Slot::Sfb { .. } = s {
-                                sfb_data += 1;
+                    Storage::Blocks {
+                        nslots,
+                        slots,
+                        lazy,
+                        ind,
+                    } => {
+                        // LFB candidates are provisionally counted as SFBs too.
+                        sfb_data += slots.len() as u64;
+                        if *lazy {
+                            lfb_chunks += nslots / SFBS_PER_LFB;
+                        }
+                        sb_needed += match ind {
+                            Indirection::Direct => 0,
+                            Indirection::Single(p) => p.iter().flatten().count() as u64,
+                            Indirection::Double { top, leaves } => {
+                                top.iter().flatten().count() as u64 + leaves.len() as u64
                             }
-                        }
-                        // LFB candidates are provisionally counted as SFBs.
-                        lfb_chunks += count_lfb_chunks(slots);
-                        if let Some(p) = pbs {
-                            sb_needed += p.iter().filter(|x| x.is_some()).count() as u64;
-                        }
+                        };
                     }
                     _ => {}
                 }
@@ -448,34 +467,51 @@ pub fn write(opts: &Options, tree: &Tree, image: &Path) -> Result<()> {
                     }
                 }
             }
-            Storage::Blocks { slots, pbs } => {
-                let chunks = slots.len() as u64 / SFBS_PER_LFB;
-                let mut i = 0usize;
-                while i < slots.len() {
-                    let chunk = i as u64 / SFBS_PER_LFB;
-                    let whole = i as u64 % SFBS_PER_LFB == 0 && chunk < chunks;
-                    if whole && lfb_candidate(&slots[i..i + SFBS_PER_LFB as usize]) && lfb_avail > 0
+            Storage::Blocks {
+                nslots,
+                slots,
+                lazy,
+                ind,
+            } => {
+                let per = SFBS_PER_LFB as usize;
+                let mut p = 0usize;
+                while p < slots.len() {
+                    let i = slots[p].0;
+                    // Lazy files hold every slot, so slots[p..p + 512] are i..i + 512.
+                    if *lazy
+                        && i.is_multiple_of(SFBS_PER_LFB)
+                        && i + SFBS_PER_LFB <= *nslots
+                        && lfb_avail > 0
                     {
                         lfb_avail -= 1;
                         let lfb = alloc.lfb(owner)?;
-                        let tbz = slots[i..i + SFBS_PER_LFB as usize]
+                        let tbz = slots[p..p + per]
                             .iter()
-                            .all(|s| matches!(s, Slot::Sfb { tbz: true, .. }));
-                        for s in &mut slots[i..i + SFBS_PER_LFB as usize] {
-                            *s = Slot::Lfb { lfb, tbz };
+                            .all(|(_, s)| matches!(s, Slot::Sfb { tbz: true, .. }));
+                        for e in &mut slots[p..p + per] {
+                            e.1 = Slot::Lfb { lfb, tbz };
                         }
-                        i += SFBS_PER_LFB as usize;
+                        p += per;
                         continue;
                     }
-                    if let Slot::Sfb { block, .. } = &mut slots[i] {
+                    if let Slot::Sfb { block, .. } = &mut slots[p].1 {
                         *block = alloc.sfb(owner)?;
                     }
-                    i += 1;
+                    p += 1;
                 }
-                if let Some(pbs) = pbs {
-                    for p in pbs.iter_mut() {
-                        if p.is_some() {
-                            *p = Some(alloc.sb()?);
+                match ind {
+                    Indirection::Direct => {}
+                    Indirection::Single(pbs) => {
+                        for pb in pbs.iter_mut().flatten() {
+                            *pb = alloc.sb()?;
+                        }
+                    }
+                    Indirection::Double { top, leaves } => {
+                        for pb in top.iter_mut().flatten() {
+                            *pb = alloc.sb()?;
+                        }
+                        for pb in leaves.values_mut() {
+                            *pb = alloc.sb()?;
                         }
                     }
                 }
@@ -657,7 +693,9 @@ pub fn write(opts: &Options, tree: &Tree, image: &Path) -> Result<()> {
                     addrs.push(sfb_addr(*b, 0));
                 }
             }
-            Storage::Blocks { slots, pbs } => {
+            Storage::Blocks {
+                nslots, slots, ind, ..
+            } => {
                 let n = n.context("file without a node")?;
                 meta.block_size = SFB_SIZE;
                 meta.length = file_size(Some(n));
@@ -665,26 +703,17 @@ pub fn write(opts: &Options, tree: &Tree, image: &Path) -> Result<()> {
                     Kind::File { segments, .. } => segments.as_slice(),
                     _ => &[],
                 };
-                let entries: Vec<u64> = slots
-                    .iter()
-                    .map(|s| match *s {
-                        Slot::Hole => 0,
-                        Slot::Sfb { block, tbz } => sfb_addr(block, if tbz { 0xff } else { 0 }),
-                        Slot::Lfb { lfb, tbz } => lfb_addr(lfb, if tbz { 0xff } else { 0 }),
-                    })
-                    .collect();
                 // Data and garbage.
                 let mut last_lfb = None;
-                for (i, s) in slots.iter().enumerate() {
-                    match *s {
-                        Slot::Hole => {}
+                for &(i, s) in slots {
+                    match s {
                         Slot::Sfb { block, tbz } => {
                             meta.num_blocks += 1;
                             if tbz {
                                 meta.tbz_blocks += 1;
                                 write_garbage(&dev, block * SFB_SIZE, SFB_SIZE, &mut garbage_seed)?;
                             } else {
-                                let start = i as u64 * SFB_SIZE;
+                                let start = i * SFB_SIZE;
                                 copy_segments(
                                     &dev,
                                     n,
@@ -706,18 +735,31 @@ pub fn write(opts: &Options, tree: &Tree, image: &Path) -> Result<()> {
                                 meta.tbz_blocks += 1;
                                 write_garbage(&dev, lfb * LFB_SIZE, LFB_SIZE, &mut garbage_seed)?;
                             } else {
-                                let start = i as u64 * SFB_SIZE;
+                                let start = i * SFB_SIZE;
                                 copy_segments(&dev, n, segments, start, LFB_SIZE, lfb * LFB_SIZE)?;
                             }
                         }
                     }
                 }
-                match pbs {
-                    None => {
-                        meta.zla = ZLA_FILE_BLOCK;
-                        addrs = entries;
+                // Pointer block `k` of a level holds the entries for slots k*8192..
+                let leaf = |k: u64| -> Vec<u8> {
+                    let lo = slots.partition_point(|(i, _)| *i < k * PB_ENTRIES);
+                    let hi = slots.partition_point(|(i, _)| *i < (k + 1) * PB_ENTRIES);
+                    let mut buf = vec![0u8; SUB_BLOCK_SIZE as usize];
+                    for (i, s) in &slots[lo..hi] {
+                        put_u64(&mut buf, ((i - k * PB_ENTRIES) * 8) as usize, slot_addr(*s));
                     }
-                    Some(pbs) => {
+                    buf
+                };
+                match ind {
+                    Indirection::Direct => {
+                        meta.zla = ZLA_FILE_BLOCK;
+                        addrs = vec![0; *nslots as usize];
+                        for (i, s) in slots {
+                            addrs[*i as usize] = slot_addr(*s);
+                        }
+                    }
+                    Indirection::Single(pbs) => {
                         meta.zla = ZLA_POINTER_BLOCK;
                         for (k, pb) in pbs.iter().enumerate() {
                             let Some(sb) = pb else {
@@ -725,19 +767,39 @@ pub fn write(opts: &Options, tree: &Tree, image: &Path) -> Result<()> {
                                 continue;
                             };
                             meta.pointer_blocks += 1;
-                            let lo = k * PB_ENTRIES as usize;
-                            let hi = (lo + PB_ENTRIES as usize).min(entries.len());
+                            dev.write_nonzero(sb_dev(*sb), &leaf(k as u64))?;
+                            addrs.push(sb_address(*sb));
+                        }
+                    }
+                    Indirection::Double { top, leaves } => {
+                        meta.zla = ZLA_POINTER_BLOCK_DOUBLE;
+                        for (&k, &sb) in leaves {
+                            meta.pointer_blocks += 1;
+                            dev.write_nonzero(sb_dev(sb), &leaf(k))?;
+                        }
+                        for (t, pb) in top.iter().enumerate() {
+                            let Some(sb) = pb else {
+                                addrs.push(0);
+                                continue;
+                            };
+                            meta.pointer_blocks += 1;
+                            let t = t as u64;
                             let mut buf = vec![0u8; SUB_BLOCK_SIZE as usize];
-                            for (j, e) in entries[lo..hi].iter().enumerate() {
-                                put_u64(&mut buf, j * 8, *e);
+                            for (&k, &leaf_sb) in leaves.range(t * PB_ENTRIES..(t + 1) * PB_ENTRIES)
+                            {
+                                put_u64(
+                                    &mut buf,
+                                    ((k - t * PB_ENTRIES) * 8) as usize,
+                                    sb_address(leaf_sb),
+                                );
                             }
                             dev.write_nonzero(sb_dev(*sb), &buf)?;
                             addrs.push(sb_address(*sb));
                         }
-                        while addrs.last() == Some(&0) {
-                            addrs.pop();
-                        }
                     }
+                }
+                while addrs.last() == Some(&0) {
+                    addrs.pop();
                 }
             }
         }
@@ -785,18 +847,6 @@ fn planned_root_sfbs(items: &[Item]) -> u64 {
         .map_or(1, |d| (d.len() as u64).div_ceil(SFB_SIZE))
 }
 
-/// A whole 512-slot chunk of a lazy-zeroed file (every slot allocated) may become an LFB.
-fn lfb_candidate(slots: &[Slot]) -> bool {
-    slots.len() == SFBS_PER_LFB as usize && slots.iter().all(|s| matches!(s, Slot::Sfb { .. }))
-}
-
-fn count_lfb_chunks(slots: &[Slot]) -> u64 {
-    slots
-        .chunks_exact(SFBS_PER_LFB as usize)
-        .filter(|c| lfb_candidate(c))
-        .count() as u64
-}
-
 /// Decides how a regular file is stored.
 fn plan_file(n: &Node, size: u64, segments: &[Segment], lazy: bool) -> Result<Storage> {
     if size <= RESIDENT_MAX && !lazy {
@@ -821,60 +871,97 @@ fn plan_file(n: &Node, size: u64, segments: &[Segment], lazy: bool) -> Result<St
         }));
     }
     let nslots = size.div_ceil(SFB_SIZE);
-    let mut has_data = vec![false; nslots as usize];
-    for s in segments {
-        let first = s.offset / SFB_SIZE;
-        let last = s.end().min(size).saturating_sub(1) / SFB_SIZE;
-        for b in first..=last.min(nslots.saturating_sub(1)) {
-            has_data[b as usize] = true;
+    // Slots touched by data, in order (segments are sorted and disjoint).
+    let mut data: Vec<u64> = Vec::new();
+    for seg in segments {
+        let end = seg.end().min(size);
+        if end <= seg.offset {
+            continue;
         }
+        let first = seg.offset / SFB_SIZE;
+        let last = (end - 1) / SFB_SIZE;
+        let from = match data.last() {
+            Some(&l) if l >= first => l + 1,
+            _ => first,
+        };
+        data.extend(from..=last);
     }
-    let slots: Vec<Slot> = has_data
-        .iter()
-        .map(|&d| {
-            if d {
-                Slot::Sfb {
-                    block: 0,
-                    tbz: false,
-                }
-            } else if lazy {
-                Slot::Sfb {
-                    block: 0,
-                    tbz: true,
-                }
-            } else {
-                Slot::Hole
-            }
-        })
-        .collect();
+    let slots: Vec<(u64, Slot)> = if lazy {
+        let mut d = data.iter().peekable();
+        (0..nslots)
+            .map(|i| {
+                let has = d.next_if_eq(&&i).is_some();
+                (
+                    i,
+                    Slot::Sfb {
+                        block: 0,
+                        tbz: !has,
+                    },
+                )
+            })
+            .collect()
+    } else {
+        data.iter()
+            .map(|&i| {
+                (
+                    i,
+                    Slot::Sfb {
+                        block: 0,
+                        tbz: false,
+                    },
+                )
+            })
+            .collect()
+    };
     // Direct addressing needs no interior holes: vmfs6-tools stops reading the address array
     // at the first zero entry (libvmfs/vmfs_inode.c, vmfs_inode_read), and ESXi itself moves
     // thin files with holes to pointer blocks.
-    let last_alloc = slots.iter().rposition(|s| *s != Slot::Hole);
-    let interior_hole = last_alloc.is_some_and(|l| slots[..l].contains(&Slot::Hole));
-    if slots.len() <= FD_MAX_ADDRS && !interior_hole {
-        return Ok(Storage::Blocks { slots, pbs: None });
+    let interior_hole = slots
+        .last()
+        .is_some_and(|(l, _)| *l + 1 != slots.len() as u64);
+    if nslots <= FD_MAX_ADDRS as u64 && !interior_hole {
+        return Ok(Storage::Blocks {
+            nslots,
+            slots,
+            lazy,
+            ind: Indirection::Direct,
+        });
     }
-    let npb = (slots.len() as u64).div_ceil(PB_ENTRIES);
-    if npb > FD_MAX_ADDRS as u64 {
-        bail!(
-            "/{}: {size} bytes need double-indirect pointer blocks (over {} GiB), which this \
-             writer does not make for VMFS6",
-            n.rel_path,
-            FD_MAX_ADDRS as u64 * PB_ENTRIES * SFB_SIZE >> 30
+    let npb = nslots.div_ceil(PB_ENTRIES);
+    let ind = if npb <= FD_MAX_ADDRS as u64 {
+        let mut pbs = vec![None; npb as usize];
+        for (i, _) in &slots {
+            pbs[(i / PB_ENTRIES) as usize] = Some(0);
+        }
+        Indirection::Single(pbs)
+    } else {
+        let ntop = npb.div_ceil(PB_ENTRIES);
+        ensure!(
+            ntop <= FD_MAX_ADDRS as u64,
+            "/{}: {size} bytes are more than double-indirect pointer blocks address",
+            n.rel_path
         );
-    }
-    let pbs = (0..npb as usize)
-        .map(|k| {
-            let lo = k * PB_ENTRIES as usize;
-            let hi = (lo + PB_ENTRIES as usize).min(slots.len());
-            slots[lo..hi].iter().any(|s| *s != Slot::Hole).then_some(0)
-        })
-        .collect();
+        let mut top = vec![None; ntop as usize];
+        let mut leaves = BTreeMap::new();
+        for (i, _) in &slots {
+            leaves.insert(i / PB_ENTRIES, 0);
+            top[(i / PB_ENTRIES / PB_ENTRIES) as usize] = Some(0);
+        }
+        Indirection::Double { top, leaves }
+    };
     Ok(Storage::Blocks {
+        nslots,
         slots,
-        pbs: Some(pbs),
+        lazy,
+        ind,
     })
+}
+
+fn slot_addr(s: Slot) -> u64 {
+    match s {
+        Slot::Sfb { block, tbz } => sfb_addr(block, if tbz { 0xff } else { 0 }),
+        Slot::Lfb { lfb, tbz } => lfb_addr(lfb, if tbz { 0xff } else { 0 }),
+    }
 }
 
 /// Block allocator. `owners[sfb]` is the FD address holding an SFB (0 = free).

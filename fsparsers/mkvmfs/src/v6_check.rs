@@ -93,7 +93,11 @@ struct Sys {
 
 impl Sys {
     fn dev(&self, off: u64) -> Result<u64> {
-        ensure!(off < self.len, "offset {off} past system file end {}", self.len);
+        ensure!(
+            off < self.len,
+            "offset {off} past system file end {}",
+            self.len
+        );
         let b = self
             .blocks
             .get((off / SFB_SIZE) as usize)
@@ -107,11 +111,21 @@ impl Image {
     pub fn open(path: &Path, partition_offset: u64) -> Result<Image> {
         let file = File::open(path).with_context(|| format!("open {}", path.display()))?;
         let lvm = read(&file, partition_offset + LVM_HEADER_OFFSET, 0x200)?;
-        ensure!(get_u32(&lvm, 0) == Some(LVM_MAGIC), "no LVM header at 1 MiB");
+        ensure!(
+            get_u32(&lvm, 0) == Some(LVM_MAGIC),
+            "no LVM header at 1 MiB"
+        );
         ensure!(get_u32(&lvm, 4) == Some(6), "LVM major version is not 6");
         let data = get_u64(&lvm, 0x7a).context("LVM data offset")?;
-        ensure!(data == LVM_DATA_OFFSET, "LVM data offset {data:#x} unexpected");
-        let vol = read(&file, partition_offset + LVM_HEADER_OFFSET + MD_ALIGN, 0x200)?;
+        ensure!(
+            data == LVM_DATA_OFFSET,
+            "LVM data offset {data:#x} unexpected"
+        );
+        let vol = read(
+            &file,
+            partition_offset + LVM_HEADER_OFFSET + MD_ALIGN,
+            0x200,
+        )?;
         let dev_len = get_u64(&vol, 0).context("volume size")?;
         ensure!(
             dev_len > 0 && dev_len.is_multiple_of(PE_SIZE),
@@ -121,9 +135,15 @@ impl Image {
         let d = read(&file, dev_base + FS_DESCRIPTOR_OFFSET, 0x200)?;
         ensure!(get_u32(&d, 0) == Some(FS_MAGIC), "no FS3 descriptor");
         ensure!(get_u32(&d, 4) == Some(FS_MAJOR), "not VMFS6");
-        ensure!(get_u64(&d, 0xa1) == Some(SFB_SIZE), "block size is not 1 MiB");
+        ensure!(
+            get_u64(&d, 0xa1) == Some(SFB_SIZE),
+            "block size is not 1 MiB"
+        );
         ensure!(get_u32(&d, 0x134) == Some(MD_ALIGN as u32), "mdAlignment");
-        ensure!(get_u32(&d, 0xd9) == Some(SUB_BLOCK_SIZE as u32), "sub-block size");
+        ensure!(
+            get_u32(&d, 0xd9) == Some(SUB_BLOCK_SIZE as u32),
+            "sub-block size"
+        );
         let label: String = d[0x1d..0x9d]
             .iter()
             .take_while(|&&c| c != 0)
@@ -167,7 +187,11 @@ impl Image {
             ensure!(r.len == SFB_SIZE && !r.tbz, "system file run not one SFB");
             blocks.push(p);
         }
-        let head = read(&self.file, *blocks.first().context("empty system file")?, 0x100)?;
+        let head = read(
+            &self.file,
+            *blocks.first().context("empty system file")?,
+            0x100,
+        )?;
         let meta = ResMeta::read(&head).context("resource metadata signature")?;
         Ok(Sys {
             meta,
@@ -177,16 +201,28 @@ impl Image {
     }
 
     fn read_fd(&self, addr: u32) -> Result<Vec<u8>> {
-        ensure!(addr & 7 == ADDR_FD as u32, "address {addr:#x} is not an FD address");
-        let (c, r) = (u64::from((addr >> 6) & 0xffff), u64::from((addr >> 22) & 0x3ff));
+        ensure!(
+            addr & 7 == ADDR_FD as u32,
+            "address {addr:#x} is not an FD address"
+        );
+        let (c, r) = (
+            u64::from((addr >> 6) & 0xffff),
+            u64::from((addr >> 22) & 0x3ff),
+        );
         ensure!(
             r < u64::from(self.fdc.meta.resources_per_cluster),
             "FD resource {r} out of range"
         );
         let off = self.fdc.dev(self.fdc.meta.resource_offset(c, r))?;
         let fd = read(&self.file, off, FD_SIZE as usize)?;
-        ensure!(get_u32(&fd, 0) == Some(FD_LOCK_TYPE), "FD {addr:#x}: bad lock type");
-        ensure!(get_u32(&fd, 0x1000) == Some(addr), "FD {addr:#x}: address mismatch");
+        ensure!(
+            get_u32(&fd, 0) == Some(FD_LOCK_TYPE),
+            "FD {addr:#x}: bad lock type"
+        );
+        ensure!(
+            get_u32(&fd, 0x1000) == Some(addr),
+            "FD {addr:#x}: address mismatch"
+        );
         ensure!(
             get_u32(&fd, 0x1064) == Some(FDMD_SIGNATURE),
             "FD {addr:#x}: no fdmd signature"
@@ -225,46 +261,52 @@ impl Image {
         };
         match zla {
             ZLA_RESIDENT => {
-                ensure!(size <= RESIDENT_MAX, "{what}: resident file of {size} bytes");
+                ensure!(
+                    size <= RESIDENT_MAX,
+                    "{what}: resident file of {size} bytes"
+                );
                 e.resident =
                     Some(fd[FD_RESIDENT_OFFSET..FD_RESIDENT_OFFSET + size as usize].to_vec());
             }
             ZLA_FILE_BLOCK | ZLA_SUB_BLOCK => {
-                ensure!(bs == SFB_SIZE || bs == SUB_BLOCK_SIZE, "{what}: block size {bs}");
+                ensure!(
+                    bs == SFB_SIZE || bs == SUB_BLOCK_SIZE,
+                    "{what}: block size {bs}"
+                );
                 let n = size.div_ceil(bs);
                 ensure!(n <= FD_MAX_ADDRS as u64, "{what}: {n} direct blocks");
                 for i in 0..n {
                     self.push_run(&mut e, i * bs, bs, addrs[i as usize], what)?;
                 }
             }
-            ZLA_POINTER_BLOCK => {
+            ZLA_POINTER_BLOCK | ZLA_POINTER_BLOCK_DOUBLE => {
                 ensure!(bs == SFB_SIZE, "{what}: block size {bs}");
                 let n = size.div_ceil(bs);
-                let npb = n.div_ceil(PB_ENTRIES);
-                ensure!(npb <= FD_MAX_ADDRS as u64, "{what}: {npb} pointer blocks");
-                for k in 0..npb {
-                    let pb = addrs[k as usize];
-                    if pb == 0 {
+                let double = zla == ZLA_POINTER_BLOCK_DOUBLE;
+                let per_top = if double {
+                    PB_ENTRIES * PB_ENTRIES
+                } else {
+                    PB_ENTRIES
+                };
+                let ntop = n.div_ceil(per_top);
+                ensure!(ntop <= FD_MAX_ADDRS as u64, "{what}: {ntop} pointer blocks");
+                for k in 0..ntop {
+                    let Some(top) = self.pointer_block(&mut e, addrs[k as usize], what)? else {
+                        continue;
+                    };
+                    if !double {
+                        self.push_leaf(&mut e, &top, k * PB_ENTRIES, n, what)?;
                         continue;
                     }
-                    let BlockAddr::Sb { cluster, resource } = decode_addr(pb) else {
-                        bail!("{what}: pointer block address {pb:#x} is not a sub-block");
-                    };
-                    let buf = read(
-                        &self.file,
-                        self.sb_offset(cluster, resource)?,
-                        SUB_BLOCK_SIZE as usize,
-                    )?;
-                    e.runs.push(Run {
-                        offset: u64::MAX,
-                        len: SUB_BLOCK_SIZE,
-                        physical: Some(self.sb_offset(cluster, resource)?),
-                        tbz: false,
-                        lfb: false,
-                    });
-                    for j in 0..PB_ENTRIES.min(n - k * PB_ENTRIES) {
-                        let a = get_u64(&buf, 8 * j as usize).unwrap_or(0);
-                        self.push_run(&mut e, (k * PB_ENTRIES + j) * bs, bs, a, what)?;
+                    for j in 0..PB_ENTRIES {
+                        let first = (k * PB_ENTRIES + j) * PB_ENTRIES;
+                        if first >= n {
+                            break;
+                        }
+                        let a = get_u64(&top, 8 * j as usize).unwrap_or(0);
+                        if let Some(leaf) = self.pointer_block(&mut e, a, what)? {
+                            self.push_leaf(&mut e, &leaf, first, n, what)?;
+                        }
                     }
                 }
             }
@@ -273,11 +315,42 @@ impl Image {
         Ok(e)
     }
 
+    /// Reads the pointer block at sub-block address `addr` (0: none) and records it.
+    fn pointer_block(&self, e: &mut Entry, addr: u64, what: &str) -> Result<Option<Vec<u8>>> {
+        if addr == 0 {
+            return Ok(None);
+        }
+        let BlockAddr::Sb { cluster, resource } = decode_addr(addr) else {
+            bail!("{what}: pointer block address {addr:#x} is not a sub-block");
+        };
+        let off = self.sb_offset(cluster, resource)?;
+        e.runs.push(Run {
+            offset: u64::MAX,
+            len: SUB_BLOCK_SIZE,
+            physical: Some(off),
+            tbz: false,
+            lfb: false,
+        });
+        Ok(Some(read(&self.file, off, SUB_BLOCK_SIZE as usize)?))
+    }
+
+    /// Records the slots of a last-level pointer block covering slots `first..`.
+    fn push_leaf(&self, e: &mut Entry, pb: &[u8], first: u64, n: u64, what: &str) -> Result<()> {
+        for j in 0..PB_ENTRIES.min(n.saturating_sub(first)) {
+            let a = get_u64(pb, 8 * j as usize).unwrap_or(0);
+            self.push_run(e, (first + j) * SFB_SIZE, SFB_SIZE, a, what)?;
+        }
+        Ok(())
+    }
+
     fn push_run(&self, e: &mut Entry, offset: u64, len: u64, addr: u64, what: &str) -> Result<()> {
         let (physical, tbz, lfb) = match decode_addr(addr) {
             BlockAddr::Null => return Ok(()),
             BlockAddr::Sfb { block, tbz } => {
-                ensure!(block * SFB_SIZE < self.dev_len, "{what}: SFB {block} past the end");
+                ensure!(
+                    block * SFB_SIZE < self.dev_len,
+                    "{what}: SFB {block} past the end"
+                );
                 (self.dev_base + block * SFB_SIZE, tbz != 0, false)
             }
             BlockAddr::Lfb { block, tbz } => {
@@ -315,7 +388,10 @@ impl Image {
         }
         let end = offset + len as u64;
         for run in e.runs.iter().filter(|r| r.offset != u64::MAX) {
-            let (a, b) = (run.offset.max(offset), (run.offset + run.len).min(end).min(e.size));
+            let (a, b) = (
+                run.offset.max(offset),
+                (run.offset + run.len).min(end).min(e.size),
+            );
             if a >= b || run.tbz {
                 continue;
             }
@@ -334,7 +410,11 @@ impl Image {
             steps += 1;
             ensure!(steps < 10_000_000, "directory walk does not end");
             let fd = self.read_fd(addr)?;
-            let shown = if path.is_empty() { "/".to_string() } else { path.clone() };
+            let shown = if path.is_empty() {
+                "/".to_string()
+            } else {
+                path.clone()
+            };
             let e = self.decode(&fd, &shown)?;
             if let Some(prev) = seen.insert(addr, shown.clone()) {
                 bail!("FD {addr:#x} reached twice: {prev} and {shown}");
@@ -409,7 +489,7 @@ impl Image {
                 }
             }
         }
-        for (&l, _) in &lfb_owner {
+        for &l in lfb_owner.keys() {
             let lo = l * SFBS_PER_LFB;
             for s in lo..(lo + SFBS_PER_LFB).min(dev_sfbs) {
                 ensure!(sfb_owner[s as usize] == 0, "LFB {l} overlaps used SFB {s}");
@@ -421,7 +501,10 @@ impl Image {
         let child =
             ResMeta::read(&self.sys_read(&self.fbb, u64::from(fbb.child_meta_offset), 0x100)?)
                 .context(".fbb.sf child metadata")?;
-        ensure!(u64::from(child.num_resources) == dev_sfbs, "SFB count mismatch");
+        ensure!(
+            u64::from(child.num_resources) == dev_sfbs,
+            "SFB count mismatch"
+        );
         let num_lfbs = u64::from(fbb.num_resources);
         let rpc = u64::from(fbb.resources_per_cluster);
         let mut converted = 0;
@@ -439,11 +522,17 @@ impl Image {
             } else {
                 lfb_state::FREE
             };
-            ensure!(state == expect, "LFB {l}: state {state:#b}, expected {expect:#b}");
+            ensure!(
+                state == expect,
+                "LFB {l}: state {state:#b}, expected {expect:#b}"
+            );
             if expect == lfb_state::CONVERTED {
                 converted += 1;
                 let cm = self.sys_read(&self.fbb, fbb.resource_offset(c, r) + MD_ALIGN, 0x1000)?;
-                ensure!(get_u32(&cm, 0x10) == Some(RCMD_SIGNATURE), "SFB cluster {l} meta");
+                ensure!(
+                    get_u32(&cm, 0x10) == Some(RCMD_SIGNATURE),
+                    "SFB cluster {l} meta"
+                );
                 let free = get_u16(&cm, 0x22).unwrap_or(u16::MAX);
                 let mut counted_free = 0;
                 let mut owners: HashMap<u32, u32> = HashMap::new();
@@ -462,7 +551,10 @@ impl Image {
                         *owners.entry(o).or_default() += 1;
                     }
                 }
-                ensure!(free == counted_free, "SFB cluster {l}: free {free} vs {counted_free}");
+                ensure!(
+                    free == counted_free,
+                    "SFB cluster {l}: free {free} vs {counted_free}"
+                );
                 let n = get_u16(&cm, 0x26).unwrap_or(0) as usize;
                 let mut listed: HashMap<u32, u32> = HashMap::new();
                 for i in 1..n {
@@ -472,7 +564,10 @@ impl Image {
                         get_u32(&cm, o + 4).unwrap_or(0),
                     );
                 }
-                ensure!(listed == owners, "SFB cluster {l}: owner list does not match use");
+                ensure!(
+                    listed == owners,
+                    "SFB cluster {l}: owner list does not match use"
+                );
             }
         }
         ensure!(
@@ -499,7 +594,10 @@ impl Image {
         let clusters = u64::from(meta.num_resources).div_ceil(per.max(1));
         for c in 0..clusters {
             let cm = self.sys_read(sys, meta.cluster_header_offset(c) + MD_ALIGN, 0x200)?;
-            ensure!(get_u32(&cm, 0x10) == Some(RCMD_SIGNATURE), "cluster {c} meta");
+            ensure!(
+                get_u32(&cm, 0x10) == Some(RCMD_SIGNATURE),
+                "cluster {c} meta"
+            );
             let total = per.min(u64::from(meta.num_resources) - c * per);
             let mut free = 0;
             for r in 0..total {
@@ -535,14 +633,23 @@ impl Image {
         let per_group = u64::from(m.clusters_per_group);
         let per = u64::from(m.resources_per_cluster);
         let size = u64::from(m.resource_size);
-        ensure!(file_off >= cg_off && cg_size > 0 && size > 0, "bad .sbc.sf layout");
+        ensure!(
+            file_off >= cg_off && cg_size > 0 && size > 0,
+            "bad .sbc.sf layout"
+        );
         let group = (file_off - cg_off) / cg_size;
         let within = (file_off - cg_off) % cg_size;
-        ensure!(within >= per_group * 2 * MD_ALIGN, "{physical:#x} is a cluster header");
+        ensure!(
+            within >= per_group * 2 * MD_ALIGN,
+            "{physical:#x} is a cluster header"
+        );
         let data = within - per_group * 2 * MD_ALIGN;
         let cluster = group * per_group + data / (per * size);
         let res = (data % (per * size)) / size;
-        ensure!(data % size == 0, "{physical:#x} is not sub-block aligned");
+        ensure!(
+            data.is_multiple_of(size),
+            "{physical:#x} is not sub-block aligned"
+        );
         Ok(cluster * per + res)
     }
 

@@ -88,6 +88,8 @@ pub const ZLA_FILE_BLOCK: u32 = 1;
 pub const ZLA_SUB_BLOCK: u32 = 2;
 /// Zero-level address type: single-indirect pointer blocks.
 pub const ZLA_POINTER_BLOCK: u32 = 3;
+/// Zero-level address type: double-indirect pointer blocks.
+pub const ZLA_POINTER_BLOCK_DOUBLE: u32 = 0x10d0;
 /// Zero-level address type: data resident in the file descriptor.
 pub const ZLA_RESIDENT: u32 = 0x10d1;
 

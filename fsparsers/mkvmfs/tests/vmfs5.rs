@@ -19,7 +19,7 @@ const GIB: u64 = 1 << 30;
 /// A source tree shaped like a datastore: VM folders, 2,000 small files, deep directories,
 /// a 300 MiB file (pointer blocks), a lazy-zeroed disk, symlinks and odd names.
 fn vm_tree() -> PathBuf {
-    let path = testkit::fixture_dir("mkvmfs").join("src-vmtree-v2");
+    let path = testkit::fixture_dir("mkvmfs").join("src-vmtree-v3");
     testkit::cached_fixture(&path, |d| {
         let vm_a = d.join("VMs/vm-a");
         fs::create_dir_all(&vm_a).unwrap();
@@ -54,6 +54,19 @@ fn vm_tree() -> PathBuf {
             &vm_b.join("vm-b-flat.vmdk"),
             24 * MIB,
             &[(MIB, 6, 100), (17 * MIB + 5, 7, 5000)],
+        );
+
+        // A thin disk past 256 blocks: pointer blocks, one of them absent (a 1 GiB hole).
+        let vm_c = d.join("VMs/vm-c");
+        fs::create_dir_all(&vm_c).unwrap();
+        thin_file(
+            &vm_c.join("vm-c-flat.vmdk"),
+            1536 * MIB,
+            &[
+                (0, 31, 4096),
+                (700 * MIB + 1, 32, 9000),
+                (1535 * MIB, 33, MIB as usize),
+            ],
         );
 
         let many = d.join("many");
@@ -208,6 +221,15 @@ fn vm_tree_uses_every_addressing_mode_with_consistent_bitmaps() {
         zla_of("big/pb300m.bin"),
         zla::POINTER_BLOCK,
         "pointer blocks"
+    );
+
+    let sparse_pb = img.lookup("VMs/vm-c/vm-c-flat.vmdk");
+    assert_eq!(sparse_pb.zla, zla::POINTER_BLOCK);
+    let (blocks, pbs) = img.block_map(&sparse_pb);
+    assert_eq!(
+        (blocks.len(), pbs.len()),
+        (3, 2),
+        "pointer blocks only where data is"
     );
 
     // The thin disk allocates only the blocks that hold data.
@@ -487,6 +509,16 @@ fn bad_input_gives_one_clear_error_line() {
     ]);
     assert!(!ok && err.contains("block size"), "{err}");
 
+    let inside = src.join("image.img");
+    let (ok, err) = run(&[
+        "--vmfs",
+        "5",
+        src.to_str().unwrap(),
+        inside.to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("inside the source"), "{err}");
+    assert!(!inside.exists());
+
     let (ok, _) = run(&["--vmfs", "7", src.to_str().unwrap(), img]);
     assert!(!ok);
 }
@@ -529,5 +561,148 @@ fn directory_past_the_sub_block_limit_moves_to_file_blocks() {
             .output()
             .unwrap();
         assert_eq!(out.stdout, b"last entry\n");
+    }
+}
+
+/// Reads `len` bytes at `off` of an image.
+fn raw(image: &Path, off: u64, len: usize) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let mut b = vec![0u8; len];
+    fs::File::open(image)
+        .unwrap()
+        .read_exact_at(&mut b, off)
+        .unwrap();
+    b
+}
+
+#[test]
+fn headers_match_the_esxi_made_volume() {
+    // The same decoder that judges mkvmfs images must accept the ESXi volume, and the fields
+    // mkvmfs copies from ESXi's choices must be equal there.
+    let Some(esxi) = testkit::real_image("headers_match_the_esxi_made_volume", "vmfs5-esxi") else {
+        return;
+    };
+    let ours = cached_image(
+        "small-bare",
+        &small_tree(),
+        &["--vmfs", "5", "--layout", "bare"],
+    );
+
+    let real = V5Image::open(&esxi, 0);
+    let errors = real.check_allocation();
+    assert!(
+        errors.is_empty(),
+        "the checker disagrees with ESXi:\n{}",
+        errors.join("\n")
+    );
+    let file4 = real.lookup("directory/file4");
+    assert_eq!(
+        (file4.zla, real.read(&file4, 0, 8)),
+        (zla::RESIDENT, b"content\n".to_vec())
+    );
+
+    let u32_at = |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+    let u64_at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+    // LVM device header: magic, versions, diskBlockSize, numVolumes, dataOffset, numPEMaps.
+    let (a, b) = (raw(&esxi, MIB, 0x100), raw(&ours, MIB, 0x100));
+    for (o, w) in [
+        (0, 4),
+        (4, 4),
+        (8, 4),
+        (0x5a, 4),
+        (0x66, 4),
+        (0x7a, 8),
+        (0xbe, 4),
+    ] {
+        assert_eq!(a[o..o + w], b[o..o + w], "LVM header field at {o:#x}");
+    }
+    // Volume descriptor: state, snapID, volumeID, firstPE, numDevs.
+    let (a, b) = (
+        raw(&esxi, MIB + 0x200, 0x100),
+        raw(&ours, MIB + 0x200, 0x100),
+    );
+    for (o, w) in [(0x10, 4), (0x64, 4), (0x70, 4), (0x78, 8), (0x90, 4)] {
+        assert_eq!(
+            a[o..o + w],
+            b[o..o + w],
+            "volume descriptor field at {o:#x}"
+        );
+    }
+    // PE 0.
+    let (a, b) = (raw(&esxi, 0x18_0600, 0x80), raw(&ours, 0x18_0600, 0x80));
+    assert_eq!(a, b, "first PE table entry");
+    // FS descriptor: magic, versions, config, block sizes, FDC geometry, sub-block size,
+    // system descriptor addresses and their volume offsets.
+    let lv = 0x110_0000;
+    let (a, b) = (
+        raw(&esxi, lv + 0x20_0000, 0x120),
+        raw(&ours, lv + 0x20_0000, 0x120),
+    );
+    for (o, w) in [
+        (0, 4),
+        (4, 4),
+        (8, 1),
+        (0x19, 4),
+        (0x9d, 4),
+        (0xa1, 8),
+        (0xd1, 4),
+        (0xd5, 4),
+        (0xd9, 4),
+        (0xdd, 4),
+        (0xe1, 8),
+        (0xe9, 4),
+        (0x105, 8),
+        (0x10d, 4),
+    ] {
+        assert_eq!(a[o..o + w], b[o..o + w], "FS descriptor field at {o:#x}");
+    }
+    // The volume UUID the descriptor names is the LVM's.
+    assert_eq!(b[0xb1..0xc1], raw(&ours, MIB + 0x254, 16)[..]);
+    // System files: the same descriptors, types, modes, zla, first block and geometry.
+    let fdc = lv + 4 * MIB;
+    for index in 0..8u64 {
+        let off = fdc + 0x2_0000 + index * 0x800 + 0x200;
+        let (a, b) = (raw(&esxi, off, 0x200), raw(&ours, off, 0x200));
+        assert_eq!(u32_at(&a, 0), u32_at(&b, 0), "descriptor {index} address");
+        assert_eq!(u32_at(&a, 0xc), u32_at(&b, 0xc), "descriptor {index} type");
+        assert_eq!(u32_at(&a, 0x44), u32_at(&b, 0x44), "descriptor {index} zla");
+        assert_eq!(
+            u64_at(&a, 0x1c),
+            u64_at(&b, 0x1c),
+            "descriptor {index} block size"
+        );
+        assert_eq!(a[0x89], b[0x89], "descriptor {index} blockOffsetShift");
+        if index != 0 {
+            assert_eq!(
+                u32_at(&a, 0x40),
+                u32_at(&b, 0x40),
+                "descriptor {index} mode"
+            );
+        }
+    }
+    // `.sdd.sf` holds the same two entries (at block 12 in both volumes).
+    assert_eq!(
+        raw(&esxi, lv + 12 * MIB, 280),
+        raw(&ours, lv + 12 * MIB, 280),
+        ".sdd.sf entries"
+    );
+    for (name, block) in [
+        ("fbb", 6u64),
+        ("fdc", 4),
+        ("pbc", 7),
+        ("sbc", 8),
+        ("pb2", 11),
+    ] {
+        let (a, b) = (
+            raw(&esxi, lv + block * MIB, 0x1c),
+            raw(&ours, lv + block * MIB, 0x1c),
+        );
+        // resourcesPerCluster, clustersPerGroup, clusterGroupOffset, resourceSize, groupSize.
+        assert_eq!(a[..0x14], b[..0x14], "{name} resource header");
+        let (a, b) = (
+            raw(&esxi, lv + block * MIB + 0x1_0000, 8),
+            raw(&ours, lv + block * MIB + 0x1_0000, 8),
+        );
+        assert_eq!(a, b, "{name} first cluster lock: magic and own offset");
     }
 }

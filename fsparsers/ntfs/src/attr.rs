@@ -44,7 +44,10 @@ impl StandardInformation {
     /// Decodes the resident value.
     pub fn parse(v: &[u8]) -> Result<Self, Corrupt> {
         if v.len() < 0x24 {
-            return Err(corrupt(0, format!("$STANDARD_INFORMATION of {} bytes", v.len())));
+            return Err(corrupt(
+                0,
+                format!("$STANDARD_INFORMATION of {} bytes", v.len()),
+            ));
         }
         Ok(StandardInformation {
             creation_time: le::u64_at(v, 0).unwrap_or(0),
@@ -245,7 +248,9 @@ pub fn parse_reparse_point(v: &[u8]) -> Result<(u32, Option<String>), Corrupt> {
         print
     } else {
         let sub = text(sub_off, sub_len)?;
-        sub.strip_prefix("\\??\\").map(str::to_string).unwrap_or(sub)
+        sub.strip_prefix("\\??\\")
+            .map(str::to_string)
+            .unwrap_or(sub)
     };
     Ok((tag, Some(target)))
 }
@@ -299,6 +304,11 @@ mod tests {
         );
         // Truncated data is an error, not a panic.
         assert!(parse_reparse_point(&v[..v.len() - 4]).is_err());
-        assert_eq!(parse_reparse_point(&0x8000_0017u32.to_le_bytes()).unwrap().1, None);
+        assert_eq!(
+            parse_reparse_point(&0x8000_0017u32.to_le_bytes())
+                .unwrap()
+                .1,
+            None
+        );
     }
 }

@@ -91,7 +91,10 @@ impl BootSector {
             }
         };
         if !spc.is_power_of_two() {
-            return Err(bad(0x0D, format!("sectors per cluster {spc} is not a power of two")));
+            return Err(bad(
+                0x0D,
+                format!("sectors per cluster {spc} is not a power of two"),
+            ));
         }
         let cluster_size = spc * u64::from(bps);
         if !(512..=MAX_CLUSTER_SIZE).contains(&cluster_size) {
@@ -104,7 +107,7 @@ impl BootSector {
             let raw = le::u8_at(b, off).unwrap_or(0) as i8;
             let size: u64 = if raw > 0 {
                 (raw as u64) * cluster_size
-            } else if raw < 0 && raw >= -31 {
+            } else if (-31..0).contains(&raw) {
                 1u64 << (-(raw as i32))
             } else {
                 return Err(bad(off as u64, format!("{what} size field is {raw}")));
@@ -126,7 +129,10 @@ impl BootSector {
             .checked_mul(u64::from(bps))
             .ok_or_else(|| bad(0x28, format!("total sectors {total_sectors} overflows")))?;
         if volume_size < cluster_size * 16 {
-            return Err(bad(0x28, format!("volume of {volume_size} bytes is too small")));
+            return Err(bad(
+                0x28,
+                format!("volume of {volume_size} bytes is too small"),
+            ));
         }
         if volume_size > device_size {
             return Err(bad(

@@ -104,8 +104,11 @@ fn parse_node(b: &[u8], hdr: usize) -> Result<Vec<IndexEntry>, Corrupt> {
         let length = le::u16_at(e, 8).unwrap_or(0) as usize;
         let key_length = le::u16_at(e, 0x0A).unwrap_or(0) as usize;
         let flags = le::u16_at(e, 0x0C).unwrap_or(0);
-        if length < 0x10 || length % 8 != 0 || length > e.len() {
-            return Err(corrupt(off + 8, format!("index entry length {length} is invalid")));
+        if length < 0x10 || !length.is_multiple_of(8) || length > e.len() {
+            return Err(corrupt(
+                off + 8,
+                format!("index entry length {length} is invalid"),
+            ));
         }
         let sub_node = if flags & INDEX_ENTRY_NODE != 0 {
             if length < 0x18 {
@@ -124,14 +127,19 @@ fn parse_node(b: &[u8], hdr: usize) -> Result<Vec<IndexEntry>, Corrupt> {
             break;
         }
         let key_end = 0x10 + key_length;
-        let limit = if sub_node.is_some() { length - 8 } else { length };
+        let limit = if sub_node.is_some() {
+            length - 8
+        } else {
+            length
+        };
         if key_end > limit {
             return Err(corrupt(
                 off + 0x0A,
                 format!("key of {key_length} bytes exceeds the entry of {length}"),
             ));
         }
-        let key = FileName::parse(&e[0x10..key_end]).map_err(|c| corrupt(off + 0x10 + c.offset, c.detail))?;
+        let key = FileName::parse(&e[0x10..key_end])
+            .map_err(|c| corrupt(off + 0x10 + c.offset, c.detail))?;
         out.push(IndexEntry {
             file_reference: le::u64_at(e, 0).unwrap_or(0),
             key: Some(key),

@@ -12,6 +12,8 @@
 mod attr;
 pub mod boot;
 mod error;
+#[cfg(test)]
+mod handmade_tests;
 mod index;
 mod lznt1;
 mod record;

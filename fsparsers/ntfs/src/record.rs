@@ -64,7 +64,7 @@ pub fn apply_fixups(rec: &mut [u8]) -> Result<(), Corrupt> {
     let usa_ofs = le::u16_at(rec, 4).ok_or_else(|| corrupt(4, "record too short"))? as usize;
     let usa_count = le::u16_at(rec, 6).ok_or_else(|| corrupt(6, "record too short"))? as usize;
     let blocks = rec.len() / FIXUP_STRIDE;
-    if rec.len() % FIXUP_STRIDE != 0 || usa_count != blocks + 1 {
+    if !rec.len().is_multiple_of(FIXUP_STRIDE) || usa_count != blocks + 1 {
         return Err(corrupt(
             6,
             format!(
@@ -74,7 +74,7 @@ pub fn apply_fixups(rec: &mut [u8]) -> Result<(), Corrupt> {
             ),
         ));
     }
-    if usa_ofs % 2 != 0 || usa_ofs < 8 || usa_ofs + usa_count * 2 > FIXUP_STRIDE - 2 {
+    if !usa_ofs.is_multiple_of(2) || usa_ofs < 8 || usa_ofs + usa_count * 2 > FIXUP_STRIDE - 2 {
         return Err(corrupt(
             4,
             format!("update sequence array offset {usa_ofs} is invalid"),
@@ -143,7 +143,10 @@ pub fn record_kind(rec: &[u8]) -> Result<RecordKind, Corrupt> {
     match rec.get(0..4) {
         Some(b"FILE") => Ok(RecordKind::File),
         Some([0, 0, 0, 0]) => Ok(RecordKind::Empty),
-        Some(b"BAAD") => Err(corrupt(0, "record marked BAAD (torn write found by chkdsk)")),
+        Some(b"BAAD") => Err(corrupt(
+            0,
+            "record marked BAAD (torn write found by chkdsk)",
+        )),
         Some(m) => Err(corrupt(0, format!("bad magic {m:02x?}, expected \"FILE\""))),
         None => Err(corrupt(0, "record too short")),
     }
@@ -166,9 +169,12 @@ pub fn parse_file_header(rec: &[u8]) -> Result<FileRecordHeader, Corrupt> {
         ));
     }
     if bytes_in_use > rec.len() || bytes_in_use < 0x30 {
-        return Err(corrupt(0x18, format!("bytes in use {bytes_in_use} is invalid")));
+        return Err(corrupt(
+            0x18,
+            format!("bytes in use {bytes_in_use} is invalid"),
+        ));
     }
-    if attrs_offset < 0x2A || attrs_offset % 8 != 0 || attrs_offset + 8 > bytes_in_use {
+    if attrs_offset < 0x2A || !attrs_offset.is_multiple_of(8) || attrs_offset + 8 > bytes_in_use {
         return Err(corrupt(
             0x14,
             format!("first attribute offset {attrs_offset} is invalid"),
@@ -272,7 +278,7 @@ pub fn parse_attributes(
             return Err(corrupt(off, "attribute header past the bytes in use"));
         }
         let len = le::u32_at(rec, off + 4).unwrap_or(0) as usize;
-        if len < 0x18 || len % 8 != 0 || len > end - off {
+        if len < 0x18 || !len.is_multiple_of(8) || len > end - off {
             return Err(corrupt(
                 off + 4,
                 format!(
@@ -282,10 +288,12 @@ pub fn parse_attributes(
             ));
         }
         let a = &rec[off..off + len];
-        attrs.push(parse_attribute(a, record, off, total_clusters).map_err(|c| Corrupt {
-            offset: off + c.offset,
-            detail: c.detail,
-        })?);
+        attrs.push(
+            parse_attribute(a, record, off, total_clusters).map_err(|c| Corrupt {
+                offset: off + c.offset,
+                detail: c.detail,
+            })?,
+        );
         off += len;
     }
     Ok(attrs)
@@ -337,7 +345,10 @@ fn parse_attribute(
             let data_size = le::u64_at(a, 0x30).unwrap_or(0);
             let initialized_size = le::u64_at(a, 0x38).unwrap_or(0);
             if mp_off < 0x40 || mp_off > a.len() {
-                return Err(corrupt(0x20, format!("mapping pairs offset {mp_off} is invalid")));
+                return Err(corrupt(
+                    0x20,
+                    format!("mapping pairs offset {mp_off} is invalid"),
+                ));
             }
             // An empty extent has highest VCN = lowest VCN - 1 (i.e. -1 for an empty stream).
             if highest_vcn != u64::MAX && highest_vcn.wrapping_add(1) < lowest_vcn {
@@ -418,7 +429,10 @@ pub fn decode_runs(mp: &[u8], lowest_vcn: u64, total_clusters: u64) -> Result<Ve
             .ok_or_else(|| corrupt(pos, "run list truncated"))?;
         let len = signed_le(&fields[..len_size]);
         if len <= 0 {
-            return Err(corrupt(pos + 1, format!("run length {len} is not positive")));
+            return Err(corrupt(
+                pos + 1,
+                format!("run length {len} is not positive"),
+            ));
         }
         let len = len as u64;
         let run_lcn = if off_size == 0 {
@@ -481,9 +495,21 @@ mod tests {
         assert_eq!(
             runs,
             vec![
-                Run { vcn: 0, lcn: Some(0x5634), len: 0x18 },
-                Run { vcn: 0x18, lcn: None, len: 0x10 },
-                Run { vcn: 0x28, lcn: Some(0x5624), len: 8 },
+                Run {
+                    vcn: 0,
+                    lcn: Some(0x5634),
+                    len: 0x18
+                },
+                Run {
+                    vcn: 0x18,
+                    lcn: None,
+                    len: 0x10
+                },
+                Run {
+                    vcn: 0x28,
+                    lcn: Some(0x5624),
+                    len: 8
+                },
             ]
         );
     }
@@ -607,7 +633,14 @@ mod tests {
         let AttrBody::NonResident(nr) = &attrs[0].body else {
             panic!("resident")
         };
-        assert_eq!(nr.runs, vec![Run { vcn: 0, lcn: Some(0x20), len: 10 }]);
+        assert_eq!(
+            nr.runs,
+            vec![Run {
+                vcn: 0,
+                lcn: Some(0x20),
+                len: 10
+            }]
+        );
         // A run list shorter than the VCN range is corrupt.
         let mut a2 = a.clone();
         a2[0x18..0x20].copy_from_slice(&19u64.to_le_bytes());

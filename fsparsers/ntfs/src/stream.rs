@@ -94,7 +94,12 @@ pub struct CompressedStream {
 
 impl CompressedStream {
     /// A decompressing view of `stream` on `device`.
-    pub fn new(device: Source, name: String, stream: &NonResidentStream, cluster_size: u64) -> Self {
+    pub fn new(
+        device: Source,
+        name: String,
+        stream: &NonResidentStream,
+        cluster_size: u64,
+    ) -> Self {
         CompressedStream {
             device,
             name,
@@ -139,7 +144,10 @@ impl CompressedStream {
             let s = r.vcn.max(first);
             let e = (r.vcn + r.len).min(last);
             if let Some(lcn) = r.lcn {
-                pieces.push(((lcn + (s - r.vcn)) * self.cluster_size, (e - s) * self.cluster_size));
+                pieces.push((
+                    (lcn + (s - r.vcn)) * self.cluster_size,
+                    (e - s) * self.cluster_size,
+                ));
                 stored += e - s;
             }
         }
@@ -216,9 +224,21 @@ mod tests {
     fn extent_map_with_holes_and_initialized_size() {
         let s = NonResidentStream {
             runs: vec![
-                Run { vcn: 0, lcn: Some(10), len: 2 },
-                Run { vcn: 2, lcn: None, len: 2 },
-                Run { vcn: 4, lcn: Some(20), len: 2 },
+                Run {
+                    vcn: 0,
+                    lcn: Some(10),
+                    len: 2,
+                },
+                Run {
+                    vcn: 2,
+                    lcn: None,
+                    len: 2,
+                },
+                Run {
+                    vcn: 4,
+                    lcn: Some(20),
+                    len: 2,
+                },
             ],
             data_size: 6 * 512 - 100,
             initialized_size: 5 * 512,
@@ -226,7 +246,11 @@ mod tests {
             flags: 0,
         };
         let m = s.extent_map("f", 512, 1 << 20).unwrap();
-        let e: Vec<_> = m.extents().iter().map(|e| (e.logical, e.length, e.physical)).collect();
+        let e: Vec<_> = m
+            .extents()
+            .iter()
+            .map(|e| (e.logical, e.length, e.physical))
+            .collect();
         assert_eq!(
             e,
             vec![
@@ -253,8 +277,16 @@ mod tests {
         let device: Source = Arc::new(MemSource::new("d", dev));
         let stream = NonResidentStream {
             runs: vec![
-                Run { vcn: 0, lcn: Some(0), len: 9 },
-                Run { vcn: 9, lcn: None, len: 15 },
+                Run {
+                    vcn: 0,
+                    lcn: Some(0),
+                    len: 9,
+                },
+                Run {
+                    vcn: 9,
+                    lcn: None,
+                    len: 15,
+                },
             ],
             data_size: 3 * 4096,
             initialized_size: 3 * 4096,
@@ -264,7 +296,12 @@ mod tests {
         let c = CompressedStream::new(device, "f".into(), &stream, 512);
         let mut buf = vec![0xEEu8; 3 * 4096];
         c.read_exact_at(0, &mut buf).unwrap();
-        assert!(buf[..4096].iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+        assert!(
+            buf[..4096]
+                .iter()
+                .enumerate()
+                .all(|(i, &b)| b == (i % 251) as u8)
+        );
         assert!(buf[4096..4096 + 19].iter().all(|&b| b == b'A'));
         assert!(buf[4096 + 19..].iter().all(|&b| b == 0));
         assert!(c.read_exact_at(3 * 4096 - 1, &mut [0u8; 2]).is_err());

@@ -56,6 +56,9 @@ mod tests {
         t[0xE9 * 2] = 0xC9; // é -> É
         let u = UpCase::from_bytes(&t);
         assert!(u.eq_ignore_case(&w("é"), &w("É")));
-        assert!(!u.eq_ignore_case(&w("a"), &w("A")), "table has no ASCII folding");
+        assert!(
+            !u.eq_ignore_case(&w("a"), &w("A")),
+            "table has no ASCII folding"
+        );
     }
 }

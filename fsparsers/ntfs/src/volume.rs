@@ -11,9 +11,9 @@ use fscore::{
 use lun::{MappedFile, MemSource, ReadAt, ReadAtExt, Source};
 
 use crate::attr::{
-    self, FileName, Namespace, StandardInformation, FILE_ATTR_REPARSE_POINT, FILE_ATTR_SYSTEM,
+    self, FILE_ATTR_REPARSE_POINT, FILE_ATTR_SYSTEM, FileName, Namespace, StandardInformation,
 };
-use crate::boot::{BootSector, BOOT_SECTOR_LEN};
+use crate::boot::{BOOT_SECTOR_LEN, BootSector};
 use crate::error::{NtfsError, Result};
 use crate::index::{self, IndexEntry};
 use crate::record::{
@@ -200,7 +200,12 @@ impl Ntfs {
                 _ => None,
             })
             .ok_or_else(|| {
-                self.corrupt_rec("FILE record", 0, 0, "$MFT has no non-resident $DATA at VCN 0")
+                self.corrupt_rec(
+                    "FILE record",
+                    0,
+                    0,
+                    "$MFT has no non-resident $DATA at VCN 0",
+                )
             })?;
         self.mft.runs = first.runs.clone();
         self.mft.size = first.initialized_size;
@@ -250,17 +255,19 @@ impl Ntfs {
                 "FILE record",
                 0,
                 0,
-                format!("$MFT of {} bytes cannot hold the system files", self.mft.size),
+                format!(
+                    "$MFT of {} bytes cannot hold the system files",
+                    self.mft.size
+                ),
             ));
         }
         Ok(())
     }
 
     fn mft_mapped_bytes(&self) -> u64 {
-        self.mft
-            .runs
-            .last()
-            .map_or(0, |r| (r.vcn + r.len).saturating_mul(self.boot.cluster_size))
+        self.mft.runs.last().map_or(0, |r| {
+            (r.vcn + r.len).saturating_mul(self.boot.cluster_size)
+        })
     }
 
     fn clear_cache(&self) {
@@ -304,7 +311,14 @@ impl Ntfs {
 
     /// Reads the chunk of $MFT holding byte `pos`, through the cache.
     fn mft_chunk(&self, chunk: u64) -> Result<Arc<Vec<u8>>> {
-        if let Some(c) = self.mft.cache.lock().expect("cache lock").chunks.get(&chunk) {
+        if let Some(c) = self
+            .mft
+            .cache
+            .lock()
+            .expect("cache lock")
+            .chunks
+            .get(&chunk)
+        {
             return Ok(c.clone());
         }
         let chunk_bytes = MFT_CHUNK.max(self.mft.record_size);
@@ -317,7 +331,12 @@ impl Ntfs {
             let vcn = pos / cs;
             let i = self.mft.runs.partition_point(|r| r.vcn + r.len <= vcn);
             let run = self.mft.runs.get(i).filter(|r| r.vcn <= vcn);
-            let Some(Run { vcn: rv, lcn: Some(lcn), len }) = run.copied() else {
+            let Some(Run {
+                vcn: rv,
+                lcn: Some(lcn),
+                len,
+            }) = run.copied()
+            else {
                 return Err(NtfsError::Corrupt {
                     device: self.name.clone(),
                     structure: "$MFT run list",
@@ -363,7 +382,9 @@ impl Ntfs {
         match record::record_kind(&rec) {
             Ok(record::RecordKind::Empty) => return Ok(None),
             Ok(record::RecordKind::File) => {}
-            Err(c) => return Err(self.corrupt_rec("FILE record", record, c.offset as u64, c.detail)),
+            Err(c) => {
+                return Err(self.corrupt_rec("FILE record", record, c.offset as u64, c.detail));
+            }
         }
         record::apply_fixups(&mut rec)
             .map_err(|c| self.corrupt_rec("FILE record", record, c.offset as u64, c.detail))?;
@@ -371,10 +392,12 @@ impl Ntfs {
     }
 
     fn read_record_attrs(&self, record: u64) -> Result<(FileRecordHeader, Vec<Attribute>)> {
-        let rec = self.read_record(record)?.ok_or_else(|| NtfsError::NotInUse {
-            device: self.name.clone(),
-            record,
-        })?;
+        let rec = self
+            .read_record(record)?
+            .ok_or_else(|| NtfsError::NotInUse {
+                device: self.name.clone(),
+                record,
+            })?;
         let hdr = record::parse_file_header(&rec)
             .map_err(|c| self.corrupt_rec("FILE record", record, c.offset as u64, c.detail))?;
         if let Some(n) = hdr.mft_record_number
@@ -406,7 +429,8 @@ impl Ntfs {
                     ));
                 }
                 let s = self.merge_extents(record, std::slice::from_ref(a))?;
-                let src = self.stream_source(record, "$ATTRIBUTE_LIST", StreamValue::NonResident(s))?;
+                let src =
+                    self.stream_source(record, "$ATTRIBUTE_LIST", StreamValue::NonResident(s))?;
                 Ok(src.read_vec(0, src.size() as usize)?)
             }
         }
@@ -421,7 +445,10 @@ impl Ntfs {
                 record: ino,
             });
         }
-        let Some(list_attr) = attrs.iter().find(|a| a.type_code == AT_ATTRIBUTE_LIST).cloned()
+        let Some(list_attr) = attrs
+            .iter()
+            .find(|a| a.type_code == AT_ATTRIBUTE_LIST)
+            .cloned()
         else {
             return Ok(File { ino, header, attrs });
         };
@@ -463,6 +490,34 @@ impl Ntfs {
                 ));
             }
             attrs.extend(ea);
+        }
+        // Every attribute the list names must be where it says: a missing one means the list
+        // points at the wrong record (or at itself), and data would silently vanish.
+        for e in &entries {
+            let found = attrs.iter().any(|a| {
+                a.record == e.record()
+                    && a.type_code == e.type_code
+                    && a.name == e.name
+                    && match &a.body {
+                        AttrBody::NonResident(nr) => nr.lowest_vcn == e.lowest_vcn,
+                        AttrBody::Resident(_) => e.lowest_vcn == 0,
+                    }
+            });
+            if !found {
+                return Err(self.corrupt_rec(
+                    "$ATTRIBUTE_LIST",
+                    ino,
+                    list_attr.offset_in_record as u64,
+                    format!(
+                        "entry for attribute type {:#x} {:?} at VCN {} names MFT record {}, which \
+                         holds no such attribute",
+                        e.type_code,
+                        String::from_utf16_lossy(&e.name),
+                        e.lowest_vcn,
+                        e.record()
+                    ),
+                ));
+            }
         }
         // The same extent of an attribute twice means the list points at a record more than
         // once under different names, or loops back: refuse rather than double the data.
@@ -525,7 +580,8 @@ impl Ntfs {
         }
         let cs = self.boot.cluster_size;
         let mapped = next_vcn.saturating_mul(cs);
-        let compressed = first_attr.flags & ATTR_COMPRESSION_MASK != 0 && first.compression_unit != 0;
+        let compressed =
+            first_attr.flags & ATTR_COMPRESSION_MASK != 0 && first.compression_unit != 0;
         if first.data_size > mapped {
             return Err(self.corrupt_rec(
                 "attribute",
@@ -543,7 +599,10 @@ impl Ntfs {
                     "attribute",
                     ino,
                     first_attr.offset_in_record as u64 + 0x22,
-                    format!("compression unit 2^{} clusters is too large", first.compression_unit),
+                    format!(
+                        "compression unit 2^{} clusters is too large",
+                        first.compression_unit
+                    ),
                 ));
             }
             1u64 << first.compression_unit
@@ -578,7 +637,9 @@ impl Ntfs {
         if let AttrBody::Resident(v) = &first.body {
             return Ok(Some(StreamValue::Resident(v.clone())));
         }
-        Ok(Some(StreamValue::NonResident(self.merge_extents(file.ino, &parts)?)))
+        Ok(Some(StreamValue::NonResident(
+            self.merge_extents(file.ino, &parts)?,
+        )))
     }
 
     /// A byte source over a stream value.
@@ -682,7 +743,13 @@ impl Ntfs {
     }
 
     /// Entries of directory `dir` in index order (B+tree walk), without the directory itself.
-    pub(crate) fn dir_entries(&self, dir: u64) -> Result<Vec<IndexEntry>> {
+    /// The $INDEX_ROOT entries of directory `dir` and its $INDEX_ALLOCATION (read whole when
+    /// `whole` and small enough).
+    fn dir_index(
+        &self,
+        dir: u64,
+        whole: bool,
+    ) -> Result<(Vec<IndexEntry>, Option<IndexAllocation>)> {
         let f = self.load_file(dir)?;
         let Some(root_v) = f.resident(AT_INDEX_ROOT, &I30) else {
             return Err(NtfsError::NotADirectory {
@@ -701,9 +768,80 @@ impl Ntfs {
         }
         let needs_alloc = root.entries.iter().any(|e| e.sub_node.is_some());
         let alloc = if needs_alloc {
-            Some(self.index_allocation(&f, root.index_block_size)?)
+            Some(self.index_allocation(&f, root.index_block_size, whole)?)
         } else {
             None
+        };
+        Ok((root.entries, alloc))
+    }
+
+    /// Finds `want` in directory `dir` by descending its B+tree along the collation order
+    /// (names compared upper-cased through $UpCase), reading only the index records on the
+    /// path. An exact-case match is preferred among names equal ignoring case.
+    fn find_in_dir(&self, dir: u64, want: &[u16]) -> Result<Option<IndexEntry>> {
+        let (root, alloc) = self.dir_index(dir, false)?;
+        let want_up: Vec<u16> = want.iter().map(|&c| self.upcase.fold(c)).collect();
+        let mut best: Option<IndexEntry> = None;
+        let mut visited = HashSet::new();
+        // Nodes still to search, each with the position to resume from.
+        let mut stack: Vec<(Vec<IndexEntry>, usize)> = vec![(root, 0)];
+        while let Some((entries, pos)) = stack.last_mut() {
+            let Some(e) = entries.get(*pos).cloned() else {
+                stack.pop();
+                continue;
+            };
+            *pos += 1;
+            let ord = match &e.key {
+                None => std::cmp::Ordering::Greater,
+                Some(k) => {
+                    let up = k.name.iter().map(|&c| self.upcase.fold(c));
+                    up.cmp(want_up.iter().copied())
+                }
+            };
+            if ord == std::cmp::Ordering::Less {
+                continue;
+            }
+            if ord == std::cmp::Ordering::Equal
+                && !(dir == ROOT_RECORD && e.record() == ROOT_RECORD)
+            {
+                let k = e.key.as_ref().expect("equal keys exist");
+                if k.name == want && k.namespace != Namespace::Dos {
+                    return Ok(Some(e));
+                }
+                if best.is_none() || k.name == want {
+                    best = Some(e.clone());
+                }
+            }
+            if ord == std::cmp::Ordering::Greater {
+                // Nothing further in this node can match: only the sub-node of this entry.
+                entries.truncate(*pos);
+            }
+            if let Some(vcn) = e.sub_node {
+                let alloc = alloc
+                    .as_ref()
+                    .expect("allocation read when sub-nodes exist");
+                if !visited.insert(vcn) || stack.len() >= MAX_INDEX_DEPTH {
+                    return Err(self.corrupt_rec(
+                        "INDX record",
+                        dir,
+                        0,
+                        format!("index sub-node VCN {vcn} is reached twice or too deep (cycle)"),
+                    ));
+                }
+                let child = alloc.node(self, dir, vcn)?;
+                stack.push((child, 0));
+            }
+        }
+        Ok(best)
+    }
+
+    /// Entries of directory `dir` in index order (B+tree walk); the root's "." is left out.
+    pub(crate) fn dir_entries(&self, dir: u64) -> Result<Vec<IndexEntry>> {
+        let (root_entries, alloc) = self.dir_index(dir, true)?;
+        let root = index::IndexRoot {
+            indexed_type: AT_FILE_NAME,
+            index_block_size: 0,
+            entries: root_entries,
         };
         let mut out = Vec::new();
         let mut visited = HashSet::new();
@@ -715,11 +853,11 @@ impl Ntfs {
                 stack.pop();
                 continue;
             };
-            if !*descended
-                && let Some(vcn) = e.sub_node
-            {
+            if !*descended && let Some(vcn) = e.sub_node {
                 *descended = true;
-                let alloc = alloc.as_ref().expect("allocation read when sub-nodes exist");
+                let alloc = alloc
+                    .as_ref()
+                    .expect("allocation read when sub-nodes exist");
                 if !visited.insert(vcn) {
                     return Err(self.corrupt_rec(
                         "INDX record",
@@ -742,14 +880,15 @@ impl Ntfs {
             let e = e.clone();
             *pos += 1;
             *descended = false;
-            if e.key.is_some() && e.record() != dir {
+            // The root lists itself as "."; any other self-reference is kept and reported.
+            if e.key.is_some() && !(dir == ROOT_RECORD && e.record() == ROOT_RECORD) {
                 out.push(e);
             }
         }
         Ok(out)
     }
 
-    fn index_allocation(&self, f: &File, block_size: u32) -> Result<IndexAllocation> {
+    fn index_allocation(&self, f: &File, block_size: u32, whole: bool) -> Result<IndexAllocation> {
         let dir = f.ino;
         if !block_size.is_power_of_two() || !(512..=65536).contains(&block_size) {
             return Err(self.corrupt_rec(
@@ -784,7 +923,7 @@ impl Ntfs {
             None => None,
         };
         // A directory of thousands of entries is read in one request rather than one per node.
-        let whole = if size <= WHOLE_INDEX_READ {
+        let whole = if whole && size <= WHOLE_INDEX_READ {
             Some(src.read_vec(0, size as usize)?)
         } else {
             None
@@ -832,6 +971,24 @@ impl Ntfs {
         }
     }
 
+    fn bad_child(&self, dir: u64, e: &IndexEntry) -> NtfsError {
+        let name = e
+            .key
+            .as_ref()
+            .map(FileName::name_string)
+            .unwrap_or_default();
+        self.corrupt_rec(
+            "index entry",
+            dir,
+            0,
+            format!(
+                "entry {name:?} names directory {} which does not have directory {dir} as its \
+                 parent (a directory containing itself or an ancestor)",
+                e.record()
+            ),
+        )
+    }
+
     /// True when directory `ino` names `parent` as its parent directory.
     fn is_child_dir(&self, ino: u64, parent: u64) -> bool {
         self.load_file(ino)
@@ -863,7 +1020,11 @@ impl Ntfs {
     /// case-insensitive as Windows does).
     fn find_stream(&self, file: &File, name: &str) -> Option<Vec<u16>> {
         let want: Vec<u16> = name.encode_utf16().collect();
-        let datas = || file.attrs.iter().filter(|a| a.type_code == AT_DATA && !a.name.is_empty());
+        let datas = || {
+            file.attrs
+                .iter()
+                .filter(|a| a.type_code == AT_DATA && !a.name.is_empty())
+        };
         if datas().any(|a| a.name == want) {
             return Some(want);
         }
@@ -876,9 +1037,11 @@ impl Ntfs {
         match &id.stream {
             None => self.stream_value(file, AT_DATA, &[]),
             Some(s) => {
-                let name = self.find_stream(file, s).ok_or_else(|| NtfsError::NotFound {
-                    path: format!("MFT record {}:{s}", id.ino),
-                })?;
+                let name = self
+                    .find_stream(file, s)
+                    .ok_or_else(|| NtfsError::NotFound {
+                        path: format!("MFT record {}:{s}", id.ino),
+                    })?;
                 self.stream_value(file, AT_DATA, &name)
             }
         }
@@ -892,8 +1055,9 @@ impl Ntfs {
         let names: Vec<FileName> = f.names().collect();
         let mut symlink_target = None;
         if let Some(v) = f.resident(AT_REPARSE_POINT, &[]) {
-            let (_, target) = attr::parse_reparse_point(v)
-                .map_err(|c| self.corrupt_rec("$REPARSE_POINT", id.ino, c.offset as u64, c.detail))?;
+            let (_, target) = attr::parse_reparse_point(v).map_err(|c| {
+                self.corrupt_rec("$REPARSE_POINT", id.ino, c.offset as u64, c.detail)
+            })?;
             symlink_target = target;
         } else if f.has(AT_REPARSE_POINT, &[]) {
             // Non-resident reparse data is legal (up to 16 KiB).
@@ -932,7 +1096,11 @@ impl Ntfs {
             }
         };
         let mut streams: Vec<StreamInfo> = Vec::new();
-        for a in f.attrs.iter().filter(|a| a.type_code == AT_DATA && !a.name.is_empty()) {
+        for a in f
+            .attrs
+            .iter()
+            .filter(|a| a.type_code == AT_DATA && !a.name.is_empty())
+        {
             let name = a.name_string();
             if streams.iter().any(|s| s.name == name) {
                 continue;
@@ -949,8 +1117,13 @@ impl Ntfs {
             file_type,
             size,
             allocated,
-            links: names.iter().filter(|n| n.namespace != Namespace::Dos).count() as u32,
-            created: t(si.map(|s| s.creation_time).or(fallback.map(|n| n.creation_time))),
+            links: names
+                .iter()
+                .filter(|n| n.namespace != Namespace::Dos)
+                .count() as u32,
+            created: t(si
+                .map(|s| s.creation_time)
+                .or(fallback.map(|n| n.creation_time))),
             modified: t(si.map(|s| s.last_data_change_time)),
             accessed: t(si.map(|s| s.last_access_time)),
             changed: t(si.map(|s| s.last_mft_change_time)),
@@ -988,10 +1161,15 @@ impl Ntfs {
             return Ok(FileMapping::NotMappable(NotMappable::NotAFile));
         }
         match self.data_of(&f, id)? {
-            None => Ok(FileMapping::Mapped(lun::ExtentMap::new("empty", 0, vec![], 0)?)),
-            Some(StreamValue::Resident(v)) if v.is_empty() => {
-                Ok(FileMapping::Mapped(lun::ExtentMap::new("empty", 0, vec![], 0)?))
-            }
+            None => Ok(FileMapping::Mapped(lun::ExtentMap::new(
+                "empty",
+                0,
+                vec![],
+                0,
+            )?)),
+            Some(StreamValue::Resident(v)) if v.is_empty() => Ok(FileMapping::Mapped(
+                lun::ExtentMap::new("empty", 0, vec![], 0)?,
+            )),
             Some(StreamValue::Resident(_)) => Ok(FileMapping::NotMappable(NotMappable::Resident)),
             Some(StreamValue::NonResident(s)) => {
                 if s.flags & ATTR_ENCRYPTED != 0 {
@@ -1021,7 +1199,7 @@ impl Ntfs {
             // reference) would make the tree a graph: such entries are left out, so every
             // directory reached from the root leads back to it and walks terminate.
             if d.file_type == FileType::Dir && !self.is_child_dir(e.record(), dir.ino) {
-                continue;
+                return Err(self.bad_child(dir.ino, e));
             }
             out.push(d);
         }
@@ -1033,25 +1211,23 @@ impl Ntfs {
         let comps = fscore::split_path(p)?;
         let mut cur = ROOT_RECORD;
         for (i, comp) in comps.iter().enumerate() {
-            let entries = self.dir_entries(cur).map_err(|e| match e {
-                NtfsError::NotADirectory { .. } => NtfsError::NotADirectory {
-                    path: format!("/{}", comps[..i].join("/")),
-                },
-                e => e,
-            })?;
             let want: Vec<u16> = comp.encode_utf16().collect();
-            fn name_of(e: &IndexEntry) -> &[u16] {
-                e.key.as_ref().map_or(&[], |k| &k.name)
-            }
-            let exact = entries
-                .iter()
-                .find(|e| name_of(e) == want && e.key.as_ref().is_some_and(|k| k.namespace != Namespace::Dos))
-                .or_else(|| entries.iter().find(|e| name_of(e) == want));
-            let found = exact
-                .or_else(|| entries.iter().find(|e| self.upcase.eq_ignore_case(name_of(e), &want)))
+            let found = self
+                .find_in_dir(cur, &want)
+                .map_err(|e| match e {
+                    NtfsError::NotADirectory { .. } => NtfsError::NotADirectory {
+                        path: format!("/{}", comps[..i].join("/")),
+                    },
+                    e => e,
+                })?
                 .ok_or_else(|| NtfsError::NotFound {
                     path: path.to_string(),
                 })?;
+            if found.key.as_ref().is_some_and(FileName::is_dir)
+                && !self.is_child_dir(found.record(), cur)
+            {
+                return Err(self.bad_child(cur, &found));
+            }
             cur = found.record();
         }
         let mut id = FileId::new(cur);
@@ -1063,6 +1239,12 @@ impl Ntfs {
             id.stream = Some(String::from_utf16_lossy(&name));
         }
         Ok(id)
+    }
+
+    /// Device byte offset of MFT record `no` (tests patch records in place).
+    #[cfg(test)]
+    pub(crate) fn record_offset_for_tests(&self, no: u64) -> u64 {
+        self.record_device_offset(no).expect("record mapped")
     }
 
     /// The validated boot sector.

@@ -562,6 +562,12 @@ fn assert_error_or_pristine(label: &str, out: &Outcome, pristine: &Outcome) {
         out.errors,
         out.peak >> 10
     );
+    let missing: Vec<_> = missing.into_iter().filter(|p| !p.contains("/$")).collect();
+    assert!(
+        missing.is_empty() || !out.errors.is_empty() || !failed.is_empty() || out.open_error.is_some(),
+        "{label}: {} file(s)/stream(s) vanished without any error: {missing:?}",
+        missing.len()
+    );
     for (p, got) in &out.files {
         // Metadata files ($MFT, $Bitmap…) hold the corruption itself.
         if got.starts_with("error: ") || p.contains("/$") {

@@ -84,14 +84,24 @@ fn metadata_files_are_flagged_and_missing_paths_fail() {
         return;
     };
     let root = fs.read_dir(&fs.root()).unwrap();
-    let names: Vec<&str> = root.iter().filter(|e| e.metadata_file).map(|e| e.name.as_str()).collect();
-    for m in ["$MFT", "$MFTMirr", "$LogFile", "$Volume", "$AttrDef", "$Bitmap", "$Boot", "$BadClus", "$Secure", "$UpCase", "$Extend"] {
+    let names: Vec<&str> = root
+        .iter()
+        .filter(|e| e.metadata_file)
+        .map(|e| e.name.as_str())
+        .collect();
+    for m in [
+        "$MFT", "$MFTMirr", "$LogFile", "$Volume", "$AttrDef", "$Bitmap", "$Boot", "$BadClus",
+        "$Secure", "$UpCase", "$Extend",
+    ] {
         assert!(names.contains(&m), "{m} not flagged: {names:?}");
     }
     assert!(!root.iter().any(|e| e.name == "."));
     let ext = fs.lookup("/$Extend").unwrap();
     assert!(fs.read_dir(&ext).unwrap().iter().all(|e| e.metadata_file));
-    assert!(matches!(fs.lookup("/nope"), Err(fscore::FsError::NotFound { .. })));
+    assert!(matches!(
+        fs.lookup("/nope"),
+        Err(fscore::FsError::NotFound { .. })
+    ));
     assert!(matches!(
         fs.lookup("/File.txt/x"),
         Err(fscore::FsError::NotADirectory { .. })
@@ -102,6 +112,9 @@ fn metadata_files_are_flagged_and_missing_paths_fail() {
     assert!(md.metadata_file);
     assert!(md.size >= 16 * 1024);
     let mut magic = [0u8; 4];
-    fs.open(&mft).unwrap().read_exact_at(1024 * 5, &mut magic).unwrap();
+    fs.open(&mft)
+        .unwrap()
+        .read_exact_at(1024 * 5, &mut magic)
+        .unwrap();
     assert_eq!(&magic, b"FILE");
 }

@@ -336,6 +336,22 @@ impl V5Image {
     /// Walks every file from the root and records what it uses.
     pub fn usage(&self) -> Usage {
         let mut u = Usage::default();
+        // A host that had the volume mounted owns a journal, named by its live heartbeat.
+        let mut hb = vec![0u8; (HEARTBEAT_SLOTS * HEARTBEAT_SIZE) as usize];
+        self.read_lv(HEARTBEAT_OFFSET, &mut hb);
+        for slot in hb.chunks(HEARTBEAT_SIZE as usize) {
+            let journal = u32_at(slot, 0x2c);
+            if u32_at(slot, 0) == 0xABCD_EF02 && addr_type(journal) == 1 {
+                let b = decode_fb(journal).0;
+                Usage::take(
+                    &mut u.blocks,
+                    &mut u.errors,
+                    "file block",
+                    b,
+                    "heartbeat journal",
+                );
+            }
+        }
         let mut stack = vec![(0u64, "/".to_string())];
         let mut seen = BTreeSet::new();
         while let Some((index, path)) = stack.pop() {

@@ -58,8 +58,10 @@ impl Fuse6 {
 
     fn is_mounted(&self) -> bool {
         let want = self.dir.path().to_string_lossy().into_owned();
-        std::fs::read_to_string("/proc/mounts")
-            .is_ok_and(|m| m.lines().any(|l| l.split(' ').nth(1) == Some(want.as_str())))
+        std::fs::read_to_string("/proc/mounts").is_ok_and(|m| {
+            m.lines()
+                .any(|l| l.split(' ').nth(1) == Some(want.as_str()))
+        })
     }
 
     /// The mount point.

@@ -70,3 +70,112 @@ pub fn check_extents(fs: &dyn Filesystem, id: &fscore::FileId, data: &[u8]) {
         FileMapping::NotMappable(_) => {}
     }
 }
+
+/// A source that reads `base` with some byte ranges replaced: a mutated in-memory copy of a
+/// large image without holding the whole image in memory.
+pub struct Overlay {
+    base: Source,
+    patches: Vec<(u64, Vec<u8>)>,
+}
+
+impl Overlay {
+    /// No patches yet.
+    pub fn new(base: Source) -> Self {
+        Overlay { base, patches: Vec::new() }
+    }
+    /// Replaces bytes at `off` (later patches win).
+    pub fn patch(&mut self, off: u64, bytes: &[u8]) {
+        self.patches.push((off, bytes.to_vec()));
+    }
+    /// Reads the current (patched) bytes.
+    pub fn get(&self, off: u64, len: usize) -> Vec<u8> {
+        let mut b = vec![0; len];
+        self.read_exact_at(off, &mut b).unwrap();
+        b
+    }
+}
+
+impl ReadAt for Overlay {
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> lun::Result<()> {
+        self.base.read_exact_at(offset, buf)?;
+        let end = offset + buf.len() as u64;
+        for (p, bytes) in &self.patches {
+            let pend = p + bytes.len() as u64;
+            if *p >= end || pend <= offset {
+                continue;
+            }
+            let s = (*p).max(offset);
+            let e = pend.min(end);
+            buf[(s - offset) as usize..(e - offset) as usize]
+                .copy_from_slice(&bytes[(s - p) as usize..(e - p) as usize]);
+        }
+        Ok(())
+    }
+    fn size(&self) -> u64 {
+        self.base.size()
+    }
+    fn name(&self) -> &str {
+        "overlay"
+    }
+}
+
+/// Exercises everything a client would do with a volume, bounded: walk (cycle-checked), stat,
+/// read small files, map. Returns the first error (as a string) or None. Never panics on
+/// reader errors; a panic inside the reader fails the caller's test.
+pub fn exercise(devices: Vec<Source>) -> Option<String> {
+    use std::collections::HashSet;
+    let fs = match vmfs::Vmfs::open(devices) {
+        Ok(fs) => fs,
+        Err(e) => return Some(e.to_string()),
+    };
+    let _ = fs.info();
+    let mut first_err = None;
+    let mut note = |e: String| {
+        if first_err.is_none() {
+            first_err = Some(e)
+        }
+    };
+    let mut stack = vec![(fs.root(), 0)];
+    let mut seen = HashSet::new();
+    let mut visited = 0;
+    while let Some((id, depth)) = stack.pop() {
+        if depth > 32 || !seen.insert(id.clone()) || visited > 2000 {
+            continue;
+        }
+        visited += 1;
+        let entries = match fs.read_dir(&id) {
+            Ok(e) => e,
+            Err(e) => {
+                note(e.to_string());
+                continue;
+            }
+        };
+        for e in entries.into_iter().take(500) {
+            if e.file_type == FileType::Dir {
+                stack.push((e.id.clone(), depth + 1));
+            }
+            let md = match fs.metadata(&e.id) {
+                Ok(m) => m,
+                Err(err) => {
+                    note(err.to_string());
+                    continue;
+                }
+            };
+            if let Err(err) = fs.extents(&e.id) {
+                note(err.to_string());
+            }
+            if md.size <= 4 << 20 {
+                match fs.open(&e.id) {
+                    Ok(src) => {
+                        let mut b = vec![0; md.size as usize];
+                        if let Err(err) = src.read_exact_at(0, &mut b) {
+                            note(err.to_string());
+                        }
+                    }
+                    Err(err) => note(err.to_string()),
+                }
+            }
+        }
+    }
+    first_err
+}
