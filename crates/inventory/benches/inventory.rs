@@ -1,5 +1,6 @@
 //! Inventory of a datastore with 1,000 VMs and 10,000 files, over the in-memory filesystem
 //! (the parse and assembly cost without device I/O).
+#![allow(missing_docs)] // criterion_group! generates an undocumented function.
 
 #[path = "../tests/common/mod.rs"]
 mod common;

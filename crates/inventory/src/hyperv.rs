@@ -25,7 +25,9 @@ pub struct HyperVConfig {
 /// Disk file extensions Hyper-V attaches.
 pub fn is_virtual_disk_path(p: &str) -> bool {
     let l = p.to_ascii_lowercase();
-    [".vhd", ".vhdx", ".avhd", ".avhdx"].iter().any(|e| l.ends_with(e))
+    [".vhd", ".vhdx", ".avhd", ".avhdx"]
+        .iter()
+        .any(|e| l.ends_with(e))
 }
 
 /// Whether `stem` is a GUID as Hyper-V names configuration files
@@ -34,7 +36,10 @@ pub fn is_guid(stem: &str) -> bool {
     let s = stem.trim_start_matches('{').trim_end_matches('}');
     let parts: Vec<&str> = s.split('-').collect();
     parts.len() == 5
-        && parts.iter().zip([8, 4, 4, 4, 12]).all(|(p, n)| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit()))
+        && parts
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(p, n)| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// Parses a 2012-era XML configuration. Disks are the `pathname` values of drives whose
@@ -49,7 +54,10 @@ pub fn parse_xml(bytes: &[u8]) -> Result<HyperVConfig, InventoryError> {
     if !root.has_tag_name("configuration") {
         return Err(InventoryError::Parse {
             format: "hyper-v xml",
-            detail: format!("root element <{}>, expected <configuration>", root.tag_name().name()),
+            detail: format!(
+                "root element <{}>, expected <configuration>",
+                root.tag_name().name()
+            ),
         });
     }
     let text_of = |path: &[&str]| -> Option<String> {
@@ -57,7 +65,9 @@ pub fn parse_xml(bytes: &[u8]) -> Result<HyperVConfig, InventoryError> {
         for p in path {
             node = node.children().find(|c| c.has_tag_name(*p))?;
         }
-        node.text().map(|t| t.trim().to_string()).filter(|t| !t.is_empty())
+        node.text()
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
     };
     let mut cfg = HyperVConfig {
         name: text_of(&["properties", "name"]),
@@ -126,9 +136,9 @@ pub fn scan_vmcx(bytes: &[u8]) -> HyperVConfig {
 /// UTF-16 characters that may carry binary noise before it.
 fn absolute_start(s: &str) -> Option<usize> {
     let b = s.as_bytes();
-    let drive = (0..b.len().saturating_sub(2))
-        .rev()
-        .find(|&i| b[i].is_ascii_alphabetic() && b[i + 1] == b':' && b[i + 2] == b'\\' && s.is_char_boundary(i));
+    let drive = (0..b.len().saturating_sub(2)).rev().find(|&i| {
+        b[i].is_ascii_alphabetic() && b[i + 1] == b':' && b[i + 2] == b'\\' && s.is_char_boundary(i)
+    });
     let unc = s.find("\\\\");
     match (drive, unc) {
         (Some(d), Some(u)) if u + 4 <= d && s[u..d].starts_with("\\\\?\\") => Some(u),
@@ -171,7 +181,10 @@ mod tests {
         assert_eq!(c.name.as_deref(), Some("SQL 01"));
         assert_eq!(c.cpus, Some(4));
         assert_eq!(c.memory_mb, Some(8192));
-        assert_eq!(c.disks, vec!["C:\\ClusterStorage\\Volume1\\SQL 01\\Virtual Hard Disks\\sql01.vhdx"]);
+        assert_eq!(
+            c.disks,
+            vec!["C:\\ClusterStorage\\Volume1\\SQL 01\\Virtual Hard Disks\\sql01.vhdx"]
+        );
         assert!(parse_xml(b"<html/>").is_err());
         assert!(parse_xml(b"\x00\x01garbage").is_err());
     }
@@ -179,11 +192,21 @@ mod tests {
     #[test]
     fn vmcx_strings() {
         let mut b = vec![0u8, 1, 2, 3, 0xFF];
-        for s in ["D:\\VMs\\web\\Virtual Hard Disks\\web.vhdx", "garbage", "E:\\x\\data_A1B2.avhdx"] {
+        for s in [
+            "D:\\VMs\\web\\Virtual Hard Disks\\web.vhdx",
+            "garbage",
+            "E:\\x\\data_A1B2.avhdx",
+        ] {
             b.extend(s.encode_utf16().flat_map(|u| u.to_le_bytes()));
             b.extend([0, 0, 7, 1]);
         }
         let c = scan_vmcx(&b);
-        assert_eq!(c.disks, vec!["D:\\VMs\\web\\Virtual Hard Disks\\web.vhdx", "E:\\x\\data_A1B2.avhdx"]);
+        assert_eq!(
+            c.disks,
+            vec![
+                "D:\\VMs\\web\\Virtual Hard Disks\\web.vhdx",
+                "E:\\x\\data_A1B2.avhdx"
+            ]
+        );
     }
 }

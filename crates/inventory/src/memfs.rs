@@ -14,7 +14,11 @@ use lun::{LunError, MemSource, ReadAt, Source};
 #[derive(Clone)]
 enum Node {
     Dir(Vec<(String, u64)>),
-    File { prefix: Arc<[u8]>, size: u64, allocated: u64 },
+    File {
+        prefix: Arc<[u8]>,
+        size: u64,
+        allocated: u64,
+    },
     Symlink(String),
     /// A directory whose listing fails (models a corrupt index).
     Broken,
@@ -52,16 +56,22 @@ impl MemFs {
     }
 
     fn node(&self, id: &FileId) -> Result<&Node, FsError> {
-        self.nodes.get(id.ino as usize).ok_or_else(|| FsError::NotFound {
-            path: format!("#{}", id.ino),
-        })
+        self.nodes
+            .get(id.ino as usize)
+            .ok_or_else(|| FsError::NotFound {
+                path: format!("#{}", id.ino),
+            })
     }
 }
 
 impl MemFsBuilder {
     fn key(&self, path: &str) -> String {
         let p = path.trim_matches('/');
-        if self.info.fs == FsKind::Ntfs { p.to_lowercase() } else { p.to_string() }
+        if self.info.fs == FsKind::Ntfs {
+            p.to_lowercase()
+        } else {
+            p.to_string()
+        }
     }
 
     /// Creates a directory and its parents; returns its inode number.
@@ -92,7 +102,13 @@ impl MemFsBuilder {
         let existing = match &self.nodes[parent as usize] {
             Node::Dir(children) => children
                 .iter()
-                .find(|(n, _)| if ci { n.to_lowercase() == name.to_lowercase() } else { n == name })
+                .find(|(n, _)| {
+                    if ci {
+                        n.to_lowercase() == name.to_lowercase()
+                    } else {
+                        n == name
+                    }
+                })
                 .map(|(_, ino)| *ino),
             _ => None,
         };
@@ -127,7 +143,13 @@ impl MemFsBuilder {
     }
 
     /// A file of `size` bytes: `prefix`, then zeros; `allocated` bytes on disk.
-    pub fn sparse_file(&mut self, path: &str, prefix: impl Into<Vec<u8>>, size: u64, allocated: u64) -> &mut Self {
+    pub fn sparse_file(
+        &mut self,
+        path: &str,
+        prefix: impl Into<Vec<u8>>,
+        size: u64,
+        allocated: u64,
+    ) -> &mut Self {
         let prefix: Vec<u8> = prefix.into();
         self.add(
             path,
@@ -177,7 +199,11 @@ impl ReadAt for PrefixSource {
         }
         for (i, b) in buf.iter_mut().enumerate() {
             let at = offset + i as u64;
-            *b = if at < self.prefix.len() as u64 { self.prefix[at as usize] } else { 0 };
+            *b = if at < self.prefix.len() as u64 {
+                self.prefix[at as usize]
+            } else {
+                0
+            };
         }
         Ok(())
     }
@@ -231,7 +257,9 @@ impl Filesystem for MemFs {
         let node = self.node(id)?;
         let (file_type, size, allocated, target) = match node {
             Node::Dir(_) | Node::Broken => (FileType::Dir, 0, 0, None),
-            Node::File { size, allocated, .. } => (FileType::File, *size, *allocated, None),
+            Node::File {
+                size, allocated, ..
+            } => (FileType::File, *size, *allocated, None),
             Node::Symlink(t) => (FileType::Symlink, t.len() as u64, 0, Some(t.clone())),
         };
         Ok(Metadata {
@@ -280,9 +308,17 @@ impl Filesystem for MemFs {
             let ci = self.info.fs == FsKind::Ntfs;
             cur = entries
                 .into_iter()
-                .find(|e| if ci { e.name.to_lowercase() == comp.to_lowercase() } else { e.name == comp })
+                .find(|e| {
+                    if ci {
+                        e.name.to_lowercase() == comp.to_lowercase()
+                    } else {
+                        e.name == comp
+                    }
+                })
                 .map(|e| e.id)
-                .ok_or_else(|| FsError::NotFound { path: path.to_string() })?;
+                .ok_or_else(|| FsError::NotFound {
+                    path: path.to_string(),
+                })?;
         }
         Ok(cur)
     }

@@ -83,7 +83,9 @@ pub fn scan_with(datastores: &[Datastore], limits: &Limits) -> Inventory {
         layers: RefCell::new(HashMap::new()),
     };
     let mut vms = scanner.vms();
-    vms.sort_by(|a, b| (a.lun.as_str(), a.config.as_str()).cmp(&(b.lun.as_str(), b.config.as_str())));
+    vms.sort_by(|a, b| {
+        (a.lun.as_str(), a.config.as_str()).cmp(&(b.lun.as_str(), b.config.as_str()))
+    });
     let mut seen = HashSet::new();
     for vm in &mut vms {
         // Two clones of one LUN registered at once give equal ids; keep them apart.
@@ -124,7 +126,11 @@ const ROOT: u32 = 0;
 
 impl Index {
     fn key(&self, path: &str) -> String {
-        if self.case_insensitive { path.to_lowercase() } else { path.to_string() }
+        if self.case_insensitive {
+            path.to_lowercase()
+        } else {
+            path.to_string()
+        }
     }
 
     fn walk(ds: &Datastore, limits: &Limits, problems: &mut Vec<Problem>) -> Index {
@@ -161,7 +167,12 @@ impl Index {
             };
             let mut kids = Vec::with_capacity(listing.len());
             for e in listing {
-                if e.metadata_file || e.short_name || e.name == "." || e.name == ".." || e.name.is_empty() {
+                if e.metadata_file
+                    || e.short_name
+                    || e.name == "."
+                    || e.name == ".."
+                    || e.name.is_empty()
+                {
                     continue;
                 }
                 if ix.entries.len() >= limits.max_entries {
@@ -176,7 +187,10 @@ impl Index {
                     problems.push(Problem::new(
                         "walk-loop",
                         Some(&ix.entries[dir as usize].path),
-                        format!("LUN {}: directory {} appears twice (a cycle); not walked again", ds.lun, e.name),
+                        format!(
+                            "LUN {}: directory {} appears twice (a cycle); not walked again",
+                            ds.lun, e.name
+                        ),
                     ));
                     continue;
                 }
@@ -204,7 +218,10 @@ impl Index {
                         problems.push(Problem::new(
                             "walk-limit",
                             Some(&ix.entries[n as usize].path),
-                            format!("LUN {}: deeper than {} levels; not walked", ds.lun, limits.max_depth),
+                            format!(
+                                "LUN {}: deeper than {} levels; not walked",
+                                ds.lun, limits.max_depth
+                            ),
                         ));
                     }
                 }
@@ -214,7 +231,10 @@ impl Index {
                 problems.push(Problem::new(
                     "walk-limit",
                     None,
-                    format!("LUN {}: more than {} directory entries; the rest is not scanned", ds.lun, limits.max_entries),
+                    format!(
+                        "LUN {}: more than {} directory entries; the rest is not scanned",
+                        ds.lun, limits.max_entries
+                    ),
                 ));
                 break;
             }
@@ -224,7 +244,11 @@ impl Index {
     }
 
     fn lookup(&self, path: &str) -> Option<u32> {
-        self.by_key.get(&self.key(path)).copied()
+        if self.case_insensitive {
+            self.by_key.get(&path.to_lowercase()).copied()
+        } else {
+            self.by_key.get(path).copied()
+        }
     }
 
     fn kids(&self, dir: u32) -> &[u32] {
@@ -240,7 +264,9 @@ enum Loc {
 }
 
 fn ext_of(name: &str) -> String {
-    name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default()
+    name.rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default()
 }
 
 fn stem_of(name: &str) -> &str {
@@ -273,10 +299,16 @@ fn join(base: &str, rel: &str) -> String {
 #[derive(Debug, PartialEq, Eq)]
 enum RefKind<'a> {
     Relative(&'a str),
-    VmfsVolume { volume: &'a str, rest: &'a str },
+    VmfsVolume {
+        volume: &'a str,
+        rest: &'a str,
+    },
     /// An absolute path from another host: Windows (`D:\…`, `\\server\share\…`,
     /// `\\?\Volume{…}\…`) or Unix. `root` is what it needs (drive, share, volume).
-    Foreign { root: String, comps: Vec<&'a str> },
+    Foreign {
+        root: String,
+        comps: Vec<&'a str>,
+    },
     Device(&'a str),
 }
 
@@ -290,7 +322,10 @@ fn classify(r: &str) -> RefKind<'_> {
     }
     let mut s = r;
     let mut root = String::new();
-    if let Some(x) = s.strip_prefix("\\\\?\\").or_else(|| s.strip_prefix("\\\\.\\")) {
+    if let Some(x) = s
+        .strip_prefix("\\\\?\\")
+        .or_else(|| s.strip_prefix("\\\\.\\"))
+    {
         s = x;
         if s.len() > 7 && s[..7].eq_ignore_ascii_case("Volume{") {
             let end = s.find(['\\', '/']).unwrap_or(s.len());
@@ -309,9 +344,15 @@ fn classify(r: &str) -> RefKind<'_> {
     } else if root.is_empty() && !s.starts_with('/') && !s.starts_with('\\') {
         return RefKind::Relative(r);
     }
-    let comps: Vec<&str> = s.split(['/', '\\']).filter(|c| !c.is_empty() && *c != ".").collect();
+    let comps: Vec<&str> = s
+        .split(['/', '\\'])
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
     if root.is_empty() {
-        root = comps.first().map(|c| format!("/{c}")).unwrap_or_else(|| "/".into());
+        root = comps
+            .first()
+            .map(|c| format!("/{c}"))
+            .unwrap_or_else(|| "/".into());
     }
     RefKind::Foreign { root, comps }
 }
@@ -461,7 +502,10 @@ impl Scanner<'_> {
                 let p = join(base_dir, rel);
                 match self.idx[ds].lookup(&p) {
                     Some(i) => Loc::Found(ds, i),
-                    None => Loc::Missing { path: p, needs: None },
+                    None => Loc::Missing {
+                        path: p,
+                        needs: None,
+                    },
                 }
             }
             RefKind::VmfsVolume { volume, rest } => {
@@ -469,8 +513,16 @@ impl Scanner<'_> {
                     .ds
                     .iter()
                     .position(|d| d.info.uuid.eq_ignore_ascii_case(volume) && !volume.is_empty())
-                    .or_else(|| self.ds.iter().position(|d| d.info.label == volume && !volume.is_empty()))
-                    .or_else(|| self.ds.iter().position(|d| d.info.label.eq_ignore_ascii_case(volume) && !volume.is_empty()));
+                    .or_else(|| {
+                        self.ds
+                            .iter()
+                            .position(|d| d.info.label == volume && !volume.is_empty())
+                    })
+                    .or_else(|| {
+                        self.ds.iter().position(|d| {
+                            d.info.label.eq_ignore_ascii_case(volume) && !volume.is_empty()
+                        })
+                    });
                 match target {
                     Some(t) => {
                         let p = join("/", rest);
@@ -492,8 +544,15 @@ impl Scanner<'_> {
                 // The host's mount point of the cloned volume is unknown (drive letter,
                 // C:\ClusterStorage\VolumeN, a Linux mount): the longest suffix of the path
                 // that exists wins, on this datastore first.
-                let order: Vec<usize> = std::iter::once(ds).chain((0..self.ds.len()).filter(|&d| d != ds)).collect();
-                for k in 0..comps.len().saturating_sub(1) {
+                let order: Vec<usize> = std::iter::once(ds)
+                    .chain((0..self.ds.len()).filter(|&d| d != ds))
+                    .collect();
+                for k in 0..comps.len() {
+                    // A bare file name matches anywhere only when the path itself names a
+                    // file at the volume root; otherwise two components at least.
+                    if k + 1 == comps.len() && comps.len() > 1 {
+                        break;
+                    }
                     let p = format!("/{}", comps[k..].join("/"));
                     for &d in &order {
                         if let Some(i) = self.idx[d].lookup(&p) {
@@ -585,13 +644,22 @@ impl Scanner<'_> {
             }),
             vmdk::Probe::Data => Err(InventoryError::Parse {
                 format: "vmdk",
-                detail: "neither a text descriptor nor a sparse extent with an embedded descriptor".into(),
+                detail: "neither a text descriptor nor a sparse extent with an embedded descriptor"
+                    .into(),
             }),
         }
     }
 
     /// Follows a disk from the file a configuration names down to its base.
-    fn chain(&self, b: &mut Build, ds: usize, base_dir: &str, refs: &[String], device: &str, mode: Option<String>) -> Disk {
+    fn chain(
+        &self,
+        b: &mut Build,
+        ds: usize,
+        base_dir: &str,
+        refs: &[String],
+        device: &str,
+        mode: Option<String>,
+    ) -> Disk {
         let configured = refs.first().cloned().unwrap_or_default();
         let mut loc = self.first_found(ds, base_dir, refs);
         let mut chain: Vec<DiskLayer> = Vec::new();
@@ -602,7 +670,10 @@ impl Scanner<'_> {
                 b.problem(
                     "chain-too-deep",
                     Some(&configured),
-                    format!("disk {device}: more than {} layers; the rest is not followed", self.limits.max_chain),
+                    format!(
+                        "disk {device}: more than {} layers; the rest is not followed",
+                        self.limits.max_chain
+                    ),
                 );
                 break;
             }
@@ -637,7 +708,10 @@ impl Scanner<'_> {
                 b.problem(
                     "chain-loop",
                     Some(&self.entry(d, i).path),
-                    format!("disk {device}: the parent chain loops back to {}", self.entry(d, i).path),
+                    format!(
+                        "disk {device}: the parent chain loops back to {}",
+                        self.entry(d, i).path
+                    ),
                 );
                 break;
             }
@@ -657,10 +731,25 @@ impl Scanner<'_> {
             };
             let mut parents: Vec<String> = Vec::new();
             match &*parsed {
-                LayerParse::Vmdk { descriptor, embedded } => {
+                LayerParse::Vmdk {
+                    descriptor,
+                    embedded,
+                } => {
                     let has_parent = descriptor.has_parent();
-                    let data_role = if has_parent { Role::SnapshotDelta } else { Role::DiskExtent };
-                    layer.file = self.add(b, &loc, if embedded.is_some() { data_role } else { Role::DiskDescriptor });
+                    let data_role = if has_parent {
+                        Role::SnapshotDelta
+                    } else {
+                        Role::DiskExtent
+                    };
+                    layer.file = self.add(
+                        b,
+                        &loc,
+                        if embedded.is_some() {
+                            data_role
+                        } else {
+                            Role::DiskDescriptor
+                        },
+                    );
                     layer.create_type = descriptor.create_type.clone();
                     layer.capacity = Some(descriptor.capacity());
                     layer.cid = descriptor.cid.map(|c| format!("{c:08x}"));
@@ -668,7 +757,9 @@ impl Scanner<'_> {
                     if let Some(h) = embedded
                         && h.unclean_shutdown
                     {
-                        b.running.push(format!("{path}: sparse extent header marks it open (uncleanShutdown)"));
+                        b.running.push(format!(
+                            "{path}: sparse extent header marks it open (uncleanShutdown)"
+                        ));
                     }
                     if let Some((expected, child)) = &child_parent_cid
                         && let Some(cid) = descriptor.cid
@@ -758,12 +849,22 @@ impl Scanner<'_> {
                     layer.create_type = Some("sparse extent".into());
                     layer.capacity = h.capacity.checked_mul(512);
                     if h.unclean_shutdown {
-                        b.running.push(format!("{path}: sparse extent header marks it open (uncleanShutdown)"));
+                        b.running.push(format!(
+                            "{path}: sparse extent header marks it open (uncleanShutdown)"
+                        ));
                     }
                 }
                 LayerParse::Vhd(info) => {
                     let diff = info.footer.disk_type == vhd::DiskType::Differencing;
-                    layer.file = self.add(b, &loc, if diff { Role::SnapshotDelta } else { Role::DiskExtent });
+                    layer.file = self.add(
+                        b,
+                        &loc,
+                        if diff {
+                            Role::SnapshotDelta
+                        } else {
+                            Role::DiskExtent
+                        },
+                    );
                     layer.create_type = Some(
                         match info.footer.disk_type {
                             vhd::DiskType::Fixed => "fixed",
@@ -775,30 +876,60 @@ impl Scanner<'_> {
                     );
                     layer.capacity = Some(info.footer.current_size);
                     if !info.footer.checksum_ok {
-                        b.problem("checksum", Some(&path), "VHD footer checksum does not match");
+                        b.problem(
+                            "checksum",
+                            Some(&path),
+                            "VHD footer checksum does not match",
+                        );
                     }
                     if info.footer.saved_state {
-                        b.suspended.push(format!("{path}: VHD footer Saved State flag is set"));
+                        b.suspended
+                            .push(format!("{path}: VHD footer Saved State flag is set"));
                     }
                     if diff {
                         parents = info.parent_paths.clone();
                         if parents.is_empty() {
-                            b.problem("parent-unknown", Some(&path), "differencing VHD without a usable parent locator");
+                            b.problem(
+                                "parent-unknown",
+                                Some(&path),
+                                "differencing VHD without a usable parent locator",
+                            );
                         }
                     }
                     self.add_rct(b, d, &path);
                 }
                 LayerParse::Vhdx(info) => {
-                    layer.file = self.add(b, &loc, if info.has_parent { Role::SnapshotDelta } else { Role::DiskExtent });
-                    layer.create_type = Some(if info.has_parent { "differencing" } else { "vhdx" }.into());
+                    layer.file = self.add(
+                        b,
+                        &loc,
+                        if info.has_parent {
+                            Role::SnapshotDelta
+                        } else {
+                            Role::DiskExtent
+                        },
+                    );
+                    layer.create_type = Some(
+                        if info.has_parent {
+                            "differencing"
+                        } else {
+                            "vhdx"
+                        }
+                        .into(),
+                    );
                     layer.capacity = info.virtual_disk_size;
                     if info.log_dirty {
-                        b.running.push(format!("{path}: VHDX log holds unapplied entries (open for writing)"));
+                        b.running.push(format!(
+                            "{path}: VHDX log holds unapplied entries (open for writing)"
+                        ));
                     }
                     if info.has_parent {
                         parents = info.parent_paths();
                         if parents.is_empty() {
-                            b.problem("parent-unknown", Some(&path), "differencing VHDX without a usable parent locator");
+                            b.problem(
+                                "parent-unknown",
+                                Some(&path),
+                                "differencing VHDX without a usable parent locator",
+                            );
                         }
                     }
                     self.add_rct(b, d, &path);
@@ -833,7 +964,8 @@ impl Scanner<'_> {
         if let Some(m) = &mode
             && m.to_ascii_lowercase().starts_with("independent")
         {
-            b.notes.push(format!("disk {device} is {m}: snapshots do not cover it"));
+            b.notes
+                .push(format!("disk {device} is {m}: snapshots do not cover it"));
         }
         Disk {
             device: device.to_string(),
@@ -902,8 +1034,13 @@ impl Scanner<'_> {
                     "vmcx" | "xml" | "vmrs" | "vmgs" => {
                         let parent = &ix.entries[e.parent as usize];
                         let stem = stem_of(&e.name);
-                        if parent.name.eq_ignore_ascii_case("Virtual Machines") && hyperv::is_guid(stem) {
-                            hyperv_groups.entry((e.parent, stem.to_ascii_lowercase())).or_default().push(i as u32);
+                        if parent.name.eq_ignore_ascii_case("Virtual Machines")
+                            && hyperv::is_guid(stem)
+                        {
+                            hyperv_groups
+                                .entry((e.parent, stem.to_ascii_lowercase()))
+                                .or_default()
+                                .push(i as u32);
                         }
                     }
                     _ => {}
@@ -912,15 +1049,24 @@ impl Scanner<'_> {
             for c in configs {
                 let single = per_dir.get(&self.entry(d, c).parent) == Some(&1);
                 let ext = ext_of(&self.entry(d, c).name);
-                out.push(if ext == "vmc" { self.virtual_server_vm(d, c, single) } else { self.vmware_vm(d, c, single) });
+                out.push(if ext == "vmc" {
+                    self.virtual_server_vm(d, c, single)
+                } else {
+                    self.vmware_vm(d, c, single)
+                });
             }
             let mut groups: Vec<_> = hyperv_groups.into_iter().collect();
             groups.sort_by(|a, b| a.0.cmp(&b.0));
             // VMs per Hyper-V VM folder (the parent of "Virtual Machines").
             let mut per_folder: HashMap<u32, usize> = HashMap::new();
             for ((vmdir, _), files) in &groups {
-                if files.iter().any(|&f| matches!(ext_of(&self.entry(d, f).name).as_str(), "vmcx" | "xml")) {
-                    *per_folder.entry(ix.entries[*vmdir as usize].parent).or_default() += 1;
+                if files
+                    .iter()
+                    .any(|&f| matches!(ext_of(&self.entry(d, f).name).as_str(), "vmcx" | "xml"))
+                {
+                    *per_folder
+                        .entry(ix.entries[*vmdir as usize].parent)
+                        .or_default() += 1;
                 }
             }
             for ((vmdir, guid), files) in groups {
@@ -990,8 +1136,10 @@ impl Scanner<'_> {
                 continue;
             }
             let ext = ext_of(&e.name);
-            if matches!(ext.as_str(), "vmdk" | "vhd" | "vhdx" | "avhd" | "avhdx" | "vmx" | "vmtx" | "vmc" | "vmcx")
-                || self.claimed.borrow().contains(&(d, k))
+            if matches!(
+                ext.as_str(),
+                "vmdk" | "vhd" | "vhdx" | "avhd" | "avhdx" | "vmx" | "vmtx" | "vmc" | "vmcx"
+            ) || self.claimed.borrow().contains(&(d, k))
             {
                 continue;
             }
@@ -1000,13 +1148,22 @@ impl Scanner<'_> {
     }
 
     /// Running-state evidence and role-bearing files of a VMware/Virtual Server folder.
-    fn vmware_dir_files(&self, b: &mut Build, d: usize, dir: u32, stem: &str, single: bool, snapshot_stems: &HashSet<String>) {
+    fn vmware_dir_files(
+        &self,
+        b: &mut Build,
+        d: usize,
+        dir: u32,
+        stem: &str,
+        single: bool,
+        snapshot_stems: &HashSet<String>,
+    ) {
         let stem_l = stem.to_lowercase();
         for &k in self.idx[d].kids(dir) {
             let e = self.entry(d, k);
             let lname = e.name.to_lowercase();
             let ext = ext_of(&e.name);
-            let mine = single || lname.starts_with(&stem_l) || lname.starts_with(&format!("vmx-{stem_l}"));
+            let mine =
+                single || lname.starts_with(&stem_l) || lname.starts_with(&format!("vmx-{stem_l}"));
             if !mine {
                 continue;
             }
@@ -1016,7 +1173,11 @@ impl Scanner<'_> {
                     for lk in &kids {
                         self.add(b, &Loc::Found(d, *lk), Role::Lock);
                     }
-                    b.running.push(format!("{}: lock directory present ({} lock files)", e.path, kids.len()));
+                    b.running.push(format!(
+                        "{}: lock directory present ({} lock files)",
+                        e.path,
+                        kids.len()
+                    ));
                 }
                 continue;
             }
@@ -1034,7 +1195,8 @@ impl Scanner<'_> {
                 }
                 "vmss" => {
                     self.add(b, &Loc::Found(d, k), Role::Other);
-                    b.suspended.push(format!("{}: suspend state present", e.path));
+                    b.suspended
+                        .push(format!("{}: suspend state present", e.path));
                 }
                 "vsv" => {
                     self.add(b, &Loc::Found(d, k), Role::Other);
@@ -1079,10 +1241,15 @@ impl Scanner<'_> {
         let mut name = stem.clone();
         let mut snapshot_stems = HashSet::new();
         let mut snaps = Vec::new();
-        let (mut guest_os, mut cpus, mut memory, mut bios, mut inst) = (None, None, None, None, None);
+        let (mut guest_os, mut cpus, mut memory, mut bios, mut inst) =
+            (None, None, None, None, None);
         match parsed {
             Err((kind, err)) => {
-                b.problem(kind, Some(&path), format!("{err}; the VM's files are listed by name only"));
+                b.problem(
+                    kind,
+                    Some(&path),
+                    format!("{err}; the VM's files are listed by name only"),
+                );
             }
             Ok(v) => {
                 for w in &v.dict.warnings {
@@ -1096,18 +1263,28 @@ impl Scanner<'_> {
                 memory = v.mem_size_mb();
                 bios = v.uuid_bios().map(str::to_string);
                 inst = v.vc_uuid().map(str::to_string);
-                let nvram = v.nvram().map(str::to_string).unwrap_or_else(|| format!("{stem}.nvram"));
+                let nvram = v
+                    .nvram()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("{stem}.nvram"));
                 if let l @ Loc::Found(..) = self.resolve(d, &dir_path, &nvram) {
                     self.add(&mut b, &l, Role::Nvram);
                 }
-                let vmxf = v.extended_config().map(str::to_string).unwrap_or_else(|| format!("{stem}.vmxf"));
+                let vmxf = v
+                    .extended_config()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("{stem}.vmxf"));
                 if let l @ Loc::Found(..) = self.resolve(d, &dir_path, &vmxf) {
                     self.add(&mut b, &l, Role::Config);
                 }
                 // Snapshot metadata first: its state files tell snapshot .vmem from live ones.
-                if let l @ Loc::Found(sd, si) = self.resolve(d, &dir_path, &format!("{stem}.vmsd")) {
+                if let l @ Loc::Found(sd, si) = self.resolve(d, &dir_path, &format!("{stem}.vmsd"))
+                {
                     self.add(&mut b, &l, Role::SnapshotMetadata);
-                    match self.read_small(sd, si, self.limits.max_config_bytes).and_then(|x| vmsd::parse(&x)) {
+                    match self
+                        .read_small(sd, si, self.limits.max_config_bytes)
+                        .and_then(|x| vmsd::parse(&x))
+                    {
                         Ok(s) => {
                             if s.need_consolidate {
                                 b.notes.push("the .vmsd says the disks need consolidation (snapshot.needConsolidate)".into());
@@ -1127,10 +1304,17 @@ impl Scanner<'_> {
                                 });
                             }
                             if !s.snapshots.is_empty() {
-                                b.notes.push(format!("{} snapshot(s) in the .vmsd", s.snapshots.len()));
+                                b.notes.push(format!(
+                                    "{} snapshot(s) in the .vmsd",
+                                    s.snapshots.len()
+                                ));
                             }
                         }
-                        Err(e) => b.problem("snapshot-metadata-invalid", Some(&self.path_of(&l)), e.to_string()),
+                        Err(e) => b.problem(
+                            "snapshot-metadata-invalid",
+                            Some(&self.path_of(&l)),
+                            e.to_string(),
+                        ),
                     }
                 }
                 let swap_derived = v.swap_derived_name().map(str::to_string);
@@ -1138,20 +1322,46 @@ impl Scanner<'_> {
                     && let l @ Loc::Found(..) = self.resolve(d, &dir_path, sw)
                 {
                     self.add(&mut b, &l, Role::Swap);
-                    b.running.push(format!("{}: swap file present (sched.swap.derivedName)", self.path_of(&l)));
+                    b.running.push(format!(
+                        "{}: swap file present (sched.swap.derivedName)",
+                        self.path_of(&l)
+                    ));
                 }
                 if let Some(vs) = v.checkpoint_vm_state()
                     && let l @ Loc::Found(..) = self.resolve(d, &dir_path, vs)
                 {
                     self.add(&mut b, &l, Role::Other);
-                    b.suspended.push(format!("{}: suspend state (checkpoint.vmState)", self.path_of(&l)));
+                    b.suspended.push(format!(
+                        "{}: suspend state (checkpoint.vmState)",
+                        self.path_of(&l)
+                    ));
                 }
                 if let Some(w) = v.working_dir() {
-                    b.notes.push(format!("workingDir is {w}: snapshots and swap may live there"));
+                    b.notes.push(format!(
+                        "workingDir is {w}: snapshots and swap may live there"
+                    ));
                 }
                 for disk in v.disks() {
-                    let dk = self.chain(&mut b, d, &dir_path, std::slice::from_ref(&disk.file_name), &disk.device, disk.mode.clone());
+                    let dk = self.chain(
+                        &mut b,
+                        d,
+                        &dir_path,
+                        std::slice::from_ref(&disk.file_name),
+                        &disk.device,
+                        disk.mode.clone(),
+                    );
                     b.disks.push(dk);
+                }
+            }
+        }
+        if snaps.is_empty() {
+            for dk in &b.disks {
+                if dk.chain.len() > 1 && !dk.chain.iter().any(|l| l.missing) {
+                    let note = format!(
+                        "disk {} runs on delta layers but the .vmsd lists no snapshot: unconsolidated deltas",
+                        dk.device
+                    );
+                    b.notes.push(note);
                 }
             }
         }
@@ -1179,9 +1389,16 @@ impl Scanner<'_> {
         let stem = stem_of(&e.name).to_string();
         self.add(&mut b, &Loc::Found(d, cfg), Role::Config);
         let (mut guest_os, mut memory) = (None, None);
-        match self.read_small(d, cfg, self.limits.max_config_bytes).and_then(|x| vmc::parse(&x)) {
+        match self
+            .read_small(d, cfg, self.limits.max_config_bytes)
+            .and_then(|x| vmc::parse(&x))
+        {
             Err(err) => b.problem(
-                if matches!(err, InventoryError::Limit { .. }) { "config-too-large" } else { "config-invalid" },
+                if matches!(err, InventoryError::Limit { .. }) {
+                    "config-too-large"
+                } else {
+                    "config-invalid"
+                },
                 Some(&path),
                 err.to_string(),
             ),
@@ -1189,7 +1406,12 @@ impl Scanner<'_> {
                 guest_os = v.guest_os.clone();
                 memory = v.memory_mb;
                 for (n, disk) in v.disks.iter().enumerate() {
-                    let refs: Vec<String> = disk.relative.iter().chain(disk.absolute.iter()).cloned().collect();
+                    let refs: Vec<String> = disk
+                        .relative
+                        .iter()
+                        .chain(disk.absolute.iter())
+                        .cloned()
+                        .collect();
                     let dk = self.chain(&mut b, d, &dir_path, &refs, &format!("disk{n}"), None);
                     b.disks.push(dk);
                 }
@@ -1205,8 +1427,20 @@ impl Scanner<'_> {
         vm
     }
 
-    fn hyperv_vm(&self, d: usize, vmdir: u32, guid: &str, files: &[u32], single: bool) -> Option<Vm> {
-        let by_ext = |x: &str| files.iter().copied().find(|&f| ext_of(&self.entry(d, f).name) == x);
+    fn hyperv_vm(
+        &self,
+        d: usize,
+        vmdir: u32,
+        guid: &str,
+        files: &[u32],
+        single: bool,
+    ) -> Option<Vm> {
+        let by_ext = |x: &str| {
+            files
+                .iter()
+                .copied()
+                .find(|&f| ext_of(&self.entry(d, f).name) == x)
+        };
         let cfg = by_ext("vmcx").or_else(|| by_ext("xml"))?;
         let mut b = Build::new();
         let cfg_path = self.entry(d, cfg).path.clone();
@@ -1215,13 +1449,27 @@ impl Scanner<'_> {
         let folder_name = self.entry(d, folder).name.clone();
         self.add(&mut b, &Loc::Found(d, cfg), Role::Config);
         let is_xml = ext_of(&cfg_path) == "xml";
-        let cap = if is_xml { self.limits.max_config_bytes } else { self.limits.max_vmcx_bytes };
-        let parsed = self.read_small(d, cfg, cap).and_then(|x| if is_xml { hyperv::parse_xml(&x) } else { Ok(hyperv::scan_vmcx(&x)) });
+        let cap = if is_xml {
+            self.limits.max_config_bytes
+        } else {
+            self.limits.max_vmcx_bytes
+        };
+        let parsed = self.read_small(d, cfg, cap).and_then(|x| {
+            if is_xml {
+                hyperv::parse_xml(&x)
+            } else {
+                Ok(hyperv::scan_vmcx(&x))
+            }
+        });
         let cfgv = match parsed {
             Ok(c) => c,
             Err(err) => {
                 b.problem(
-                    if matches!(err, InventoryError::Limit { .. }) { "config-too-large" } else { "config-invalid" },
+                    if matches!(err, InventoryError::Limit { .. }) {
+                        "config-too-large"
+                    } else {
+                        "config-invalid"
+                    },
                     Some(&cfg_path),
                     err.to_string(),
                 );
@@ -1235,7 +1483,10 @@ impl Scanner<'_> {
             self.add(&mut b, &Loc::Found(d, f), Role::Other);
             let (size, _) = self.meta(d, f);
             if size > 1 << 20 {
-                b.running.push(format!("{}: runtime state of {size} bytes (running or saved)", self.entry(d, f).path));
+                b.running.push(format!(
+                    "{}: runtime state of {size} bytes (running or saved)",
+                    self.entry(d, f).path
+                ));
             }
         }
         // 2012: <GUID>/ beside the config holds the memory (.bin) and device state (.vsv)
@@ -1251,7 +1502,8 @@ impl Scanner<'_> {
                 }
                 self.add(&mut b, &Loc::Found(d, k), Role::Other);
                 if matches!(ext_of(&e.name).as_str(), "bin" | "vsv") {
-                    b.running.push(format!("{}: saved or running memory state present", e.path));
+                    b.running
+                        .push(format!("{}: saved or running memory state present", e.path));
                 }
             }
         }
@@ -1271,17 +1523,28 @@ impl Scanner<'_> {
                     disks.push(e.path.clone());
                 }
                 if !disks.is_empty() {
-                    b.notes.push("disks attached by folder: the .vmcx gave no disk paths".into());
+                    b.notes
+                        .push("disks attached by folder: the .vmcx gave no disk paths".into());
                 }
             }
         }
         let before = b.disks.len();
         for (n, p) in disks.iter().enumerate() {
-            let dk = self.chain(&mut b, d, &folder_path, std::slice::from_ref(p), &format!("hyperv:{n}"), None);
+            let dk = self.chain(
+                &mut b,
+                d,
+                &folder_path,
+                std::slice::from_ref(p),
+                &format!("hyperv:{n}"),
+                None,
+            );
             b.disks.push(dk);
         }
         // Drop disks that turned out to be a lower layer of another disk (folder fallback).
-        let lower: HashSet<String> = b.disks[before..].iter().flat_map(|k| k.chain.iter().skip(1).map(|l| l.path.clone())).collect();
+        let lower: HashSet<String> = b.disks[before..]
+            .iter()
+            .flat_map(|k| k.chain.iter().skip(1).map(|l| l.path.clone()))
+            .collect();
         let mut kept = Vec::new();
         for (n, dk) in b.disks.drain(..).enumerate() {
             if n >= before && dk.chain.first().is_some_and(|l| lower.contains(&l.path)) {
@@ -1326,7 +1589,11 @@ impl Scanner<'_> {
         }
         let name = cfgv.name.clone().unwrap_or_else(|| {
             let generic = folder == ROOT || folder_name.eq_ignore_ascii_case("Hyper-V");
-            if generic { guid.to_ascii_uppercase() } else { folder_name.clone() }
+            if generic {
+                guid.to_ascii_uppercase()
+            } else {
+                folder_name.clone()
+            }
         });
         let mut vm = self.finish(d, cfg, name, Platform::Hyperv, b);
         vm.cpus = cfgv.cpus;
@@ -1357,15 +1624,34 @@ impl Scanner<'_> {
             let mut b = Build::new();
             let e = self.entry(d, i);
             let dir = parent_path(&e.path).to_string();
-            let disk = self.chain(&mut b, d, &dir, std::slice::from_ref(&e.path), "orphan", None);
+            let disk = self.chain(
+                &mut b,
+                d,
+                &dir,
+                std::slice::from_ref(&e.path),
+                "orphan",
+                None,
+            );
             built.push((d, i, b, disk));
         }
         // A base whose delta is itself an orphan is listed inside that delta's chain.
         let lower: HashSet<(usize, u32)> = built
             .iter()
             .flat_map(|(_, _, b, disk)| {
-                let tops: HashSet<&str> = disk.chain.iter().take(1).map(|l| l.file.as_str()).collect();
-                b.locs.iter().copied().zip(b.files.iter().filter(|f| !f.missing)).filter(move |(_, f)| !tops.contains(f.name.as_str()) && matches!(f.role, Role::DiskDescriptor | Role::DiskExtent | Role::SnapshotDelta)).map(|(l, _)| l)
+                let tops: HashSet<&str> =
+                    disk.chain.iter().take(1).map(|l| l.file.as_str()).collect();
+                b.locs
+                    .iter()
+                    .copied()
+                    .zip(b.files.iter().filter(|f| !f.missing))
+                    .filter(move |(_, f)| {
+                        !tops.contains(f.name.as_str())
+                            && matches!(
+                                f.role,
+                                Role::DiskDescriptor | Role::DiskExtent | Role::SnapshotDelta
+                            )
+                    })
+                    .map(|(l, _)| l)
             })
             .collect();
         let mut out = Vec::new();
@@ -1415,10 +1701,16 @@ impl Scanner<'_> {
                     }],
                 },
                 files: b.files,
-                problems: vec![Problem::new("descriptor-missing", Some(&path), "an extent file that no descriptor names")],
+                problems: vec![Problem::new(
+                    "descriptor-missing",
+                    Some(&path),
+                    "an extent file that no descriptor names",
+                )],
             });
         }
-        out.sort_by(|a, b| (a.lun.as_str(), a.path.as_str()).cmp(&(b.lun.as_str(), b.path.as_str())));
+        out.sort_by(|a, b| {
+            (a.lun.as_str(), a.path.as_str()).cmp(&(b.lun.as_str(), b.path.as_str()))
+        });
         out
     }
 }
@@ -1427,12 +1719,17 @@ impl Scanner<'_> {
 /// `-sNNN`, `-fNNN`.
 fn is_extent_name(name: &str) -> bool {
     let s = stem_of(name).to_ascii_lowercase();
-    if ["-flat", "-delta", "-sesparse", "-rdm", "-rdmp", "-ctk"].iter().any(|x| s.ends_with(x)) {
+    if ["-flat", "-delta", "-sesparse", "-rdm", "-rdmp", "-ctk"]
+        .iter()
+        .any(|x| s.ends_with(x))
+    {
         return true;
     }
     if let Some(pos) = s.rfind('-') {
         let t = &s[pos + 1..];
-        return t.len() == 4 && (t.starts_with('s') || t.starts_with('f')) && t[1..].bytes().all(|b| b.is_ascii_digit());
+        return t.len() == 4
+            && (t.starts_with('s') || t.starts_with('f'))
+            && t[1..].bytes().all(|b| b.is_ascii_digit());
     }
     false
 }
@@ -1502,21 +1799,36 @@ mod tests {
         assert_eq!(classify("disk.vmdk"), RefKind::Relative("disk.vmdk"));
         assert_eq!(
             classify("/vmfs/volumes/5f1c-aa/vm/disk.vmdk"),
-            RefKind::VmfsVolume { volume: "5f1c-aa", rest: "vm/disk.vmdk" }
+            RefKind::VmfsVolume {
+                volume: "5f1c-aa",
+                rest: "vm/disk.vmdk"
+            }
         );
         assert_eq!(
             classify("C:\\ClusterStorage\\Volume1\\a.vhdx"),
-            RefKind::Foreign { root: "C:".into(), comps: vec!["ClusterStorage", "Volume1", "a.vhdx"] }
+            RefKind::Foreign {
+                root: "C:".into(),
+                comps: vec!["ClusterStorage", "Volume1", "a.vhdx"]
+            }
         );
         assert_eq!(
             classify("\\\\?\\Volume{1234}\\vm\\a.vhdx"),
-            RefKind::Foreign { root: "Volume{1234}".into(), comps: vec!["vm", "a.vhdx"] }
+            RefKind::Foreign {
+                root: "Volume{1234}".into(),
+                comps: vec!["vm", "a.vhdx"]
+            }
         );
         assert_eq!(
             classify("\\\\filer\\vms\\x\\a.vhd"),
-            RefKind::Foreign { root: "\\\\filer\\vms".into(), comps: vec!["x", "a.vhd"] }
+            RefKind::Foreign {
+                root: "\\\\filer\\vms".into(),
+                comps: vec!["x", "a.vhd"]
+            }
         );
-        assert!(matches!(classify("/vmfs/devices/disks/naa.600"), RefKind::Device(_)));
+        assert!(matches!(
+            classify("/vmfs/devices/disks/naa.600"),
+            RefKind::Device(_)
+        ));
         assert_eq!(join("/a/b", "..\\c/./d.vmdk"), "/a/c/d.vmdk");
         assert_eq!(join("/", "x"), "/x");
     }

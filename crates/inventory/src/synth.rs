@@ -26,7 +26,10 @@ pub fn vhd_differencing(size: u64, parent_name: &str, relative: &str, absolute: 
     }
     let mut out = f.clone();
     out.extend_from_slice(&h);
-    for (i, (code, p)) in [(b"W2ru", relative), (b"W2ku", absolute)].into_iter().enumerate() {
+    for (i, (code, p)) in [(b"W2ru", relative), (b"W2ku", absolute)]
+        .into_iter()
+        .enumerate()
+    {
         let data: Vec<u8> = p.encode_utf16().flat_map(|u| u.to_le_bytes()).collect();
         let off = out.len() as u64;
         let e = 576 + i * 24;
@@ -41,10 +44,11 @@ pub fn vhd_differencing(size: u64, parent_name: &str, relative: &str, absolute: 
     out
 }
 
-
 fn guid_bytes(g: &str) -> [u8; 16] {
     let h: String = g.chars().filter(|c| *c != '-').collect();
-    let b: Vec<u8> = (0..16).map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).unwrap()).collect();
+    let b: Vec<u8> = (0..16)
+        .map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
     let mut o = [0u8; 16];
     o[..4].copy_from_slice(&[b[3], b[2], b[1], b[0]]);
     o[4..6].copy_from_slice(&[b[5], b[4]]);

@@ -66,7 +66,11 @@ pub fn binary_ratio(text: &str) -> f64 {
             bad += 1;
         }
     }
-    if total == 0 { 0.0 } else { bad as f64 / total as f64 }
+    if total == 0 {
+        0.0
+    } else {
+        bad as f64 / total as f64
+    }
 }
 
 #[cfg(test)]

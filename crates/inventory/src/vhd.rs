@@ -193,7 +193,10 @@ pub fn read(src: &dyn ReadAt) -> Result<VhdInfo, InventoryError> {
     let mut parent_paths = Vec::new();
     if footer.disk_type == DiskType::Differencing {
         let off = footer.data_offset;
-        if off.checked_add(DYNAMIC_HEADER_SIZE as u64).is_none_or(|end| end > size) {
+        if off
+            .checked_add(DYNAMIC_HEADER_SIZE as u64)
+            .is_none_or(|end| end > size)
+        {
             return Err(InventoryError::Corrupt {
                 format: "vhd",
                 structure: "footer.Data Offset",
@@ -211,7 +214,10 @@ pub fn read(src: &dyn ReadAt) -> Result<VhdInfo, InventoryError> {
             };
             if loc.data_length == 0
                 || loc.data_length > MAX_LOCATOR_BYTES
-                || loc.data_offset.checked_add(loc.data_length as u64).is_none_or(|e| e > size)
+                || loc
+                    .data_offset
+                    .checked_add(loc.data_length as u64)
+                    .is_none_or(|e| e > size)
             {
                 continue;
             }
@@ -240,11 +246,15 @@ mod tests {
 
     #[test]
     fn differencing_locators_resolve_relative_first() {
-        let img = crate::synth::vhd_differencing(1 << 30, "base.vhd", ".\\base.vhd", "D:\\VMs\\base.vhd");
+        let img =
+            crate::synth::vhd_differencing(1 << 30, "base.vhd", ".\\base.vhd", "D:\\VMs\\base.vhd");
         let info = read(&MemSource::new("c.vhd", img)).unwrap();
         assert_eq!(info.footer.disk_type, DiskType::Differencing);
         assert!(info.footer.checksum_ok);
-        assert_eq!(info.parent_paths, vec![".\\base.vhd", "D:\\VMs\\base.vhd", "base.vhd"]);
+        assert_eq!(
+            info.parent_paths,
+            vec![".\\base.vhd", "D:\\VMs\\base.vhd", "base.vhd"]
+        );
     }
 
     #[test]

@@ -87,15 +87,19 @@ pub fn crc32c(data: &[u8]) -> u32 {
         for (i, e) in t.iter_mut().enumerate() {
             let mut c = i as u32;
             for _ in 0..8 {
-                c = if c & 1 != 0 { 0x82F6_3B78 ^ (c >> 1) } else { c >> 1 };
+                c = if c & 1 != 0 {
+                    0x82F6_3B78 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
             }
             *e = c;
         }
         t
     });
-    !data
-        .iter()
-        .fold(!0u32, |c, &b| t[((c ^ b as u32) & 0xFF) as usize] ^ (c >> 8))
+    !data.iter().fold(!0u32, |c, &b| {
+        t[((c ^ b as u32) & 0xFF) as usize] ^ (c >> 8)
+    })
 }
 
 fn checksum_ok(block: &[u8], field: usize) -> bool {
@@ -109,11 +113,19 @@ fn checksum_ok(block: &[u8], field: usize) -> bool {
 pub fn read(src: &dyn ReadAt) -> Result<VhdxInfo, InventoryError> {
     let size = src.size();
     if size < 320 * 1024 {
-        return Err(corrupt("file", 0, format!("{size} bytes is smaller than the VHDX header section")));
+        return Err(corrupt(
+            "file",
+            0,
+            format!("{size} bytes is smaller than the VHDX header section"),
+        ));
     }
     let ident = src.read_vec(0, 520)?;
     if &ident[..8] != SIGNATURE {
-        return Err(corrupt("file type identifier", 0, "no \"vhdxfile\" signature"));
+        return Err(corrupt(
+            "file type identifier",
+            0,
+            "no \"vhdxfile\" signature",
+        ));
     }
     let mut info = VhdxInfo {
         creator: crate::text::utf16_until_nul(&ident[8..520], false),
@@ -133,7 +145,11 @@ pub fn read(src: &dyn ReadAt) -> Result<VhdxInfo, InventoryError> {
         }
     }
     let Some((_, header)) = current else {
-        return Err(corrupt("header", HEADER_OFFSETS[0], "neither header has a valid signature and checksum"));
+        return Err(corrupt(
+            "header",
+            HEADER_OFFSETS[0],
+            "neither header has a valid signature and checksum",
+        ));
     };
     info.log_dirty = le::bytes_at(&header, 48, 16).is_some_and(|g| g.iter().any(|&b| b != 0));
 
@@ -146,11 +162,19 @@ pub fn read(src: &dyn ReadAt) -> Result<VhdxInfo, InventoryError> {
         }
     }
     let Some((rt_off, rt)) = region else {
-        return Err(corrupt("region table", REGION_TABLE_OFFSETS[0], "neither region table is valid"));
+        return Err(corrupt(
+            "region table",
+            REGION_TABLE_OFFSETS[0],
+            "neither region table is valid",
+        ));
     };
     let count = le::u32_at(&rt, 8).unwrap_or(0);
     if count > MAX_ENTRIES {
-        return Err(corrupt("region table", rt_off + 8, format!("EntryCount {count} > {MAX_ENTRIES}")));
+        return Err(corrupt(
+            "region table",
+            rt_off + 8,
+            format!("EntryCount {count} > {MAX_ENTRIES}"),
+        ));
     }
     let mut metadata = None;
     for i in 0..count as usize {
@@ -168,23 +192,37 @@ pub fn read(src: &dyn ReadAt) -> Result<VhdxInfo, InventoryError> {
         return Err(corrupt(
             "region table entry (metadata)",
             rt_off,
-            format!("metadata region at {md_off}, {md_len} bytes, does not fit the {size}-byte file"),
+            format!(
+                "metadata region at {md_off}, {md_len} bytes, does not fit the {size}-byte file"
+            ),
         ));
     }
     let mt = src.read_vec(md_off, 64 * 1024)?;
     if &mt[..8] != b"metadata" {
-        return Err(corrupt("metadata table", md_off, "no \"metadata\" signature"));
+        return Err(corrupt(
+            "metadata table",
+            md_off,
+            "no \"metadata\" signature",
+        ));
     }
     let entries = le::u16_at(&mt, 10).unwrap_or(0) as u32;
     if entries > MAX_ENTRIES {
-        return Err(corrupt("metadata table", md_off + 10, format!("EntryCount {entries} > {MAX_ENTRIES}")));
+        return Err(corrupt(
+            "metadata table",
+            md_off + 10,
+            format!("EntryCount {entries} > {MAX_ENTRIES}"),
+        ));
     }
     for i in 0..entries as usize {
         let e = 32 + i * 32;
         let Some(item) = guid_at(&mt, e) else { break };
         let off = le::u32_at(&mt, e + 16).unwrap_or(0) as u64;
         let len = le::u32_at(&mt, e + 20).unwrap_or(0);
-        if off < 64 * 1024 || off.checked_add(len as u64).is_none_or(|end| end > md_len as u64) {
+        if off < 64 * 1024
+            || off
+                .checked_add(len as u64)
+                .is_none_or(|end| end > md_len as u64)
+        {
             if len != 0 {
                 return Err(corrupt(
                     "metadata table entry",
@@ -237,13 +275,21 @@ pub fn parse_parent_locator(b: &[u8], at: u64) -> Result<Vec<(String, String)>, 
             le::u16_at(b, e + 8),
             le::u16_at(b, e + 10),
         ) else {
-            return Err(corrupt("parent locator entry", at + e as u64, "entry lies past the item"));
+            return Err(corrupt(
+                "parent locator entry",
+                at + e as u64,
+                "entry lies past the item",
+            ));
         };
         let (Some(k), Some(v)) = (
             le::bytes_at(b, ko as usize, kl as usize),
             le::bytes_at(b, vo as usize, vl as usize),
         ) else {
-            return Err(corrupt("parent locator entry", at + e as u64, "key or value lies past the item"));
+            return Err(corrupt(
+                "parent locator entry",
+                at + e as u64,
+                "key or value lies past the item",
+            ));
         };
         out.push((crate::text::utf16(k, false), crate::text::utf16(v, false)));
     }
@@ -267,7 +313,10 @@ mod tests {
             Some(&[
                 ("parent_linkage", "{83ff2a0b-2a6e-4b1f-9d1e-2c1f0a6b3c11}"),
                 ("relative_path", ".\\base.vhdx"),
-                ("absolute_win32_path", "C:\\ClusterStorage\\Volume1\\vm\\base.vhdx"),
+                (
+                    "absolute_win32_path",
+                    "C:\\ClusterStorage\\Volume1\\vm\\base.vhdx",
+                ),
             ]),
             true,
         );

@@ -36,7 +36,10 @@ pub fn parse(bytes: &[u8]) -> Result<Vmc, InventoryError> {
     if !root.has_tag_name("preferences") {
         return Err(InventoryError::Parse {
             format: "vmc",
-            detail: format!("root element <{}>, expected <preferences>", root.tag_name().name()),
+            detail: format!(
+                "root element <{}>, expected <preferences>",
+                root.tag_name().name()
+            ),
         });
     }
     let first_text = |name: &str| {
@@ -72,7 +75,10 @@ pub fn parse(bytes: &[u8]) -> Result<Vmc, InventoryError> {
         let is_disk = match drive_type {
             Some(1) => true,
             Some(_) => false,
-            None => crate::hyperv::is_virtual_disk_path(name) || name.to_ascii_lowercase().ends_with(".vud"),
+            None => {
+                crate::hyperv::is_virtual_disk_path(name)
+                    || name.to_ascii_lowercase().ends_with(".vud")
+            }
         };
         if is_disk {
             vmc.disks.push(VmcDisk { absolute, relative });

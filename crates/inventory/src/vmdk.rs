@@ -91,7 +91,10 @@ pub fn parse_sparse_header(b: &[u8]) -> Result<SparseHeader, InventoryError> {
         detail,
     };
     if b.len() < 79 {
-        return Err(bad(0, format!("only {} bytes, the header has 512", b.len())));
+        return Err(bad(
+            0,
+            format!("only {} bytes, the header has 512", b.len()),
+        ));
     }
     let magic = le::u32_at(b, 0).unwrap_or(0);
     if magic != SPARSE_MAGIC {
@@ -199,20 +202,27 @@ impl Descriptor {
 
     /// Whether the descriptor names a parent (a snapshot delta or linked clone).
     pub fn has_parent(&self) -> bool {
-        self.parent_file_name_hint.as_deref().is_some_and(|h| !h.is_empty())
+        self.parent_file_name_hint
+            .as_deref()
+            .is_some_and(|h| !h.is_empty())
             || self.parent_cid.is_some_and(|c| c != u32::MAX)
     }
 
     /// A `ddb.*` value.
     pub fn ddb(&self, key: &str) -> Option<&str> {
         let key = key.to_ascii_lowercase();
-        self.ddb.iter().find(|(k, _)| *k == key).map(|(_, v)| v.as_str())
+        self.ddb
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_str())
     }
 }
 
 fn unquote(v: &str) -> &str {
     let v = v.trim();
-    v.strip_prefix('"').and_then(|x| x.strip_suffix('"')).unwrap_or(v)
+    v.strip_prefix('"')
+        .and_then(|x| x.strip_suffix('"'))
+        .unwrap_or(v)
 }
 
 /// Parses descriptor text. The text may be NUL-padded (embedded descriptors are). Fails when
@@ -257,7 +267,8 @@ pub fn parse_descriptor(bytes: &[u8]) -> Result<Descriptor, InventoryError> {
         let Some((k, v)) = line.split_once('=') else {
             bad += 1;
             if d.warnings.len() < 8 {
-                d.warnings.push(format!("line {}: neither key=value nor an extent", n + 1));
+                d.warnings
+                    .push(format!("line {}: neither key=value nor an extent", n + 1));
             }
             continue;
         };
@@ -306,7 +317,9 @@ fn parse_extent(line: &str) -> Result<ExtentLine, &'static str> {
         .ok_or("extent line without a size")?
         .parse::<u64>()
         .map_err(|_| "extent size is not a number")?;
-    let kind = next_word(&mut rest).ok_or("extent line without a type")?.to_ascii_uppercase();
+    let kind = next_word(&mut rest)
+        .ok_or("extent line without a type")?
+        .to_ascii_uppercase();
     let s = rest.trim_start();
     let (file_name, after) = if let Some(q) = s.strip_prefix('"') {
         let end = q.find('"').ok_or("unterminated extent file name")?;

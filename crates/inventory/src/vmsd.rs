@@ -56,8 +56,10 @@ pub fn parse(bytes: &[u8]) -> Result<Vmsd, InventoryError> {
         };
         let uid = uid.trim().parse().ok();
         let time = match (
-            d.get(&format!("{p}.createTimeHigh")).and_then(|v| v.trim().parse::<i64>().ok()),
-            d.get(&format!("{p}.createTimeLow")).and_then(|v| v.trim().parse::<i64>().ok()),
+            d.get(&format!("{p}.createTimeHigh"))
+                .and_then(|v| v.trim().parse::<i64>().ok()),
+            d.get(&format!("{p}.createTimeLow"))
+                .and_then(|v| v.trim().parse::<i64>().ok()),
         ) {
             (Some(h), Some(l)) => Some((h << 32) | (l as u32 as i64)),
             _ => None,
@@ -66,7 +68,10 @@ pub fn parse(bytes: &[u8]) -> Result<Vmsd, InventoryError> {
         let mut disks = Vec::new();
         for m in 0..ndisks {
             if let Some(f) = d.get(&format!("{p}.disk{m}.fileName")) {
-                let node = d.get(&format!("{p}.disk{m}.node")).unwrap_or("").to_string();
+                let node = d
+                    .get(&format!("{p}.disk{m}.node"))
+                    .unwrap_or("")
+                    .to_string();
                 disks.push((node, f.to_string()));
             }
         }
@@ -74,9 +79,15 @@ pub fn parse(bytes: &[u8]) -> Result<Vmsd, InventoryError> {
             uid,
             parent: d.get_u64(&format!("{p}.parent")),
             name: d.get(&format!("{p}.displayName")).unwrap_or("").to_string(),
-            description: d.get(&format!("{p}.description")).filter(|s| !s.is_empty()).map(str::to_string),
+            description: d
+                .get(&format!("{p}.description"))
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
             created_us: time,
-            state_file: d.get(&format!("{p}.filename")).filter(|s| !s.is_empty()).map(str::to_string),
+            state_file: d
+                .get(&format!("{p}.filename"))
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
             disks,
             current: uid.is_some() && uid == current,
         });
@@ -119,10 +130,16 @@ snapshot.needConsolidate = "TRUE"
         .unwrap();
         assert_eq!(v.snapshots.len(), 2);
         assert_eq!(v.snapshots[0].name, "before patch \"Tuesday\"");
-        assert_eq!(v.snapshots[0].created_us, Some((378946i64 << 32) | (-1368582755i64 as u32 as i64)));
+        assert_eq!(
+            v.snapshots[0].created_us,
+            Some((378946i64 << 32) | (-1368582755i64 as u32 as i64))
+        );
         assert!(v.snapshots[1].current);
         assert_eq!(v.snapshots[1].parent, Some(1));
-        assert_eq!(v.snapshots[1].disks, vec![("scsi0:0".into(), "web01-000001.vmdk".into())]);
+        assert_eq!(
+            v.snapshots[1].disks,
+            vec![("scsi0:0".into(), "web01-000001.vmdk".into())]
+        );
         assert!(v.need_consolidate);
         assert_eq!(parse(b"").unwrap(), Vmsd::default());
     }

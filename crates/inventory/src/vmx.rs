@@ -37,7 +37,9 @@ impl Dictionary {
         if nul > 0 {
             return Err(InventoryError::Parse {
                 format,
-                detail: format!("binary data ({nul} NUL bytes in the first 64 KiB), not a {format} text file"),
+                detail: format!(
+                    "binary data ({nul} NUL bytes in the first 64 KiB), not a {format} text file"
+                ),
             });
         }
         let mut raw: Vec<(String, Vec<u8>)> = Vec::new();
@@ -70,7 +72,10 @@ impl Dictionary {
                 detail: format!(
                     "not a {format} file: {} key = \"value\" lines, {bad} malformed{}",
                     raw.len(),
-                    warnings.first().map(|w| format!(" ({w})")).unwrap_or_default()
+                    warnings
+                        .first()
+                        .map(|w| format!(" ({w})"))
+                        .unwrap_or_default()
                 ),
             });
         }
@@ -258,7 +263,13 @@ impl Vmx {
     pub fn parse(bytes: &[u8]) -> Result<Vmx, InventoryError> {
         let dict = Dictionary::parse(bytes, "vmx")?;
         // A dictionary without a single VMware key is some other text file named .vmx.
-        let known = ["config.version", "virtualhw.version", "displayname", "guestos", "memsize"];
+        let known = [
+            "config.version",
+            "virtualhw.version",
+            "displayname",
+            "guestos",
+            "memsize",
+        ];
         if !known.iter().any(|k| dict.get(k).is_some()) && dict.disks_hint() == 0 {
             return Err(InventoryError::Parse {
                 format: "vmx",
@@ -298,19 +309,27 @@ impl Vmx {
     }
     /// `extendedConfigFile` (the `.vmxf`).
     pub fn extended_config(&self) -> Option<&str> {
-        self.dict.get("extendedConfigFile").filter(|s| !s.is_empty())
+        self.dict
+            .get("extendedConfigFile")
+            .filter(|s| !s.is_empty())
     }
     /// `sched.swap.derivedName`: the swap file of the running VM, as an absolute path.
     pub fn swap_derived_name(&self) -> Option<&str> {
-        self.dict.get("sched.swap.derivedName").filter(|s| !s.is_empty())
+        self.dict
+            .get("sched.swap.derivedName")
+            .filter(|s| !s.is_empty())
     }
     /// `checkpoint.vmState`: the suspend state file (`.vmss`) of a suspended VM.
     pub fn checkpoint_vm_state(&self) -> Option<&str> {
-        self.dict.get("checkpoint.vmState").filter(|s| !s.is_empty())
+        self.dict
+            .get("checkpoint.vmState")
+            .filter(|s| !s.is_empty())
     }
     /// `workingDir`: where snapshots and swap go when not beside the `.vmx`.
     pub fn working_dir(&self) -> Option<&str> {
-        self.dict.get("workingDir").filter(|s| !s.is_empty() && *s != ".")
+        self.dict
+            .get("workingDir")
+            .filter(|s| !s.is_empty() && *s != ".")
     }
 
     /// Every present hard disk, in device order. CD/DVD drives, passthrough devices, devices
@@ -331,12 +350,19 @@ impl Vmx {
             {
                 continue;
             }
-            let device_type = self.dict.get(&format!("{device}.deviceType")).map(str::to_string);
+            let device_type = self
+                .dict
+                .get(&format!("{device}.deviceType"))
+                .map(str::to_string);
             if device_type.as_deref().is_some_and(is_not_a_disk) {
                 continue;
             }
             let lower = value.to_ascii_lowercase();
-            if value.is_empty() || lower.ends_with(".iso") || lower.starts_with("/dev/") || lower == "auto detect" {
+            if value.is_empty()
+                || lower.ends_with(".iso")
+                || lower.starts_with("/dev/")
+                || lower == "auto detect"
+            {
                 continue;
             }
             if out.iter().any(|d: &VmxDisk| d.device == device) {
@@ -357,18 +383,30 @@ impl Vmx {
 
 impl Dictionary {
     fn disks_hint(&self) -> usize {
-        self.entries.iter().filter(|(k, _)| disk_key(k).is_some()).count()
+        self.entries
+            .iter()
+            .filter(|(k, _)| disk_key(k).is_some())
+            .count()
     }
 }
 
 /// `scsi0:1.filename` -> (`scsi0:1`, Scsi).
 fn disk_key(key: &str) -> Option<(String, Bus)> {
     let dev = key.strip_suffix(".filename")?;
-    let (bus, rest) = [("scsi", Bus::Scsi), ("ide", Bus::Ide), ("sata", Bus::Sata), ("nvme", Bus::Nvme)]
-        .into_iter()
-        .find_map(|(p, b)| dev.strip_prefix(p).map(|r| (b, r)))?;
+    let (bus, rest) = [
+        ("scsi", Bus::Scsi),
+        ("ide", Bus::Ide),
+        ("sata", Bus::Sata),
+        ("nvme", Bus::Nvme),
+    ]
+    .into_iter()
+    .find_map(|(p, b)| dev.strip_prefix(p).map(|r| (b, r)))?;
     let (ctl, unit) = rest.split_once(':')?;
-    if ctl.is_empty() || unit.is_empty() || !ctl.bytes().all(|b| b.is_ascii_digit()) || !unit.bytes().all(|b| b.is_ascii_digit()) {
+    if ctl.is_empty()
+        || unit.is_empty()
+        || !ctl.bytes().all(|b| b.is_ascii_digit())
+        || !unit.bytes().all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     Some((dev.to_string(), bus))

@@ -16,8 +16,14 @@ fn esxi7_vmx() {
     assert_eq!(v.guest_os(), Some("ubuntu-64"));
     assert_eq!(v.num_vcpus(), Some(4));
     assert_eq!(v.mem_size_mb(), Some(16384));
-    assert_eq!(v.uuid_bios(), Some("42 21 5d 6f 1a 2b 3c 4d-5e 6f 70 81 92 a3 b4 c5"));
-    assert_eq!(v.vc_uuid(), Some("50 21 aa bb cc dd ee ff-00 11 22 33 44 55 66 77"));
+    assert_eq!(
+        v.uuid_bios(),
+        Some("42 21 5d 6f 1a 2b 3c 4d-5e 6f 70 81 92 a3 b4 c5")
+    );
+    assert_eq!(
+        v.vc_uuid(),
+        Some("50 21 aa bb cc dd ee ff-00 11 22 33 44 55 66 77")
+    );
     assert_eq!(v.nvram(), Some("web 01.nvram"));
     assert_eq!(
         v.swap_derived_name(),
@@ -27,7 +33,14 @@ fn esxi7_vmx() {
     let disks = v.disks();
     let got: Vec<(&str, Bus, &str, Option<&str>)> = disks
         .iter()
-        .map(|d| (d.device.as_str(), d.bus, d.file_name.as_str(), d.mode.as_deref()))
+        .map(|d| {
+            (
+                d.device.as_str(),
+                d.bus,
+                d.file_name.as_str(),
+                d.mode.as_deref(),
+            )
+        })
         .collect();
     assert_eq!(
         got,
@@ -39,7 +52,12 @@ fn esxi7_vmx() {
                 "/vmfs/volumes/61137dd5-df6bc2c8-f0e7-000c29801686/web 01/web 01_1.vmdk",
                 Some("independent-persistent")
             ),
-            ("nvme0:0", Bus::Nvme, "/vmfs/volumes/datastore2/web 01/web 01_2.vmdk", None),
+            (
+                "nvme0:0",
+                Bus::Nvme,
+                "/vmfs/volumes/datastore2/web 01/web 01_2.vmdk",
+                None
+            ),
         ],
         "CD-ROM, absent device and disk on an absent controller are left out"
     );
@@ -51,14 +69,24 @@ fn workstation_vmx_with_odd_spacing_and_codepage() {
     let v = Vmx::parse(&data("workstation-odd.vmx")).unwrap();
     assert_eq!(v.display_name(), Some("Bureau été"));
     assert_eq!(v.mem_size_mb(), Some(512));
-    assert_eq!(v.num_vcpus(), Some(2), "unquoted values and mixed-case keys");
+    assert_eq!(
+        v.num_vcpus(),
+        Some(2),
+        "unquoted values and mixed-case keys"
+    );
     assert_eq!(v.guest_os(), Some("winxppro"));
     let disks = v.disks();
-    let got: Vec<(&str, &str)> = disks.iter().map(|d| (d.device.as_str(), d.file_name.as_str())).collect();
+    let got: Vec<(&str, &str)> = disks
+        .iter()
+        .map(|d| (d.device.as_str(), d.file_name.as_str()))
+        .collect();
     assert_eq!(
         got,
         vec![
-            ("ide0:0", "D:\\Virtual Machines\\XP\\Windows XP Professional.vmdk"),
+            (
+                "ide0:0",
+                "D:\\Virtual Machines\\XP\\Windows XP Professional.vmdk"
+            ),
             ("ide0:1", "data-new.vmdk"),
             ("sata0:1", "/home/user/vmware/xp/extra.vmdk"),
         ],
@@ -90,11 +118,17 @@ fn esxi_thin_descriptor() {
     assert_eq!(d.create_type.as_deref(), Some("vmfs"));
     assert_eq!(d.extents.len(), 1);
     let e = &d.extents[0];
-    assert_eq!((e.access.as_str(), e.sectors, e.kind.as_str()), ("RW", 83_886_080, "VMFS"));
+    assert_eq!(
+        (e.access.as_str(), e.sectors, e.kind.as_str()),
+        ("RW", 83_886_080, "VMFS")
+    );
     assert_eq!(e.file_name.as_deref(), Some("web 01-flat.vmdk"));
     assert_eq!(d.capacity(), 40 << 30);
     assert_eq!(d.ddb("ddb.thinProvisioned"), Some("1"));
-    assert_eq!(d.ddb("ddb.uuid"), Some("60 00 C2 9b 1c 2d 3e 4f-50 61 72 83 94 a5 b6 c7"));
+    assert_eq!(
+        d.ddb("ddb.uuid"),
+        Some("60 00 C2 9b 1c 2d 3e 4f-50 61 72 83 94 a5 b6 c7")
+    );
     assert_eq!(vmdk::probe(&data("esxi-thin.vmdk")), Probe::Text);
 }
 
@@ -104,7 +138,10 @@ fn esxi_sesparse_delta_descriptor() {
     assert!(d.has_parent());
     assert_eq!(d.parent_cid, Some(0x7c9d2b1e));
     assert_eq!(d.parent_file_name_hint.as_deref(), Some("web 01.vmdk"));
-    assert_eq!(d.change_track_path.as_deref(), Some("web 01-000001-ctk.vmdk"));
+    assert_eq!(
+        d.change_track_path.as_deref(),
+        Some("web 01-000001-ctk.vmdk")
+    );
     assert_eq!(d.extents[0].kind, "SESPARSE");
     assert!(vmdk::is_delta_kind(&d.extents[0].kind));
 }
@@ -113,7 +150,11 @@ fn esxi_sesparse_delta_descriptor() {
 fn workstation_split_descriptor_with_crlf_and_tabs() {
     let d = vmdk::parse_descriptor(&data("workstation-split.vmdk")).unwrap();
     assert_eq!(d.create_type.as_deref(), Some("twoGbMaxExtentSparse"));
-    let names: Vec<&str> = d.extents.iter().filter_map(|e| e.file_name.as_deref()).collect();
+    let names: Vec<&str> = d
+        .extents
+        .iter()
+        .filter_map(|e| e.file_name.as_deref())
+        .collect();
     assert_eq!(
         names,
         vec![
@@ -130,7 +171,10 @@ fn workstation_split_descriptor_with_crlf_and_tabs() {
 #[test]
 fn rdm_descriptor() {
     let d = vmdk::parse_descriptor(&data("rdm-physical.vmdk")).unwrap();
-    assert_eq!(d.create_type.as_deref(), Some("vmfsPassthroughRawDeviceMap"));
+    assert_eq!(
+        d.create_type.as_deref(),
+        Some("vmfsPassthroughRawDeviceMap")
+    );
     assert_eq!(d.extents[0].kind, "VMFSRDM");
     assert_eq!(d.capacity(), 1 << 40);
 }
@@ -138,8 +182,14 @@ fn rdm_descriptor() {
 #[test]
 fn descriptor_bad_inputs() {
     assert!(vmdk::parse_descriptor(b"RW lots VMFS \"x\"\n").is_err());
-    assert!(vmdk::parse_descriptor(&vec![b'a'; 2 << 20]).is_err(), "over the size cap");
-    let d = vmdk::parse_descriptor(b"createType=\"vmfs\"\nRW 10 VMFS \"unterminated\nRW 10 VMFS \"ok.vmdk\"\n").unwrap();
+    assert!(
+        vmdk::parse_descriptor(&vec![b'a'; 2 << 20]).is_err(),
+        "over the size cap"
+    );
+    let d = vmdk::parse_descriptor(
+        b"createType=\"vmfs\"\nRW 10 VMFS \"unterminated\nRW 10 VMFS \"ok.vmdk\"\n",
+    )
+    .unwrap();
     assert_eq!(d.extents.len(), 1);
     assert_eq!(d.warnings.len(), 1);
 }

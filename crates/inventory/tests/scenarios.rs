@@ -43,7 +43,10 @@ fn vms_with_one_to_three_disks() {
     assert_eq!(db.disks.len(), 3);
     assert_eq!(db.disks[1].device, "scsi0:1");
     assert_eq!(db.disks[1].capacity, Some(200 * GIB));
-    assert_eq!(db.disks[2].chain[0].extents[0].file.as_deref(), Some("db01_2-flat.vmdk"));
+    assert_eq!(
+        db.disks[2].chain[0].extents[0].file.as_deref(),
+        Some("db01_2-flat.vmdk")
+    );
     assert!(db.problems.is_empty(), "{:?}", db.problems);
 }
 
@@ -51,12 +54,40 @@ fn vms_with_one_to_three_disks() {
 fn snapshot_chain_resolves_to_base() {
     let mut b = vmfs("datastore1", UUID_A);
     esxi_vm(&mut b, "/app", "app", &[]);
-    b.file("/app/app.vmdk", vmfs_descriptor(0x1111, "app-flat.vmdk", 40 * GIB / 512));
+    b.file(
+        "/app/app.vmdk",
+        vmfs_descriptor(0x1111, "app-flat.vmdk", 40 * GIB / 512),
+    );
     b.sparse_file("/app/app-flat.vmdk", Vec::new(), 40 * GIB, 40 * GIB);
-    b.file("/app/app-000001.vmdk", delta_descriptor(0x2222, 0x1111, "app.vmdk", "app-000001-delta.vmdk", 40 * GIB / 512, false));
+    b.file(
+        "/app/app-000001.vmdk",
+        delta_descriptor(
+            0x2222,
+            0x1111,
+            "app.vmdk",
+            "app-000001-delta.vmdk",
+            40 * GIB / 512,
+            false,
+        ),
+    );
     b.sparse_file("/app/app-000001-delta.vmdk", Vec::new(), 1 << 30, 1 << 30);
-    b.file("/app/app-000002.vmdk", delta_descriptor(0x3333, 0x2222, "app-000001.vmdk", "app-000002-sesparse.vmdk", 40 * GIB / 512, true));
-    b.sparse_file("/app/app-000002-sesparse.vmdk", Vec::new(), 1 << 28, 1 << 28);
+    b.file(
+        "/app/app-000002.vmdk",
+        delta_descriptor(
+            0x3333,
+            0x2222,
+            "app-000001.vmdk",
+            "app-000002-sesparse.vmdk",
+            40 * GIB / 512,
+            true,
+        ),
+    );
+    b.sparse_file(
+        "/app/app-000002-sesparse.vmdk",
+        Vec::new(),
+        1 << 28,
+        1 << 28,
+    );
     b.file("/app/app-ctk.vmdk", vec![0u8; 2048]);
     b.file("/app/app-000002-ctk.vmdk", vec![0u8; 2048]);
     b.file("/app/app-Snapshot1.vmsn", vec![1u8; 100]);
@@ -65,21 +96,54 @@ fn snapshot_chain_resolves_to_base() {
         "/app/app.vmsd",
         ".encoding = \"UTF-8\"\nsnapshot.lastUID = \"2\"\nsnapshot.current = \"2\"\nsnapshot0.uid = \"1\"\nsnapshot0.filename = \"app-Snapshot1.vmsn\"\nsnapshot0.displayName = \"before upgrade\"\nsnapshot0.numDisks = \"1\"\nsnapshot0.disk0.fileName = \"app.vmdk\"\nsnapshot0.disk0.node = \"scsi0:0\"\nsnapshot.numSnapshots = \"2\"\nsnapshot1.uid = \"2\"\nsnapshot1.parent = \"1\"\nsnapshot1.filename = \"app-Snapshot2.vmsn\"\nsnapshot1.displayName = \"after\"\n",
     );
-    b.file("/app/app.vmx", vmx("app", "windows2019srv-64", 4, 8192, &[("scsi0:0", "app-000002.vmdk")], "nvram = \"app.nvram\"\n"));
+    b.file(
+        "/app/app.vmx",
+        vmx(
+            "app",
+            "windows2019srv-64",
+            4,
+            8192,
+            &[("scsi0:0", "app-000002.vmdk")],
+            "nvram = \"app.nvram\"\n",
+        ),
+    );
     let inv = scan(&[ds("lun-a", b)]);
     let app = vm(&inv, "app");
     let chain: Vec<&str> = app.disks[0].chain.iter().map(|l| l.path.as_str()).collect();
-    assert_eq!(chain, vec!["/app/app-000002.vmdk", "/app/app-000001.vmdk", "/app/app.vmdk"]);
-    assert_eq!(app.disks[0].chain[0].create_type.as_deref(), Some("seSparse"));
-    assert_eq!(app.file("app-000002-sesparse.vmdk").unwrap().role, Role::SnapshotDelta);
-    assert_eq!(app.file("app-000001-delta.vmdk").unwrap().role, Role::SnapshotDelta);
+    assert_eq!(
+        chain,
+        vec![
+            "/app/app-000002.vmdk",
+            "/app/app-000001.vmdk",
+            "/app/app.vmdk"
+        ]
+    );
+    assert_eq!(
+        app.disks[0].chain[0].create_type.as_deref(),
+        Some("seSparse")
+    );
+    assert_eq!(
+        app.file("app-000002-sesparse.vmdk").unwrap().role,
+        Role::SnapshotDelta
+    );
+    assert_eq!(
+        app.file("app-000001-delta.vmdk").unwrap().role,
+        Role::SnapshotDelta
+    );
     assert_eq!(app.file("app-flat.vmdk").unwrap().role, Role::DiskExtent);
     assert_eq!(app.file("app-ctk.vmdk").unwrap().role, Role::Cbt);
     assert_eq!(app.file("app-000002-ctk.vmdk").unwrap().role, Role::Cbt);
-    assert_eq!(app.file("app-Snapshot2.vmsn").unwrap().role, Role::SnapshotMetadata);
+    assert_eq!(
+        app.file("app-Snapshot2.vmsn").unwrap().role,
+        Role::SnapshotMetadata
+    );
     assert_eq!(app.snapshots.len(), 2);
     assert!(app.snapshots[1].current);
-    assert!(app.notes.iter().any(|n| n.contains("3-layer chain")), "{:?}", app.notes);
+    assert!(
+        app.notes.iter().any(|n| n.contains("3-layer chain")),
+        "{:?}",
+        app.notes
+    );
     assert!(app.problems.is_empty(), "{:?}", app.problems);
     assert!(inv.orphan_disks.is_empty(), "{:?}", inv.orphan_disks);
 }
@@ -89,12 +153,22 @@ fn parent_cid_mismatch_is_reported() {
     let mut b = vmfs("ds", UUID_A);
     b.file("/v/v.vmdk", vmfs_descriptor(0xAAAA, "v-flat.vmdk", 2048));
     b.file("/v/v-flat.vmdk", vec![0; 4096]);
-    b.file("/v/v-000001.vmdk", delta_descriptor(2, 0xBBBB, "v.vmdk", "v-000001-delta.vmdk", 2048, false));
+    b.file(
+        "/v/v-000001.vmdk",
+        delta_descriptor(2, 0xBBBB, "v.vmdk", "v-000001-delta.vmdk", 2048, false),
+    );
     b.file("/v/v-000001-delta.vmdk", vec![0; 4096]);
-    b.file("/v/v.vmx", vmx("v", "other", 1, 512, &[("scsi0:0", "v-000001.vmdk")], ""));
+    b.file(
+        "/v/v.vmx",
+        vmx("v", "other", 1, 512, &[("scsi0:0", "v-000001.vmdk")], ""),
+    );
     let inv = scan(&[ds("l", b)]);
     let v = vm(&inv, "v");
-    assert!(v.problems.iter().any(|p| p.kind == "parent-cid-mismatch"), "{:?}", v.problems);
+    assert!(
+        v.problems.iter().any(|p| p.kind == "parent-cid-mismatch"),
+        "{:?}",
+        v.problems
+    );
     assert_eq!(v.disks[0].chain.len(), 2);
 }
 
@@ -122,9 +196,15 @@ fn second_disk_on_another_lun() {
         a
     };
     let mut b = vmfs("datastore2", UUID_B);
-    b.file("/sql/sql_1.vmdk", vmfs_descriptor(5, "sql_1-flat.vmdk", 100 * GIB / 512));
+    b.file(
+        "/sql/sql_1.vmdk",
+        vmfs_descriptor(5, "sql_1-flat.vmdk", 100 * GIB / 512),
+    );
     b.sparse_file("/sql/sql_1-flat.vmdk", Vec::new(), 100 * GIB, 100 * GIB);
-    b.file("/sql/sql_2.vmdk", vmfs_descriptor(6, "sql_2-flat.vmdk", 10 * GIB / 512));
+    b.file(
+        "/sql/sql_2.vmdk",
+        vmfs_descriptor(6, "sql_2-flat.vmdk", 10 * GIB / 512),
+    );
     b.sparse_file("/sql/sql_2-flat.vmdk", Vec::new(), 10 * GIB, GIB);
 
     let inv = scan(&[ds("lun-a", build_a()), ds("lun-b", b)]);
@@ -136,7 +216,11 @@ fn second_disk_on_another_lun() {
     assert_eq!(f1.lun.as_deref(), Some("lun-b"));
     assert!(!f1.missing);
     let f2 = sql.file("sql_2.vmdk").unwrap();
-    assert_eq!(f2.lun.as_deref(), Some("lun-b"), "resolved through the label");
+    assert_eq!(
+        f2.lun.as_deref(),
+        Some("lun-b"),
+        "resolved through the label"
+    );
     assert!(inv.orphan_disks.is_empty(), "{:?}", inv.orphan_disks);
 
     // Without datastore2 registered, those files are missing and say what they need.
@@ -148,7 +232,15 @@ fn second_disk_on_another_lun() {
     assert_eq!(m.needs_datastore.as_deref(), Some(UUID_B));
     let m2 = sql.file("sql_2.vmdk").unwrap();
     assert_eq!(m2.needs_datastore.as_deref(), Some("datastore2"));
-    assert!(sql.problems.iter().filter(|p| p.kind == "disk-missing").count() == 2, "{:?}", sql.problems);
+    assert!(
+        sql.problems
+            .iter()
+            .filter(|p| p.kind == "disk-missing")
+            .count()
+            == 2,
+        "{:?}",
+        sql.problems
+    );
     // The local disk is still there.
     assert!(!sql.file("sql-flat.vmdk").unwrap().missing);
 }
@@ -157,30 +249,60 @@ fn second_disk_on_another_lun() {
 fn running_vm_is_crash_consistent() {
     // VMware Workstation on an NTFS volume: lock directories and a .vmem while running.
     let mut b = ntfs("VMs", "1C2D3E4F5A6B7C8D");
-    b.file("/VMs/Build Box/Build Box.vmx", vmx("Build Box", "windows9-64", 2, 4096, &[("nvme0:0", "Build Box.vmdk")], ""));
+    b.file(
+        "/VMs/Build Box/Build Box.vmx",
+        vmx(
+            "Build Box",
+            "windows9-64",
+            2,
+            4096,
+            &[("nvme0:0", "Build Box.vmdk")],
+            "",
+        ),
+    );
     b.file("/VMs/Build Box/Build Box.vmdk", "# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\ncreateType=\"twoGbMaxExtentSparse\"\n\n# Extent description\nRW 4192256 SPARSE \"Build Box-s001.vmdk\"\nRW 4192256 SPARSE \"Build Box-s002.vmdk\"\n");
     b.file("/VMs/Build Box/Build Box-s001.vmdk", vec![0u8; 65536]);
     b.file("/VMs/Build Box/Build Box-s002.vmdk", vec![0u8; 65536]);
     b.file("/VMs/Build Box/Build Box.vmx.lck/M31415.lck", "lock");
     b.file("/VMs/Build Box/Build Box.vmdk.lck/M27182.lck", "lock");
-    b.sparse_file("/VMs/Build Box/564d1c3a-9b2e.vmem", Vec::new(), 4 * GIB, 4 * GIB);
+    b.sparse_file(
+        "/VMs/Build Box/564d1c3a-9b2e.vmem",
+        Vec::new(),
+        4 * GIB,
+        4 * GIB,
+    );
     b.file("/VMs/Build Box/vmware.log", "log");
     let mut e = vmfs("esx", UUID_A);
     esxi_vm(&mut e, "/live", "live", &[20]);
     e.sparse_file("/live/live-3f2a1b4c.vswp", Vec::new(), 4 * GIB, 4 * GIB);
-    e.sparse_file("/live/vmx-live-1056789012-1.vswp", Vec::new(), 100 << 20, 100 << 20);
+    e.sparse_file(
+        "/live/vmx-live-1056789012-1.vswp",
+        Vec::new(),
+        100 << 20,
+        100 << 20,
+    );
     esxi_vm(&mut e, "/idle", "idle", &[20]);
     let inv = scan(&[ds("ws", b), ds("esx", e)]);
     let bb = vm(&inv, "Build Box");
     assert_eq!(bb.consistency.state, ConsistencyState::CrashConsistent);
-    assert!(bb.consistency.evidence.iter().any(|e| e.contains(".lck")), "{:?}", bb.consistency.evidence);
+    assert!(
+        bb.consistency.evidence.iter().any(|e| e.contains(".lck")),
+        "{:?}",
+        bb.consistency.evidence
+    );
     assert_eq!(bb.file("M31415.lck").unwrap().role, Role::Lock);
     assert_eq!(bb.file("564d1c3a-9b2e.vmem").unwrap().role, Role::Other);
     assert_eq!(bb.disks[0].chain[0].extents.len(), 2);
     let live = vm(&inv, "live");
     assert_eq!(live.consistency.state, ConsistencyState::CrashConsistent);
-    assert_eq!(live.files.iter().filter(|f| f.role == Role::Swap).count(), 2);
-    assert_eq!(vm(&inv, "idle").consistency.state, ConsistencyState::PoweredOff);
+    assert_eq!(
+        live.files.iter().filter(|f| f.role == Role::Swap).count(),
+        2
+    );
+    assert_eq!(
+        vm(&inv, "idle").consistency.state,
+        ConsistencyState::PoweredOff
+    );
 }
 
 #[test]
@@ -198,23 +320,48 @@ fn orphan_disks_are_listed() {
     let mut b = vmfs("ds", UUID_A);
     esxi_vm(&mut b, "/web", "web", &[10]);
     // A detached disk beside the VM, and a lone folder with a disk.
-    b.file("/web/web_old.vmdk", vmfs_descriptor(9, "web_old-flat.vmdk", 2048));
+    b.file(
+        "/web/web_old.vmdk",
+        vmfs_descriptor(9, "web_old-flat.vmdk", 2048),
+    );
     b.file("/web/web_old-flat.vmdk", vec![0; 1 << 20]);
-    b.file("/lost/data.vmdk", vmfs_descriptor(9, "data-flat.vmdk", 2048));
+    b.file(
+        "/lost/data.vmdk",
+        vmfs_descriptor(9, "data-flat.vmdk", 2048),
+    );
     b.file("/lost/data-flat.vmdk", vec![0; 1 << 20]);
     b.file("/lost/stray-flat.vmdk", vec![0; 1 << 20]);
     // An orphan snapshot chain is one orphan (its base is inside it).
     b.file("/lost/c.vmdk", vmfs_descriptor(1, "c-flat.vmdk", 2048));
     b.file("/lost/c-flat.vmdk", vec![0; 1 << 20]);
-    b.file("/lost/c-000001.vmdk", delta_descriptor(2, 1, "c.vmdk", "c-000001-delta.vmdk", 2048, false));
+    b.file(
+        "/lost/c-000001.vmdk",
+        delta_descriptor(2, 1, "c.vmdk", "c-000001-delta.vmdk", 2048, false),
+    );
     b.file("/lost/c-000001-delta.vmdk", vec![0; 1 << 20]);
     let inv = scan(&[ds("l", b)]);
     let paths: Vec<&str> = inv.orphan_disks.iter().map(|o| o.path.as_str()).collect();
-    assert_eq!(paths, vec!["/lost/c-000001.vmdk", "/lost/data.vmdk", "/lost/stray-flat.vmdk", "/web/web_old.vmdk"]);
+    assert_eq!(
+        paths,
+        vec![
+            "/lost/c-000001.vmdk",
+            "/lost/data.vmdk",
+            "/lost/stray-flat.vmdk",
+            "/web/web_old.vmdk"
+        ]
+    );
     assert_eq!(inv.orphan_disks[0].disk.chain.len(), 2);
-    assert!(inv.orphan_disks[2].problems.iter().any(|p| p.kind == "descriptor-missing"));
+    assert!(
+        inv.orphan_disks[2]
+            .problems
+            .iter()
+            .any(|p| p.kind == "descriptor-missing")
+    );
     let web = vm(&inv, "web");
-    assert!(web.file("web_old.vmdk").is_none(), "unreferenced disks are not the VM's");
+    assert!(
+        web.file("web_old.vmdk").is_none(),
+        "unreferenced disks are not the VM's"
+    );
 }
 
 #[test]
@@ -222,14 +369,33 @@ fn names_with_spaces_and_unicode() {
     let mut b = vmfs("Datastore Ünïcode", UUID_A);
     let name = "Café Ser\"ver | 東京 01";
     let dir = "/Café Server 東京";
-    b.file(&format!("{dir}/東京 disk.vmdk"), vmfs_descriptor(1, "東京 disk-flat.vmdk", 2048));
+    b.file(
+        &format!("{dir}/東京 disk.vmdk"),
+        vmfs_descriptor(1, "東京 disk-flat.vmdk", 2048),
+    );
     b.file(&format!("{dir}/東京 disk-flat.vmdk"), vec![0; 4096]);
-    b.file(&format!("{dir}/café.vmx"), vmx(name, "debian10-64", 1, 1024, &[("scsi0:0", "東京 disk.vmdk")], ""));
+    b.file(
+        &format!("{dir}/café.vmx"),
+        vmx(
+            name,
+            "debian10-64",
+            1,
+            1024,
+            &[("scsi0:0", "東京 disk.vmdk")],
+            "",
+        ),
+    );
     let inv = scan(&[ds("l", b)]);
     let v = vm(&inv, name);
-    assert_eq!(v.disks[0].chain[0].extents[0].file.as_deref(), Some("東京 disk-flat.vmdk"));
+    assert_eq!(
+        v.disks[0].chain[0].extents[0].file.as_deref(),
+        Some("東京 disk-flat.vmdk")
+    );
     assert!(v.problems.is_empty(), "{:?}", v.problems);
-    assert!(v.id.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+    assert!(
+        v.id.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+    );
 }
 
 #[test]
@@ -241,7 +407,17 @@ fn ntfs_names_match_case_insensitively_and_windows_paths_resolve() {
     b.file("/Virtual Machines/XP/data-flat.vmdk", vec![0; 1 << 20]);
     b.file(
         "/Virtual Machines/XP/XP.vmx",
-        vmx("XP", "winxppro", 1, 512, &[("ide0:0", "XP.VMDK"), ("ide0:1", "E:\\Virtual Machines\\XP\\data.vmdk")], ""),
+        vmx(
+            "XP",
+            "winxppro",
+            1,
+            512,
+            &[
+                ("ide0:0", "XP.VMDK"),
+                ("ide0:1", "E:\\Virtual Machines\\XP\\data.vmdk"),
+            ],
+            "",
+        ),
     );
     let inv = scan(&[ds("l", b)]);
     let xp = vm(&inv, "XP");
@@ -259,15 +435,28 @@ fn hyperv_2016_folders() {
     let mut vmcx = vec![0x12u8, 0x00, 0xFE, 0x01, 0x33];
     vmcx.extend(utf16le("C:\\ClusterStorage\\Volume1\\Hyper-V\\SQL 01\\Virtual Hard Disks\\sql01_6A1F2E3D-1111-2222-3333-444455556666.avhdx"));
     vmcx.extend([0, 0, 9, 0]);
-    vmcx.extend(utf16le("C:\\ClusterStorage\\Volume1\\Hyper-V\\SQL 01\\Virtual Hard Disks\\sql01-data.vhdx"));
+    vmcx.extend(utf16le(
+        "C:\\ClusterStorage\\Volume1\\Hyper-V\\SQL 01\\Virtual Hard Disks\\sql01-data.vhdx",
+    ));
     vmcx.extend([0, 0, 1, 2, 3]);
     vmcx.extend(utf16le("C:\\iso\\server.iso"));
     vmcx.resize(60 * 1024, 0);
     b.file(&format!("{vmdir}/Virtual Machines/{guid}.vmcx"), vmcx);
-    b.file(&format!("{vmdir}/Virtual Machines/{guid}.vmgs"), vec![0u8; 4096]);
-    b.sparse_file(&format!("{vmdir}/Virtual Machines/{guid}.VMRS"), Vec::new(), 8 * GIB, 8 * GIB);
+    b.file(
+        &format!("{vmdir}/Virtual Machines/{guid}.vmgs"),
+        vec![0u8; 4096],
+    );
+    b.sparse_file(
+        &format!("{vmdir}/Virtual Machines/{guid}.VMRS"),
+        Vec::new(),
+        8 * GIB,
+        8 * GIB,
+    );
     let vhd = format!("{vmdir}/Virtual Hard Disks");
-    b.file(&format!("{vhd}/sql01.vhdx"), synth::vhdx(127 * GIB, None, false));
+    b.file(
+        &format!("{vhd}/sql01.vhdx"),
+        synth::vhdx(127 * GIB, None, false),
+    );
     b.file(&format!("{vhd}/sql01.vhdx.rct"), vec![0u8; 512]);
     b.file(
         &format!("{vhd}/sql01_6A1F2E3D-1111-2222-3333-444455556666.avhdx"),
@@ -276,12 +465,18 @@ fn hyperv_2016_folders() {
             Some(&[
                 ("parent_linkage", "{0c1d2e3f-0000-1111-2222-333344445555}"),
                 ("relative_path", ".\\sql01.vhdx"),
-                ("absolute_win32_path", "C:\\ClusterStorage\\Volume1\\Hyper-V\\SQL 01\\Virtual Hard Disks\\sql01.vhdx"),
+                (
+                    "absolute_win32_path",
+                    "C:\\ClusterStorage\\Volume1\\Hyper-V\\SQL 01\\Virtual Hard Disks\\sql01.vhdx",
+                ),
             ]),
             true,
         ),
     );
-    b.file(&format!("{vhd}/sql01-data.vhdx"), synth::vhdx(GIB, None, false));
+    b.file(
+        &format!("{vhd}/sql01-data.vhdx"),
+        synth::vhdx(GIB, None, false),
+    );
     let snap = "0A0B0C0D-1111-2222-3333-444455556666";
     b.file(&format!("{vmdir}/Snapshots/{snap}.vmcx"), vec![1u8; 1000]);
     b.file(&format!("{vmdir}/Snapshots/{snap}.vmrs"), vec![1u8; 1000]);
@@ -302,7 +497,10 @@ fn hyperv_2016_folders() {
     assert_eq!(v.disks[0].capacity, Some(127 * GIB));
     assert_eq!(v.file("sql01.vhdx.rct").unwrap().role, Role::Cbt);
     assert_eq!(v.file(&format!("{guid}.vmgs")).unwrap().role, Role::Nvram);
-    assert_eq!(v.file(&format!("{snap}.vmcx")).unwrap().role, Role::SnapshotMetadata);
+    assert_eq!(
+        v.file(&format!("{snap}.vmcx")).unwrap().role,
+        Role::SnapshotMetadata
+    );
     assert_eq!(v.snapshots.len(), 1);
     assert_eq!(v.consistency.state, ConsistencyState::CrashConsistent);
     assert!(inv.orphan_disks.is_empty(), "{:?}", inv.orphan_disks);
@@ -312,14 +510,23 @@ fn hyperv_2016_folders() {
 fn hyperv_2012_xml_config() {
     let mut b = ntfs("HV", "1122334455667788");
     let guid = "11111111-2222-3333-4444-555555555555";
-    let xml = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-16\" standalone=\"yes\"?>\n<configuration>\n <properties><name type=\"string\">Legacy DC</name></properties>\n <settings><processors><count type=\"integer\">2</count></processors><memory><bank><size type=\"integer\">2048</size></bank></memory></settings>\n <_83f8638b-8dca-4152-9eda-2ca8b33039b4_><controller0><drive0><pathname type=\"string\">D:\\VMs\\Legacy DC\\Virtual Hard Disks\\dc.vhd</pathname><type type=\"string\">VHD</type></drive0></controller0></_83f8638b-8dca-4152-9eda-2ca8b33039b4_>\n</configuration>"
-    );
+    let xml = "<?xml version=\"1.0\" encoding=\"UTF-16\" standalone=\"yes\"?>\n<configuration>\n <properties><name type=\"string\">Legacy DC</name></properties>\n <settings><processors><count type=\"integer\">2</count></processors><memory><bank><size type=\"integer\">2048</size></bank></memory></settings>\n <_83f8638b-8dca-4152-9eda-2ca8b33039b4_><controller0><drive0><pathname type=\"string\">D:\\VMs\\Legacy DC\\Virtual Hard Disks\\dc.vhd</pathname><type type=\"string\">VHD</type></drive0></controller0></_83f8638b-8dca-4152-9eda-2ca8b33039b4_>\n</configuration>";
     let mut bytes = vec![0xFF, 0xFE];
-    bytes.extend(utf16le(&xml));
-    b.file(&format!("/VMs/Legacy DC/Virtual Machines/{guid}.xml"), bytes);
-    b.sparse_file(&format!("/VMs/Legacy DC/Virtual Machines/{guid}/{guid}.bin"), Vec::new(), 2 * GIB, 2 * GIB);
-    b.file(&format!("/VMs/Legacy DC/Virtual Machines/{guid}/{guid}.vsv"), vec![0u8; 4096]);
+    bytes.extend(utf16le(xml));
+    b.file(
+        &format!("/VMs/Legacy DC/Virtual Machines/{guid}.xml"),
+        bytes,
+    );
+    b.sparse_file(
+        &format!("/VMs/Legacy DC/Virtual Machines/{guid}/{guid}.bin"),
+        Vec::new(),
+        2 * GIB,
+        2 * GIB,
+    );
+    b.file(
+        &format!("/VMs/Legacy DC/Virtual Machines/{guid}/{guid}.vsv"),
+        vec![0u8; 4096],
+    );
     // A fixed VHD: the raw disk plus the footer qemu-img -f vpc writes.
     let mut vhd = vec![0u8; 1 << 20];
     vhd.extend(fixed_vhd_footer(1 << 20));
@@ -352,7 +559,12 @@ fn virtual_server_vmc_with_differencing_vhd() {
     b.file("/VS/NT4 Box/NT4 Box.vmc", bytes);
     b.file(
         "/VS/NT4 Box/NT4 Box.vhd",
-        synth::vhd_differencing(4 * GIB, "base.vhd", "..\\Bases\\base.vhd", "E:\\VS\\Bases\\base.vhd"),
+        synth::vhd_differencing(
+            4 * GIB,
+            "base.vhd",
+            "..\\Bases\\base.vhd",
+            "E:\\VS\\Bases\\base.vhd",
+        ),
     );
     let mut base = vec![0u8; 4096];
     base.extend(fixed_vhd_footer(4096));
@@ -394,11 +606,26 @@ fn json_meets_the_cli_contract() {
     esxi_vm(&mut b, "/a", "a", &[1]);
     let inv = scan(&[ds("l", b)]);
     let j = serde_json::to_value(&inv.vms[0]).unwrap();
-    for k in ["id", "name", "config", "files", "lun", "platform", "disks", "consistency", "problems"] {
+    for k in [
+        "id",
+        "name",
+        "config",
+        "files",
+        "lun",
+        "platform",
+        "disks",
+        "consistency",
+        "problems",
+    ] {
         assert!(j.get(k).is_some(), "missing {k} in {j}");
     }
     for f in j["files"].as_array().unwrap() {
-        assert!(f["path"].is_string() && f["role"].is_string() && f["size"].is_u64() && f["name"].is_string());
+        assert!(
+            f["path"].is_string()
+                && f["role"].is_string()
+                && f["size"].is_u64()
+                && f["name"].is_string()
+        );
     }
     assert_eq!(j["platform"], "vmware");
     assert_eq!(j["consistency"]["state"], "powered-off");
@@ -409,14 +636,26 @@ fn json_meets_the_cli_contract() {
 #[test]
 fn garbage_vmx() {
     let mut b = vmfs("ds", UUID_A);
-    b.file("/junk/junk.vmx", (0..5000u32).map(|i| (i * 7919 % 251) as u8).collect::<Vec<u8>>());
-    b.file("/text/text.vmx", "Dear diary,\ntoday I renamed a letter to .vmx\n");
+    b.file(
+        "/junk/junk.vmx",
+        (0..5000u32)
+            .map(|i| (i * 7919 % 251) as u8)
+            .collect::<Vec<u8>>(),
+    );
+    b.file(
+        "/text/text.vmx",
+        "Dear diary,\ntoday I renamed a letter to .vmx\n",
+    );
     esxi_vm(&mut b, "/good", "good", &[1]);
     let inv = scan(&[ds("l", b)]);
     assert_eq!(inv.vms.len(), 3);
     for n in ["junk", "text"] {
         let v = vm(&inv, n);
-        assert!(v.problems.iter().any(|p| p.kind == "config-invalid"), "{n}: {:?}", v.problems);
+        assert!(
+            v.problems.iter().any(|p| p.kind == "config-invalid"),
+            "{n}: {:?}",
+            v.problems
+        );
         assert_eq!(v.files.len(), 1);
     }
     assert!(vm(&inv, "good").problems.is_empty());
@@ -425,19 +664,30 @@ fn garbage_vmx() {
 #[test]
 fn one_gib_vmx_is_not_read() {
     let mut b = vmfs("ds", UUID_A);
-    b.sparse_file("/big/big.vmx", b"displayName = \"big\"\n".to_vec(), GIB, GIB);
+    b.sparse_file(
+        "/big/big.vmx",
+        b"displayName = \"big\"\n".to_vec(),
+        GIB,
+        GIB,
+    );
     let t = std::time::Instant::now();
     let inv = scan(&[ds("l", b)]);
     assert!(t.elapsed().as_secs_f64() < 1.0);
     let v = vm(&inv, "big");
-    assert!(v.problems.iter().any(|p| p.kind == "config-too-large"), "{:?}", v.problems);
+    assert!(
+        v.problems.iter().any(|p| p.kind == "config-too-large"),
+        "{:?}",
+        v.problems
+    );
     assert_eq!(v.file("big.vmx").unwrap().size, GIB);
 }
 
 #[test]
 fn ten_thousand_extents() {
     let mut b = vmfs("ds", UUID_A);
-    let mut d = String::from("# Disk DescriptorFile\nversion=1\nCID=1\nparentCID=ffffffff\ncreateType=\"twoGbMaxExtentFlat\"\n");
+    let mut d = String::from(
+        "# Disk DescriptorFile\nversion=1\nCID=1\nparentCID=ffffffff\ncreateType=\"twoGbMaxExtentFlat\"\n",
+    );
     for n in 1..=10_000 {
         d += &format!("RW 4 FLAT \"many-f{n:05}.vmdk\" 0\n");
     }
@@ -445,13 +695,16 @@ fn ten_thousand_extents() {
     for n in 1..=10_000 {
         b.file(&format!("/many/many-f{n:05}.vmdk"), vec![0u8; 2048]);
     }
-    b.file("/many/many.vmx", vmx("many", "other", 1, 64, &[("scsi0:0", "many.vmdk")], ""));
+    b.file(
+        "/many/many.vmx",
+        vmx("many", "other", 1, 64, &[("scsi0:0", "many.vmdk")], ""),
+    );
     let t = std::time::Instant::now();
     let inv = scan(&[ds("l", b)]);
     let secs = t.elapsed().as_secs_f64();
     let v = vm(&inv, "many");
     assert_eq!(v.disks[0].chain[0].extents.len(), 10_000);
-    assert_eq!(v.files.len(), 10_002 + 0);
+    assert_eq!(v.files.len(), 10_002);
     assert!(v.problems.is_empty(), "{:?}", v.problems);
     assert!(secs < 2.0, "{secs} s");
 }
@@ -459,27 +712,60 @@ fn ten_thousand_extents() {
 #[test]
 fn too_many_extents_are_capped() {
     let mut b = vmfs("ds", UUID_A);
-    let mut d = String::from("# Disk DescriptorFile\nversion=1\nCID=1\nparentCID=ffffffff\ncreateType=\"custom\"\n");
+    let mut d = String::from(
+        "# Disk DescriptorFile\nversion=1\nCID=1\nparentCID=ffffffff\ncreateType=\"custom\"\n",
+    );
     for _ in 0..(inventory::vmdk::MAX_EXTENTS + 10) {
         d += "RW 1 ZERO\n";
     }
     b.file("/z/z.vmdk", d);
-    b.file("/z/z.vmx", vmx("z", "other", 1, 64, &[("scsi0:0", "z.vmdk")], ""));
+    b.file(
+        "/z/z.vmx",
+        vmx("z", "other", 1, 64, &[("scsi0:0", "z.vmdk")], ""),
+    );
     let inv = scan(&[ds("l", b)]);
     let v = vm(&inv, "z");
-    assert!(v.problems.iter().any(|p| p.kind == "extents-capped"), "{:?}", v.problems);
+    assert!(
+        v.problems.iter().any(|p| p.kind == "extents-capped"),
+        "{:?}",
+        v.problems
+    );
 }
 
 #[test]
 fn looping_parent_chain() {
     let mut b = vmfs("ds", UUID_A);
-    b.file("/loop/a.vmdk", delta_descriptor(1, 2, "b.vmdk", "a-delta.vmdk", 2048, false));
-    b.file("/loop/b.vmdk", delta_descriptor(2, 1, "a.vmdk", "b-delta.vmdk", 2048, false));
-    b.file("/loop/self.vmdk", delta_descriptor(3, 3, "self.vmdk", "self-delta.vmdk", 2048, false));
-    b.file("/loop/loop.vmx", vmx("loop", "other", 1, 64, &[("scsi0:0", "a.vmdk"), ("scsi0:1", "self.vmdk")], ""));
+    b.file(
+        "/loop/a.vmdk",
+        delta_descriptor(1, 2, "b.vmdk", "a-delta.vmdk", 2048, false),
+    );
+    b.file(
+        "/loop/b.vmdk",
+        delta_descriptor(2, 1, "a.vmdk", "b-delta.vmdk", 2048, false),
+    );
+    b.file(
+        "/loop/self.vmdk",
+        delta_descriptor(3, 3, "self.vmdk", "self-delta.vmdk", 2048, false),
+    );
+    b.file(
+        "/loop/loop.vmx",
+        vmx(
+            "loop",
+            "other",
+            1,
+            64,
+            &[("scsi0:0", "a.vmdk"), ("scsi0:1", "self.vmdk")],
+            "",
+        ),
+    );
     let inv = scan(&[ds("l", b)]);
     let v = vm(&inv, "loop");
-    assert_eq!(v.problems.iter().filter(|p| p.kind == "chain-loop").count(), 2, "{:?}", v.problems);
+    assert_eq!(
+        v.problems.iter().filter(|p| p.kind == "chain-loop").count(),
+        2,
+        "{:?}",
+        v.problems
+    );
     assert_eq!(v.disks[0].chain.len(), 2);
     assert_eq!(v.disks[1].chain.len(), 1);
     // Missing delta extents are problems too, but nothing panics or hangs.
@@ -490,8 +776,27 @@ fn looping_parent_chain() {
 fn descriptor_garbage_and_huge_descriptors() {
     let mut b = vmfs("ds", UUID_A);
     b.file("/g/g.vmdk", vec![0xABu8; 4096]);
-    b.sparse_file("/g/huge.vmdk", b"# Disk DescriptorFile\nversion=1\n".to_vec(), 3 << 20, 3 << 20);
-    b.file("/g/g.vmx", vmx("g", "other", 1, 64, &[("scsi0:0", "g.vmdk"), ("scsi0:1", "huge.vmdk"), ("scsi0:2", "gone.vmdk")], ""));
+    b.sparse_file(
+        "/g/huge.vmdk",
+        b"# Disk DescriptorFile\nversion=1\n".to_vec(),
+        3 << 20,
+        3 << 20,
+    );
+    b.file(
+        "/g/g.vmx",
+        vmx(
+            "g",
+            "other",
+            1,
+            64,
+            &[
+                ("scsi0:0", "g.vmdk"),
+                ("scsi0:1", "huge.vmdk"),
+                ("scsi0:2", "gone.vmdk"),
+            ],
+            "",
+        ),
+    );
     let inv = scan(&[ds("l", b)]);
     let v = vm(&inv, "g");
     let kinds: Vec<&str> = v.problems.iter().map(|p| p.kind.as_str()).collect();
@@ -508,7 +813,11 @@ fn unreadable_directory_is_an_inventory_problem() {
     b.broken_dir("/bad");
     let inv = scan(&[ds("l", b)]);
     assert_eq!(inv.vms.len(), 1);
-    assert!(inv.problems.iter().any(|p| p.kind == "io" && p.path.as_deref() == Some("/bad")));
+    assert!(
+        inv.problems
+            .iter()
+            .any(|p| p.kind == "io" && p.path.as_deref() == Some("/bad"))
+    );
 }
 
 #[test]
@@ -516,20 +825,45 @@ fn templates_rdms_and_independent_disks() {
     let mut b = vmfs("ds", UUID_A);
     b.file("/t/t.vmdk", vmfs_descriptor(1, "t-flat.vmdk", 2048));
     b.file("/t/t-flat.vmdk", vec![0; 4096]);
-    b.file("/t/t.vmtx", vmx("gold image", "rhel8-64", 2, 2048, &[("scsi0:0", "t.vmdk")], ""));
+    b.file(
+        "/t/t.vmtx",
+        vmx(
+            "gold image",
+            "rhel8-64",
+            2,
+            2048,
+            &[("scsi0:0", "t.vmdk")],
+            "",
+        ),
+    );
     b.file("/r/r.vmdk", vmfs_descriptor(1, "r-flat.vmdk", 2048));
     b.file("/r/r-flat.vmdk", vec![0; 4096]);
     b.file("/r/r_1.vmdk", "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType=\"vmfsPassthroughRawDeviceMap\"\n\nRW 2147483648 VMFSRDM \"r_1-rdmp.vmdk\"\n");
     b.sparse_file("/r/r_1-rdmp.vmdk", Vec::new(), 1 << 40, 0);
     b.file(
         "/r/r.vmx",
-        vmx("r", "other", 1, 64, &[("scsi0:0", "r.vmdk"), ("scsi0:1", "r_1.vmdk")], "scsi0:1.mode = \"independent-persistent\"\n"),
+        vmx(
+            "r",
+            "other",
+            1,
+            64,
+            &[("scsi0:0", "r.vmdk"), ("scsi0:1", "r_1.vmdk")],
+            "scsi0:1.mode = \"independent-persistent\"\n",
+        ),
     );
     let inv = scan(&[ds("l", b)]);
     let t = vm(&inv, "gold image");
     assert!(t.template);
     let r = vm(&inv, "r");
-    assert!(r.notes.iter().any(|n| n.contains("raw device mapping")), "{:?}", r.notes);
-    assert!(r.notes.iter().any(|n| n.contains("independent-persistent")), "{:?}", r.notes);
+    assert!(
+        r.notes.iter().any(|n| n.contains("raw device mapping")),
+        "{:?}",
+        r.notes
+    );
+    assert!(
+        r.notes.iter().any(|n| n.contains("independent-persistent")),
+        "{:?}",
+        r.notes
+    );
     assert_eq!(r.disks[1].mode.as_deref(), Some("independent-persistent"));
 }

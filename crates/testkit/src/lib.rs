@@ -210,33 +210,7 @@ impl LoopDevice {
     /// Attaches `image` read-only (`losetup -f --show -r`). Returns `None` and reports a skip
     /// when loop devices are unavailable (not root, no losetup, no free device).
     pub fn attach(test: &str, image: &Path) -> Option<LoopDevice> {
-        if !is_root() || !have_tool("losetup") {
-            skip(test, "loop devices need root and losetup");
-            return None;
-        }
-        let out = Command::new("losetup")
-            .args(["-f", "--show", "-r"])
-            .arg(image)
-            .output();
-        match out {
-            Ok(o) if o.status.success() => Some(LoopDevice {
-                path: PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()),
-            }),
-            Ok(o) => {
-                skip(
-                    test,
-                    &format!(
-                        "losetup failed: {}",
-                        String::from_utf8_lossy(&o.stderr).trim()
-                    ),
-                );
-                None
-            }
-            Err(e) => {
-                skip(test, &format!("cannot run losetup: {e}"));
-                None
-            }
-        }
+        Self::attach_with(test, image, &["-r"])
     }
 
     /// Attaches `image` with the given losetup options (`losetup -f --show OPTS IMAGE`), for
@@ -247,11 +221,26 @@ impl LoopDevice {
             skip(test, "loop devices need root and losetup");
             return None;
         }
-        let out = Command::new("losetup")
+        // `losetup -f` races with other test processes attaching at the same time (EBUSY on
+        // the device it picked): try again a few times before calling it unavailable.
+        let mut out = Command::new("losetup")
             .args(["-f", "--show"])
             .args(opts)
             .arg(image)
             .output();
+        for attempt in 1..10 {
+            match &out {
+                Ok(o) if !o.status.success() => {
+                    std::thread::sleep(std::time::Duration::from_millis(50 * attempt));
+                    out = Command::new("losetup")
+                        .args(["-f", "--show"])
+                        .args(opts)
+                        .arg(image)
+                        .output();
+                }
+                _ => break,
+            }
+        }
         match out {
             Ok(o) if o.status.success() => Some(LoopDevice {
                 path: PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()),

@@ -18,7 +18,7 @@ use anyhow::{Context, Result, bail, ensure};
 
 use crate::layout::{self, Volume};
 use crate::lvm::{self, LvmParams, VmwareUuid};
-use crate::tree::{Kind, Node, Tree};
+use crate::tree::{Kind, Node, Segment, Tree};
 use crate::v5_format::*;
 use crate::{Options, splitmix64};
 
@@ -315,35 +315,8 @@ impl<'a> Plan<'a> {
                 if !lazy_zeroed && size <= SUB_BLOCK_SIZE {
                     return Ok(self.alloc_sub_blocks(1));
                 }
-                let bs = self.bs;
-                let logical_blocks = size.div_ceil(bs);
-                let mut wanted: Vec<(u64, bool)> = Vec::new();
-                let push = |b: u64, tbz: bool, wanted: &mut Vec<(u64, bool)>| {
-                    if wanted.last().is_none_or(|&(last, _)| last < b) {
-                        wanted.push((b, tbz));
-                    }
-                };
-                let mut data_blocks = Vec::new();
-                for s in segments {
-                    if s.len == 0 {
-                        continue;
-                    }
-                    for b in s.offset / bs..=(s.end() - 1) / bs {
-                        push(b, false, &mut data_blocks);
-                    }
-                }
-                if *lazy_zeroed {
-                    let mut di = data_blocks.iter().peekable();
-                    for b in 0..logical_blocks {
-                        let has_data = di.peek().is_some_and(|&&(d, _)| d == b);
-                        if has_data {
-                            di.next();
-                        }
-                        push(b, !has_data, &mut wanted);
-                    }
-                } else {
-                    wanted = data_blocks;
-                }
+                let logical_blocks = size.div_ceil(self.bs);
+                let wanted = blocks_to_allocate(segments, logical_blocks, self.bs, *lazy_zeroed);
                 self.alloc_blocks(&node.rel_path, wanted, logical_blocks)
             }
         }
@@ -946,6 +919,31 @@ impl Writer<'_, '_> {
     }
 }
 
+/// The logical blocks of a file that get a file block, in order, each with its TBZ flag: the
+/// blocks that hold data, or for a lazy-zeroed file every block, those without data TBZ.
+fn blocks_to_allocate(
+    segments: &[Segment],
+    logical_blocks: u64,
+    bs: u64,
+    lazy_zeroed: bool,
+) -> Vec<(u64, bool)> {
+    let mut with_data: Vec<u64> = Vec::new();
+    for s in segments.iter().filter(|s| s.len > 0) {
+        let first = (s.offset / bs).max(with_data.last().map_or(0, |&l| l + 1));
+        with_data.extend(first..=(s.end() - 1) / bs);
+    }
+    if !lazy_zeroed {
+        return with_data.into_iter().map(|b| (b, false)).collect();
+    }
+    let mut data = with_data.iter().peekable();
+    (0..logical_blocks)
+        .map(|b| {
+            let has_data = data.next_if_eq(&&b).is_some();
+            (b, !has_data)
+        })
+        .collect()
+}
+
 /// Non-zero filler for to-be-zeroed blocks, so a reader that ignores TBZ returns garbage.
 fn garbage_block(bs: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(bs as usize);
@@ -968,4 +966,40 @@ fn put32(b: &mut [u8], o: usize, v: u32) {
 
 fn put64(b: &mut [u8], o: usize, v: u64) {
     b[o..o + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    fn seg(offset: u64, len: u64) -> Segment {
+        Segment { offset, len }
+    }
+
+    #[test]
+    fn thin_files_allocate_only_blocks_with_data() {
+        let segs = [seg(0, 10), seg(MIB - 1, 2), seg(5 * MIB, MIB)];
+        assert_eq!(
+            blocks_to_allocate(&segs, 8, MIB, false),
+            [(0, false), (1, false), (5, false)]
+        );
+    }
+
+    #[test]
+    fn lazy_zeroed_files_allocate_every_block_and_mark_the_empty_ones() {
+        let segs = [seg(2 * MIB + 5, 10)];
+        let got = blocks_to_allocate(&segs, 4, MIB, true);
+        assert_eq!(got, [(0, true), (1, true), (2, false), (3, true)]);
+        assert_eq!(
+            blocks_to_allocate(&[], 2, MIB, true),
+            [(0, true), (1, true)]
+        );
+    }
+
+    #[test]
+    fn garbage_has_no_zero_byte() {
+        assert!(garbage_block(MIB).iter().all(|&b| b != 0));
+    }
 }

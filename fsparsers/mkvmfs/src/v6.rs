@@ -329,10 +329,11 @@ pub fn write(opts: &Options, tree: &Tree, image: &Path) -> Result<()> {
         bits_per_resource: 1,
         ..ResMeta::default()
     };
-    let pb2_meta = ResMeta {
-        resources_per_cluster: 32,
-        ..ResMeta::flat(0, SUB_BLOCK_SIZE, 32, 8)
-    };
+    // One secondary pointer block addresses `.sbc.sf` (8192 SFBs = 8 GiB, beyond the 256
+    // sub-block clusters vmfs6-tools can decode), as on ESXi. The file ends after that one
+    // resource, as ESXi's does.
+    let pb2_meta = ResMeta::flat(1, SUB_BLOCK_SIZE, 32, 8);
+    let pb2_len = pb2_meta.resource_offset(0, 0) + SUB_BLOCK_SIZE;
     let mut jbc_meta = ResMeta::flat(8, 2 * MIB, 8, 1);
     jbc_meta.flags = 0;
 
@@ -341,7 +342,7 @@ pub fn write(opts: &Options, tree: &Tree, image: &Path) -> Result<()> {
         + fdc_meta.file_len().div_ceil(SFB_SIZE)
         + pbc_meta.file_len().max(0x10000).div_ceil(SFB_SIZE)
         + sbc_meta.file_len().div_ceil(SFB_SIZE)
-        + pb2_meta.file_len().max(0x10000).div_ceil(SFB_SIZE)
+        + pb2_len.div_ceil(SFB_SIZE)
         + jbc_meta.file_len().div_ceil(SFB_SIZE)
         + planned_root_sfbs(&items)
         + 1;
@@ -402,7 +403,7 @@ pub fn write(opts: &Options, tree: &Tree, image: &Path) -> Result<()> {
     let fbb = place(fbb_meta.file_len());
     let pbc = place(0x10000);
     let sbc = place(sbc_meta.file_len());
-    let pb2 = place(0x10000);
+    let pb2 = place(pb2_len);
     let jbc = place(jbc_meta.file_len());
     let root_len = items[0].dir.as_ref().map_or(0, |d| d.len() as u64);
     let root = place(root_len);
@@ -558,7 +559,17 @@ pub fn write(opts: &Options, tree: &Tree, image: &Path) -> Result<()> {
         c * u64::from(SB_PER_CLUSTER) + r < sb_used_count
     })?;
     write_flat_resource(&dev, pbc, &pbc_meta, restype::PB, &|_, _| false)?;
-    write_flat_resource(&dev, pb2, &pb2_meta, restype::PB2, &|_, _| false)?;
+    write_flat_resource(&dev, pb2, &pb2_meta, restype::PB2, &|c, r| c == 0 && r == 0)?;
+    ensure!(
+        sbc.sfbs() <= PB_ENTRIES,
+        ".sbc.sf of {} bytes is more than one secondary pointer block addresses",
+        sbc.len
+    );
+    let mut sbc_pb2 = vec![0u8; SUB_BLOCK_SIZE as usize];
+    for (k, b) in (sbc.start..sbc.start + sbc.sfbs()).enumerate() {
+        put_u64(&mut sbc_pb2, k * 8, sfb_addr(b, 0));
+    }
+    dev.write(pb2.dev(pb2_meta.resource_offset(0, 0)), &sbc_pb2)?;
     write_flat_resource(&dev, jbc, &jbc_meta, restype::JB, &|_, _| false)?;
     write_fbb(&dev, fbb, &fbb_meta, dev_sfbs, &alloc)?;
 
@@ -583,12 +594,17 @@ pub fn write(opts: &Options, tree: &Tree, image: &Path) -> Result<()> {
             parent: fd_address(0),
             ..FdMeta::default()
         };
+        if index == FD_SBC {
+            // Behind secondary pointer block 0 (ZLA 5), like ESXi's `.sbc.sf`.
+            let meta = FdMeta {
+                zla: ZLA_POINTER2_BLOCK,
+                pointer_blocks: 1,
+                ..meta
+            };
+            return file_descriptor(&meta, fd_dev(index), &[pb2_addr(0, 0)], &[]);
+        }
         file_descriptor(&meta, fd_dev(index), &addrs, &[])
     };
-    ensure!(
-        fdc.sfbs() + fbb.sfbs() + sbc.sfbs() + jbc.sfbs() + 3 <= FD_MAX_ADDRS as u64 * 4,
-        "system files too large"
-    );
     for (index, f, mode, links) in [
         (FD_FBB, fbb, 0o400, 1),
         (FD_FDC, fdc, 0o400, 1),
@@ -600,7 +616,7 @@ pub fn write(opts: &Options, tree: &Tree, image: &Path) -> Result<()> {
         (FD_JBC, jbc, 0o400, 1),
     ] {
         ensure!(
-            f.sfbs() <= FD_MAX_ADDRS as u64,
+            f.sfbs() <= FD_MAX_ADDRS as u64 || index == FD_SBC,
             "system file {} of {} bytes needs more than {FD_MAX_ADDRS} direct blocks",
             SYSTEM_FILES[index as usize - 1],
             f.len

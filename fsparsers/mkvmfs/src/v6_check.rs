@@ -17,10 +17,16 @@ use anyhow::{Context, Result, bail, ensure};
 use crate::v6_dir;
 use crate::v6_format::*;
 
+/// `Run::offset` of a pointer block (held in `.sbc.sf`) rather than data.
+pub const POINTER_BLOCK_RUN: u64 = u64::MAX;
+/// `Run::offset` of a secondary pointer block (held in `.pb2.sf`).
+pub const POINTER2_BLOCK_RUN: u64 = u64::MAX - 1;
+
 /// One data run of a file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Run {
-    /// Offset in the file.
+    /// Offset in the file, or [`POINTER_BLOCK_RUN`] / [`POINTER2_BLOCK_RUN`] for the
+    /// pointer blocks the file uses.
     pub offset: u64,
     /// Length in bytes.
     pub len: u64,
@@ -74,6 +80,7 @@ pub struct Image {
     fdc: Sys,
     sbc: Sys,
     fbb: Sys,
+    pb2: Sys,
     /// Every entry, by path.
     pub entries: BTreeMap<String, Entry>,
     /// Allocation counts.
@@ -164,13 +171,16 @@ impl Image {
             dev_len,
             fdc: boot.clone(),
             sbc: boot.clone(),
-            fbb: boot,
+            fbb: boot.clone(),
+            pb2: boot,
             entries: BTreeMap::new(),
             usage: Usage::default(),
             label,
         };
         let fdc_fd = img.read_fd(fd_addr(0, 2))?;
         img.fdc = img.sys_file(&fdc_fd)?;
+        let pb2_fd = img.read_fd(fd_addr(0, 6))?;
+        img.pb2 = img.sys_file(&pb2_fd)?;
         let sbc_fd = img.read_fd(fd_addr(0, 4))?;
         img.sbc = img.sys_file(&sbc_fd)?;
         let fbb_fd = img.read_fd(fd_addr(0, 1))?;
@@ -182,7 +192,7 @@ impl Image {
     fn sys_file(&self, fd: &[u8]) -> Result<Sys> {
         let e = self.decode(fd, "system file")?;
         let mut blocks = Vec::new();
-        for r in &e.runs {
+        for r in e.runs.iter().filter(|r| r.offset < POINTER2_BLOCK_RUN) {
             let p = r.physical.context("system file with a hole")?;
             ensure!(r.len == SFB_SIZE && !r.tbz, "system file run not one SFB");
             blocks.push(p);
@@ -279,6 +289,38 @@ impl Image {
                     self.push_run(&mut e, i * bs, bs, addrs[i as usize], what)?;
                 }
             }
+            ZLA_POINTER2_BLOCK => {
+                ensure!(bs == SFB_SIZE, "{what}: block size {bs}");
+                let n = size.div_ceil(bs);
+                let npb = n.div_ceil(PB_ENTRIES);
+                ensure!(npb <= FD_MAX_ADDRS as u64, "{what}: {npb} pointer blocks");
+                for k in 0..npb {
+                    let a = addrs[k as usize];
+                    if a == 0 {
+                        continue;
+                    }
+                    let BlockAddr::Pb2 { cluster, resource } = decode_addr(a) else {
+                        bail!("{what}: {a:#x} is not a secondary pointer block address");
+                    };
+                    let m = &self.pb2.meta;
+                    ensure!(
+                        resource < u64::from(m.resources_per_cluster)
+                            && cluster * u64::from(m.resources_per_cluster) + resource
+                                < u64::from(m.num_resources),
+                        "{what}: PB2 c{cluster} r{resource} out of range"
+                    );
+                    let off = self.pb2.dev(m.resource_offset(cluster, resource))?;
+                    e.runs.push(Run {
+                        offset: POINTER2_BLOCK_RUN,
+                        len: SUB_BLOCK_SIZE,
+                        physical: Some(off),
+                        tbz: false,
+                        lfb: false,
+                    });
+                    let pb = read(&self.file, off, SUB_BLOCK_SIZE as usize)?;
+                    self.push_leaf(&mut e, &pb, k * PB_ENTRIES, n, what)?;
+                }
+            }
             ZLA_POINTER_BLOCK | ZLA_POINTER_BLOCK_DOUBLE => {
                 ensure!(bs == SFB_SIZE, "{what}: block size {bs}");
                 let n = size.div_ceil(bs);
@@ -325,7 +367,7 @@ impl Image {
         };
         let off = self.sb_offset(cluster, resource)?;
         e.runs.push(Run {
-            offset: u64::MAX,
+            offset: POINTER_BLOCK_RUN,
             len: SUB_BLOCK_SIZE,
             physical: Some(off),
             tbz: false,
@@ -364,7 +406,9 @@ impl Image {
             BlockAddr::Sb { cluster, resource } => {
                 (self.sb_offset(cluster, resource)?, false, false)
             }
-            BlockAddr::Other(a) => bail!("{what}: unexpected address {a:#x}"),
+            BlockAddr::Pb2 { .. } | BlockAddr::Other(_) => {
+                bail!("{what}: unexpected address {addr:#x} for data")
+            }
         };
         e.runs.push(Run {
             offset,
@@ -387,7 +431,7 @@ impl Image {
             return Ok(out);
         }
         let end = offset + len as u64;
-        for run in e.runs.iter().filter(|r| r.offset != u64::MAX) {
+        for run in e.runs.iter().filter(|r| r.offset < POINTER2_BLOCK_RUN) {
             let (a, b) = (
                 run.offset.max(offset),
                 (run.offset + run.len).min(end).min(e.size),
@@ -447,11 +491,21 @@ impl Image {
         let mut sb_used: HashMap<u64, String> = HashMap::new();
         let mut usage = Usage::default();
         let sb_per = u64::from(self.sbc.meta.resources_per_cluster);
+        let mut pb2_used: HashMap<u64, String> = HashMap::new();
         for e in self.entries.values() {
             usage.fds += 1;
             let mut last_lfb = None;
             for r in &e.runs {
                 let Some(p) = r.physical else { continue };
+                if r.offset == POINTER2_BLOCK_RUN {
+                    if let Some(prev) = pb2_used.insert(p, e.path.clone()) {
+                        bail!(
+                            "secondary pointer block at {p:#x} used by {prev} and {}",
+                            e.path
+                        );
+                    }
+                    continue;
+                }
                 let sbc_area = self.sbc.blocks.iter().any(|&b| p >= b && p < b + SFB_SIZE);
                 if r.len == SUB_BLOCK_SIZE && sbc_area {
                     // Sub-block (data or pointer block): find its index.
@@ -460,7 +514,7 @@ impl Image {
                         bail!("sub-block {idx} used by {prev} and {}", e.path);
                     }
                     usage.sub_blocks += 1;
-                    if r.offset == u64::MAX {
+                    if r.offset == POINTER_BLOCK_RUN {
                         usage.pointer_blocks += 1;
                     }
                     continue;
@@ -585,6 +639,13 @@ impl Image {
         self.check_flat(&self.sbc, sbm, &sb_check)?;
         let fd_check = |c: u64, r: u64| used_fds.contains(&fd_addr(c as u32, r as u32));
         self.check_flat(&self.fdc, fdm, &fd_check)?;
+        let pbm = self.pb2.meta;
+        let pb2_check = |c: u64, r: u64| {
+            self.pb2
+                .dev(pbm.resource_offset(c, r))
+                .is_ok_and(|p| pb2_used.contains_key(&p))
+        };
+        self.check_flat(&self.pb2, pbm, &pb2_check)?;
         self.usage = usage.clone();
         Ok(usage)
     }

@@ -88,6 +88,8 @@ pub const ZLA_FILE_BLOCK: u32 = 1;
 pub const ZLA_SUB_BLOCK: u32 = 2;
 /// Zero-level address type: single-indirect pointer blocks.
 pub const ZLA_POINTER_BLOCK: u32 = 3;
+/// Zero-level address type: secondary pointer blocks (`.pb2.sf`), used for `.sbc.sf`.
+pub const ZLA_POINTER2_BLOCK: u32 = 5;
 /// Zero-level address type: double-indirect pointer blocks.
 pub const ZLA_POINTER_BLOCK_DOUBLE: u32 = 0x10d0;
 /// Zero-level address type: data resident in the file descriptor.
@@ -140,6 +142,16 @@ pub fn sb_addr(cluster: u64, resource: u64) -> u64 {
     ADDR_SB | ((cluster & 0xf_ffff_ffff) << 6) | ((resource & 0xff) << 56)
 }
 
+/// Address type: secondary pointer block.
+pub const ADDR_PB2: u64 = 5;
+
+/// Encodes a secondary pointer block address (`FS3_PtrBlockAddr64`, type 5): cluster in
+/// bits 6..41, resource in bits 56..63. vmfs6-tools reads these with 32-bit masks, which
+/// agree for cluster 0 resource 0, the only one this writer uses.
+pub fn pb2_addr(cluster: u64, resource: u64) -> u64 {
+    ADDR_PB2 | ((cluster & 0xf_ffff_ffff) << 6) | ((resource & 0xff) << 56)
+}
+
 /// Encodes a file descriptor address (`FS3_FDAddr`, 32 bits): cluster in bits 6..21,
 /// resource in bits 22..31.
 pub fn fd_addr(cluster: u32, resource: u32) -> u32 {
@@ -165,6 +177,13 @@ pub enum BlockAddr {
         /// To-be-zeroed bitmap.
         tbz: u8,
     },
+    /// A secondary pointer block (cluster, resource).
+    Pb2 {
+        /// Cluster number.
+        cluster: u64,
+        /// Resource inside the cluster.
+        resource: u64,
+    },
     /// A sub-block (cluster, resource).
     Sb {
         /// Cluster number.
@@ -187,6 +206,10 @@ pub fn decode_addr(addr: u64) -> BlockAddr {
         7 => BlockAddr::Lfb {
             block: (addr >> 15) & 0x7fff_ffff,
             tbz: ((addr >> 7) & 0xff) as u8,
+        },
+        5 => BlockAddr::Pb2 {
+            cluster: (addr >> 6) & 0xf_ffff_ffff,
+            resource: (addr >> 56) & 0xff,
         },
         2 => BlockAddr::Sb {
             cluster: (addr >> 6) & 0xf_ffff_ffff,

@@ -528,12 +528,14 @@ fn directory_past_the_sub_block_limit_moves_to_file_blocks() {
     // 15,000 entries need more than 256 sub-blocks, so the directory is stored in file
     // blocks. vmfs-fuse re-reads a 2 MiB directory for every lookup, which makes a full
     // comparison through it take minutes; debugvmfs lists it in one pass instead.
-    let path = testkit::fixture_dir("mkvmfs").join("src-bigdir-v1");
+    let path = testkit::fixture_dir("mkvmfs").join("src-bigdir-v2");
     let src = testkit::cached_fixture(&path, |d| {
         let big = d.join("bigdir");
         fs::create_dir_all(&big).unwrap();
+        // Every fifth entry holds 2,000 bytes: 3,000 sub-blocks, past one cluster group.
         for i in 0..15_000 {
-            fs::File::create(big.join(format!("entry-{i:05}.vmdk"))).unwrap();
+            let len = if i % 5 == 0 { 2000 } else { 0 };
+            fs::write(big.join(format!("entry-{i:05}.vmdk")), pattern(i, len)).unwrap();
         }
         fs::write(big.join("zz-last.txt"), b"last entry\n").unwrap();
     });
@@ -544,6 +546,13 @@ fn directory_past_the_sub_block_limit_moves_to_file_blocks() {
     let dir = img.lookup("bigdir");
     assert_eq!(dir.zla, zla::FILE_BLOCK);
     assert_eq!(img.dirents(&dir).len(), 15_003);
+    let last_sb = img.lookup("bigdir/entry-14995.vmdk");
+    assert_eq!(last_sb.zla, zla::SUB_BLOCK);
+    assert!(
+        mkvmfs::v5_format::decode_sb(last_sb.addr(0)) >= 2048,
+        "second sub-block group"
+    );
+    assert_eq!(img.read(&last_sb, 0, 2000), pattern(14995, 2000));
 
     if can_mount("directory_past_the_sub_block_limit_moves_to_file_blocks") {
         let out = Command::new("debugvmfs")
@@ -555,6 +564,13 @@ fn directory_past_the_sub_block_limit_moves_to_file_blocks() {
         let names: Vec<&str> = text.lines().collect();
         assert_eq!(names.len(), 15_003, "debugvmfs ls /bigdir");
         assert!(names.contains(&"entry-14999.vmdk") && names.contains(&"zz-last.txt"));
+        // The last sub-block file lies in the second sub-block cluster group.
+        let out = Command::new("debugvmfs")
+            .arg(&image)
+            .args(["cat", "/bigdir/entry-14995.vmdk"])
+            .output()
+            .unwrap();
+        assert_eq!(out.stdout, pattern(14995, 2000));
         let out = Command::new("debugvmfs")
             .arg(&image)
             .args(["cat", "/bigdir/zz-last.txt"])

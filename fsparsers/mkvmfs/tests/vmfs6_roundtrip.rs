@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{cached_image, compare_trees, mkvmfs_bin, pattern, thin_file, write_at};
-use mkvmfs::v6_check::Image;
+use mkvmfs::v6_check::{Image, POINTER_BLOCK_RUN};
 use mkvmfs::v6_format::{
     SFB_SIZE, ZLA_FILE_BLOCK, ZLA_POINTER_BLOCK, ZLA_POINTER_BLOCK_DOUBLE, ZLA_RESIDENT,
     ZLA_SUB_BLOCK,
@@ -176,7 +176,11 @@ fn vmfs6_vm_tree_reads_back_through_vmfs6_fuse() {
     assert_eq!(zla("/VMs"), ZLA_SUB_BLOCK);
     // Holes stay thin.
     let thin = img.entry("/VMs/vm-a/vm-a-flat.vmdk").unwrap();
-    let data_runs = thin.runs.iter().filter(|r| r.offset != u64::MAX).count();
+    let data_runs = thin
+        .runs
+        .iter()
+        .filter(|r| r.offset != POINTER_BLOCK_RUN)
+        .count();
     assert_eq!(data_runs, 4, "64 KiB + 2 MiB spanning 2 blocks + 1 MiB");
     assert!(img.entry("/small/all-hole-3m").unwrap().runs.is_empty());
 
@@ -207,6 +211,34 @@ fn vmfs6_directory_of_3000_entries_reads_back() {
         .filter(|p| p.starts_with("/many/"))
         .count();
     assert_eq!(listed, 3005);
+    if !can_mount6(test) {
+        return;
+    }
+    let mnt = Fuse6::mount(&image);
+    assert_same_tree(&src, mnt.path());
+}
+
+#[test]
+fn vmfs6_five_thousand_sub_block_files_read_back() {
+    let test = "vmfs6_five_thousand_sub_block_files_read_back";
+    // 5,200 files of 4-8 KiB take one 64 KiB sub-block each: `.sbc.sf` grows past 320 MiB,
+    // so vmfs6-fuse reaches the far sub-blocks through `.sbc.sf`'s secondary pointer block.
+    // Eight folders of 650: vmfs6-fuse looks names up by reading the whole folder, so one
+    // folder of 5,200 would cost it 27 million entry reads.
+    let path = testkit::fixture_dir("mkvmfs").join("src-v6-subblocks-v3");
+    let src = testkit::cached_fixture(&path, |d| {
+        for i in 0..5200u64 {
+            let logs = d.join(format!("vm-{}", i % 8));
+            fs::create_dir_all(&logs).unwrap();
+            let len = 4000 + (i as usize * 7) % 4000;
+            fs::write(logs.join(format!("vmware-{i}.log")), pattern(1000 + i, len)).unwrap();
+        }
+    });
+    let image = cached_image("v6-subblocks", &src, &["--vmfs", "6"]);
+    let img = checked(&image, 0);
+    assert!(img.usage.sub_blocks >= 5200);
+    let sbc = img.entry("/.sbc.sf").unwrap();
+    assert!(sbc.size > 320 * MIB, ".sbc.sf is {} bytes", sbc.size);
     if !can_mount6(test) {
         return;
     }
@@ -280,7 +312,7 @@ fn vmfs6_lazy_zeroed_disk_uses_lfbs_and_tbz() {
     let tail: Vec<_> = e
         .runs
         .iter()
-        .filter(|r| !r.lfb && r.offset != u64::MAX)
+        .filter(|r| !r.lfb && r.offset != POINTER_BLOCK_RUN)
         .collect();
     assert_eq!(tail.len() as u64, size.div_ceil(SFB_SIZE) - 1536);
     assert!(tail.iter().all(|r| r.tbz));
@@ -559,15 +591,21 @@ fn vmfs6_headers_match_the_esxi_volume() {
         "address, generation"
     );
     assert_eq!(ra[0x100c..0x1010], rb[0x100c..0x1010], "type");
+    // `.sbc.sf` sits behind a secondary pointer block (ZLA 5), `.fdc.sf` is direct (ZLA 1).
+    for res in [2u64, 4] {
+        let fd = |p: &Path| read_at(p, dev + 7 * MIB + 0x20000 + res * 0x2000 + 0x1044, 4);
+        assert_eq!(fd(&esxi), fd(&ours), "ZLA of system file {res}");
+    }
 }
 
 #[test]
 fn vmfs6_rejects_other_block_sizes() {
     let dir = tempfile::tempdir().unwrap();
-    fs::write(dir.path().join("f"), b"x").unwrap();
+    fs::create_dir(dir.path().join("src")).unwrap();
+    fs::write(dir.path().join("src/f"), b"x").unwrap();
     let out = Command::new(mkvmfs_bin())
         .args(["--vmfs", "6", "--block-size", "8388608"])
-        .arg(dir.path())
+        .arg(dir.path().join("src"))
         .arg(dir.path().join("img"))
         .output()
         .unwrap();

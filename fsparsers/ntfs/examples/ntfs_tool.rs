@@ -34,8 +34,10 @@ fn cat(image: &str, path: &str) -> Result<(), String> {
     let mut off = 0u64;
     while off < size {
         let n = (size - off).min(CHUNK as u64) as usize;
-        src.read_exact_at(off, &mut buf[..n]).map_err(|e| e.to_string())?;
-        out.write_all(&buf[..n]).map_err(|e| format!("stdout: {e}"))?;
+        src.read_exact_at(off, &mut buf[..n])
+            .map_err(|e| e.to_string())?;
+        out.write_all(&buf[..n])
+            .map_err(|e| format!("stdout: {e}"))?;
         off += n as u64;
     }
     out.flush().map_err(|e| format!("stdout: {e}"))
@@ -69,7 +71,11 @@ fn fixture(name: &str) -> Result<(), String> {
         "bench10k" => Layout::Bench10k,
         "bench1g" => Layout::Bench1GiB,
         "bench4g" => Layout::Bench4GiB,
-        _ => return Err(format!("unknown fixture {name} (bench10k, bench1g, bench4g)")),
+        _ => {
+            return Err(format!(
+                "unknown fixture {name} (bench10k, bench1g, bench4g)"
+            ));
+        }
     };
     let p = image_path("ntfs_tool", &Spec::of(layout, 4096))
         .ok_or("the NTFS tools are missing (see the SKIPPED line)")?;

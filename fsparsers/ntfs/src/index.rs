@@ -279,3 +279,28 @@ pub(crate) mod tests {
         assert!(parse_index_root(&v).is_err());
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn mutated_index_records_never_panic(
+            flips in proptest::collection::vec((0usize..4096, any::<u8>()), 1..16),
+        ) {
+            let mut rec = tests::indx(
+                0,
+                &[tests::entry(70, "name", false, Some(1)), tests::end_entry(Some(2))],
+                4096,
+            );
+            for (at, x) in flips {
+                rec[at] ^= x;
+            }
+            let _ = parse_index_record(&mut rec.clone(), 0);
+            let _ = parse_index_root(&rec);
+        }
+    }
+}

@@ -132,3 +132,18 @@ mod tests {
         assert!(decompress(&[0x10, 0xB0, 0x00], &mut out).is_err());
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn never_panics_and_fills_the_unit(src in proptest::collection::vec(any::<u8>(), 0..9000)) {
+            let mut out = vec![0xAAu8; 16384];
+            let _ = decompress(&src, &mut out);
+        }
+    }
+}

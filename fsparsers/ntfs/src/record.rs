@@ -653,3 +653,41 @@ mod tests {
         assert!(parse_attributes(&rec, &hdr, 40, 0x21).is_err());
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn run_lists_decode_or_fail_inside_bounds(mp in proptest::collection::vec(any::<u8>(), 0..64)) {
+            if let Ok(runs) = decode_runs(&mp, 0, 1 << 20) {
+                let mut vcn = 0;
+                for r in runs {
+                    prop_assert_eq!(r.vcn, vcn);
+                    prop_assert!(r.len > 0);
+                    if let Some(lcn) = r.lcn {
+                        prop_assert!(lcn + r.len <= 1 << 20);
+                    }
+                    vcn += r.len;
+                }
+            }
+        }
+
+        #[test]
+        fn mutated_records_never_panic(
+            flips in proptest::collection::vec((0usize..1024, any::<u8>()), 1..16),
+        ) {
+            let mut rec = tests::record_with(&[0x80, 0, 0, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                5, 0, 0, 0, 0x18, 0, 0, 0, b'h', b'e', b'l', b'l', b'o', 0, 0, 0]);
+            for (at, x) in flips {
+                rec[at] ^= x;
+            }
+            if let Ok(hdr) = parse_file_header(&rec) {
+                let _ = parse_attributes(&rec, &hdr, 0, 1 << 20);
+            }
+        }
+    }
+}

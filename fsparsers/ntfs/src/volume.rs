@@ -1130,7 +1130,15 @@ impl Ntfs {
             mode: None,
             symlink_target,
             streams,
-            metadata_file: self.is_metadata(id.ino),
+            // The parent's answer is cached per directory, so files cost no extra record read.
+            metadata_file: if id.ino < FIRST_USER_RECORD {
+                id.ino != ROOT_RECORD
+            } else {
+                names
+                    .iter()
+                    .find(|n| n.namespace != Namespace::Dos)
+                    .is_some_and(|n| self.is_metadata(n.parent_record()))
+            },
         })
     }
 

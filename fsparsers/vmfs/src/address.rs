@@ -151,15 +151,29 @@ mod tests {
         assert_eq!(Addr::decode5(0, false), Addr::Null);
         // FB 5 with TBZ.
         let fb = 1 | 0x20 | (5 << 6);
-        assert_eq!(Addr::decode5(fb, false), Addr::FileBlock { block: 5, tbz: true });
+        assert_eq!(
+            Addr::decode5(fb, false),
+            Addr::FileBlock {
+                block: 5,
+                tbz: true
+            }
+        );
         let sb = 2 | (7 << 6) | (3 << 28) | 0b01000;
         assert_eq!(
             Addr::decode5(sb, true),
-            Addr::Resource { kind: 2, cluster: 7, resource: 3 | 0x10 }
+            Addr::Resource {
+                kind: 2,
+                cluster: 7,
+                resource: 3 | 0x10
+            }
         );
         assert_eq!(
             Addr::decode5(sb, false),
-            Addr::Resource { kind: 2, cluster: 7, resource: 3 }
+            Addr::Resource {
+                kind: 2,
+                cluster: 7,
+                resource: 3
+            }
         );
         assert_eq!(fd_parts(0x0180_0004), (0, 6));
         assert_eq!(fd_make(0, 6), 0x0180_0004);
@@ -170,14 +184,28 @@ mod tests {
         let sfb = 1u64 | (0xFF << 7) | (9 << 15) | (17 << 51);
         assert_eq!(
             Addr::decode6(sfb),
-            Addr::SmallFileBlock { cluster: 9, resource: 17, tbz: true }
+            Addr::SmallFileBlock {
+                cluster: 9,
+                resource: 17,
+                tbz: true
+            }
         );
         let lfb = 7u64 | (3 << 15);
-        assert_eq!(Addr::decode6(lfb), Addr::LargeFileBlock { block: 3, tbz: false });
+        assert_eq!(
+            Addr::decode6(lfb),
+            Addr::LargeFileBlock {
+                block: 3,
+                tbz: false
+            }
+        );
         let sb = 2u64 | (0x1234 << 6) | (5 << 56);
         assert_eq!(
             Addr::decode6(sb),
-            Addr::Resource { kind: 2, cluster: 0x1234, resource: 5 }
+            Addr::Resource {
+                kind: 2,
+                cluster: 0x1234,
+                resource: 5
+            }
         );
         assert_eq!(Addr::decode6(6), Addr::Other { kind: 6 });
     }

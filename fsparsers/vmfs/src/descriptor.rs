@@ -104,22 +104,34 @@ impl FsDescriptor {
         }
         let fbs = d.file_block_size;
         if !fbs.is_power_of_two() || !(0x1_0000..=0x1_0000_0000).contains(&fbs) {
-            return Err(bad(format!("fileBlockSize {fbs} is not a power of two in 64 KiB..4 GiB")));
+            return Err(bad(format!(
+                "fileBlockSize {fbs} is not a power of two in 64 KiB..4 GiB"
+            )));
         }
         let sbs = d.sub_block_size;
         if !sbs.is_power_of_two() || !(512..=0x10_0000).contains(&sbs) || sbs as u64 > fbs {
-            return Err(bad(format!("subBlockSize {sbs} is not a power of two in 512..1 MiB")));
+            return Err(bad(format!(
+                "subBlockSize {sbs} is not a power of two in 512..1 MiB"
+            )));
         }
         if d.fdc_clusters_per_group == 0 || d.fdc_clusters_per_group > 0x1_0000 {
-            return Err(bad(format!("fdcClustersPerGroup {} is out of range", d.fdc_clusters_per_group)));
+            return Err(bad(format!(
+                "fdcClustersPerGroup {} is out of range",
+                d.fdc_clusters_per_group
+            )));
         }
         if d.is_vmfs6() {
             let mda = d.md_alignment;
             if !mda.is_power_of_two() || !(512..=0x10_0000).contains(&mda) {
-                return Err(bad(format!("mdAlignment {mda} is not a power of two in 512..1 MiB")));
+                return Err(bad(format!(
+                    "mdAlignment {mda} is not a power of two in 512..1 MiB"
+                )));
             }
             if d.sfb_to_lfb_shift > 16 || fbs << d.sfb_to_lfb_shift > 1 << 40 {
-                return Err(bad(format!("sfbToLfbShift {} is out of range", d.sfb_to_lfb_shift)));
+                return Err(bad(format!(
+                    "sfbToLfbShift {} is out of range",
+                    d.sfb_to_lfb_shift
+                )));
             }
         }
         Ok(d)

@@ -40,21 +40,29 @@ pub fn read_dir(dir: &dyn ReadAt, fd: u32, volume: &str, block_size: u64) -> Res
     };
     let size = dir.size();
     if size > MAX_DIR_BYTES {
-        return Err(bad(format!("directory size {size} exceeds {MAX_DIR_BYTES}")));
+        return Err(bad(format!(
+            "directory size {size} exceeds {MAX_DIR_BYTES}"
+        )));
     }
     if size < 0x600 {
-        return Err(bad(format!("directory of {size} bytes is too small for its header")));
+        return Err(bad(format!(
+            "directory of {size} bytes is too small for its header"
+        )));
     }
     let mut hdr = vec![0u8; 0x210];
     dir.read_exact_at(0, &mut hdr)?;
     let version = u32_at(&hdr, 0).unwrap_or(0);
     if version != DIR_HEADER_VERSION && version != DIR_HEADER_DEBUG_VERSION {
-        return Err(bad(format!("directory header version {version:#x} is unknown")));
+        return Err(bad(format!(
+            "directory header version {version:#x} is unknown"
+        )));
     }
     let num_entries = u32_at(&hdr, 4).unwrap_or(0) as usize;
     let num_maps = u32_at(&hdr, 0x0c).unwrap_or(0) as usize;
     if num_maps > 128 {
-        return Err(bad(format!("{num_maps} allocation-map blocks (at most 128)")));
+        return Err(bad(format!(
+            "{num_maps} allocation-map blocks (at most 128)"
+        )));
     }
     let bs = block_size as usize;
     let nibbles_per_map = 2 * (bs - BLOCK_HEADER_SIZE);
@@ -67,7 +75,9 @@ pub fn read_dir(dir: &dyn ReadAt, fd: u32, volume: &str, block_size: u64) -> Res
     for m in 0..num_maps {
         let map_block = u32_at(&hdr, 0x10 + 4 * m).unwrap_or(0) as u64;
         if map_block >= blocks_in_file {
-            return Err(bad(format!("allocation-map block {map_block} lies past the directory")));
+            return Err(bad(format!(
+                "allocation-map block {map_block} lies past the directory"
+            )));
         }
         dir.read_exact_at(DIR_HEADER_BLOCK_SIZE + map_block * block_size, &mut map)?;
         for (byte_idx, &byte) in map[BLOCK_HEADER_SIZE..].iter().enumerate() {

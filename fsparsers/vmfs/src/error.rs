@@ -111,7 +111,10 @@ impl From<VmfsError> for FsError {
                 detail,
             },
             VmfsError::NotVmfs { device, detail } => FsError::NotRecognised { device, detail },
-            VmfsError::Unsupported { feature } => FsError::Unsupported { fs: "vmfs", feature },
+            VmfsError::Unsupported { feature } => FsError::Unsupported {
+                fs: "vmfs",
+                feature,
+            },
             VmfsError::VolumeMismatch { detail } => FsError::Corrupt {
                 fs: "vmfs",
                 device: "volume".into(),
@@ -119,7 +122,9 @@ impl From<VmfsError> for FsError {
                 offset: 0,
                 detail,
             },
-            VmfsError::MissingExtent { volume, detail } => FsError::MissingExtent { volume, detail },
+            VmfsError::MissingExtent { volume, detail } => {
+                FsError::MissingExtent { volume, detail }
+            }
             VmfsError::Limit { what, limit } => FsError::Limit {
                 fs: "vmfs",
                 what,

@@ -24,8 +24,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use fscore::{
-    DirEntry, FileId, FileMapping, FileType, Filesystem, FsKind, Metadata, NotMappable,
-    VolumeInfo,
+    DirEntry, FileId, FileMapping, FileType, Filesystem, FsKind, Metadata, NotMappable, VolumeInfo,
 };
 use lun::{ExtentMap, ExtentMapBuilder, MappedFile, MemSource, ReadAt, ReadAtExt, Source};
 
@@ -107,12 +106,19 @@ impl Vmfs {
         if volume.size() < FS3_DESCRIPTOR_OFFSET + 512 {
             return Err(VmfsError::NotVmfs {
                 device: vol_name,
-                detail: format!("volume of {} bytes is too small for an FS3 descriptor", asm.size),
+                detail: format!(
+                    "volume of {} bytes is too small for an FS3 descriptor",
+                    asm.size
+                ),
             });
         }
         let raw = volume.read_vec(FS3_DESCRIPTOR_OFFSET, 512)?;
         let desc = FsDescriptor::parse(&raw, &vol_name, FS3_DESCRIPTOR_OFFSET)?;
-        let layout = if desc.is_vmfs6() { v6::layout(desc.md_alignment) } else { v5::layout() };
+        let layout = if desc.is_vmfs6() {
+            v6::layout(desc.md_alignment)
+        } else {
+            v5::layout()
+        };
         let mut sfb_per_cluster = if desc.is_vmfs6() {
             (0x2000_0000 / desc.file_block_size).clamp(1, 0x2000)
         } else {
@@ -130,12 +136,14 @@ impl Vmfs {
             let fbb = boot.sys_file(FBB_ADDR, ".fbb.sf", sfb_per_cluster, None, None, None)?;
             let child = fbb.meta.child_meta_offset;
             let mut b = vec![0u8; RES_META_SIZE];
-            fbb.file.read_exact_at(child, &mut b).map_err(|e| VmfsError::Corrupt {
-                structure: "SFB resource metadata of .fbb.sf".into(),
-                device: vol_name.clone(),
-                offset: child,
-                detail: e.to_string(),
-            })?;
+            fbb.file
+                .read_exact_at(child, &mut b)
+                .map_err(|e| VmfsError::Corrupt {
+                    structure: "SFB resource metadata of .fbb.sf".into(),
+                    device: vol_name.clone(),
+                    offset: child,
+                    detail: e.to_string(),
+                })?;
             // Only the geometry matters here: SFBs are not stored in the file (resource size 0),
             // the file just tracks them.
             let rpc = fscore::le::u32_at(&b, 0).unwrap_or(0) as u64;
@@ -160,14 +168,32 @@ impl Vmfs {
             }
         };
         let pbc = optional(boot.sys_file(PBC_ADDR, ".pbc.sf", sfb_per_cluster, None, None, None))?;
-        let pb2_addr = if desc.is_vmfs6() { PB2_ADDR } else { desc.pb2_fd_addr };
+        let pb2_addr = if desc.is_vmfs6() {
+            PB2_ADDR
+        } else {
+            desc.pb2_fd_addr
+        };
         let pb2 = if desc.pb2_vol_addr != 0 && pb2_addr != 0 {
             optional(boot.sys_file(pb2_addr, ".pb2.sf", sfb_per_cluster, None, None, None))?
         } else {
             None
         };
-        let sbc = boot.sys_file(SBC_ADDR, ".sbc.sf", sfb_per_cluster, None, pbc.as_ref(), pb2.as_ref())?;
-        let fdc = boot.sys_file(FDC_ADDR, ".fdc.sf", sfb_per_cluster, Some(&sbc), pbc.as_ref(), pb2.as_ref())?;
+        let sbc = boot.sys_file(
+            SBC_ADDR,
+            ".sbc.sf",
+            sfb_per_cluster,
+            None,
+            pbc.as_ref(),
+            pb2.as_ref(),
+        )?;
+        let fdc = boot.sys_file(
+            FDC_ADDR,
+            ".fdc.sf",
+            sfb_per_cluster,
+            Some(&sbc),
+            pbc.as_ref(),
+            pb2.as_ref(),
+        )?;
         Ok(Vmfs {
             desc,
             layout,
@@ -232,21 +258,32 @@ impl Vmfs {
             });
         }
         let mut raw = vec![0u8; self.layout.fd_size];
-        let special = if self.desc.is_vmfs6() { None } else { v5::special_fd_offset(&self.desc, addr) };
+        let special = if self.desc.is_vmfs6() {
+            None
+        } else {
+            v5::special_fd_offset(&self.desc, addr)
+        };
         if let Some(off) = special {
             self.volume.read_exact_at(off, &mut raw)?;
         } else {
             let (c, r) = fd_parts(addr);
             let off = self.fdc.offset(c, r, raw.len() as u64).ok_or_else(|| {
-                self.bad_fd(addr, format!("cluster {c}, resource {r} lies outside .fdc.sf"))
+                self.bad_fd(
+                    addr,
+                    format!("cluster {c}, resource {r} lies outside .fdc.sf"),
+                )
             })?;
             self.fdc.file.read_exact_at(off, &mut raw)?;
         }
-        let fd = Fd::parse(addr, raw, self.layout).ok_or_else(|| self.bad_fd(addr, "truncated".into()))?;
+        let fd = Fd::parse(addr, raw, self.layout)
+            .ok_or_else(|| self.bad_fd(addr, "truncated".into()))?;
         if fd.desc_addr != addr {
             return Err(self.bad_fd(
                 addr,
-                format!("descriptor records address {:#x}: a free or stale FD", fd.desc_addr),
+                format!(
+                    "descriptor records address {:#x}: a free or stale FD",
+                    fd.desc_addr
+                ),
             ));
         }
         Ok(fd)
@@ -268,10 +305,14 @@ impl Vmfs {
     /// The file's content over the volume (internal reads: directories, symlinks).
     fn volume_source(&self, fd: &Fd) -> Result<Source> {
         Ok(match &*self.file_map(fd)? {
-            FileMap::Resident(d) => Arc::new(MemSource::new(format!("FD {:#x}", fd.addr), d.clone())),
-            FileMap::Blocks { map, .. } => {
-                Arc::new(MappedFile::new(self.volume.clone(), map.clone(), format!("FD {:#x}", fd.addr))?)
+            FileMap::Resident(d) => {
+                Arc::new(MemSource::new(format!("FD {:#x}", fd.addr), d.clone()))
             }
+            FileMap::Blocks { map, .. } => Arc::new(MappedFile::new(
+                self.volume.clone(),
+                map.clone(),
+                format!("FD {:#x}", fd.addr),
+            )?),
         })
     }
 
@@ -290,9 +331,13 @@ impl Vmfs {
             while done < e.length {
                 let pos = p + done;
                 let i = self.runs.partition_point(|r| r.logical + r.len <= pos);
-                let r = self.runs.get(i).filter(|r| r.logical <= pos).ok_or_else(|| {
-                    self.bad_fd(fd, format!("volume offset {pos} is not mapped by any PE"))
-                })?;
+                let r = self
+                    .runs
+                    .get(i)
+                    .filter(|r| r.logical <= pos)
+                    .ok_or_else(|| {
+                        self.bad_fd(fd, format!("volume offset {pos} is not mapped by any PE"))
+                    })?;
                 let n = (r.logical + r.len - pos).min(e.length - done);
                 b.push(e.logical + done, n, Some(r.phys + (pos - r.logical)));
                 done += n;
@@ -326,7 +371,11 @@ impl Vmfs {
     /// Where the FD `addr` is stored: (device index, byte offset on that device). For
     /// diagnostics (`vmkfstools -D`-like output) and tests.
     pub fn fd_location(&self, addr: u32) -> Result<(usize, u64)> {
-        let special = if self.desc.is_vmfs6() { None } else { v5::special_fd_offset(&self.desc, addr) };
+        let special = if self.desc.is_vmfs6() {
+            None
+        } else {
+            v5::special_fd_offset(&self.desc, addr)
+        };
         let vol = match special {
             Some(off) => off,
             None => {
@@ -352,22 +401,30 @@ impl Vmfs {
             detail: format!("no resource file of address kind {kind}"),
         })?;
         let vol = self.resource_volume_offset(res, cluster, resource)?;
-        self.volume_to_device(vol).ok_or_else(|| VmfsError::NotFound {
-            detail: format!("volume offset {vol} is not mapped"),
-        })
+        self.volume_to_device(vol)
+            .ok_or_else(|| VmfsError::NotFound {
+                detail: format!("volume offset {vol} is not mapped"),
+            })
     }
 
     fn resource_volume_offset(&self, res: &ResFile, cluster: u64, resource: u64) -> Result<u64> {
-        let off = res.offset(cluster, resource, 1).ok_or_else(|| VmfsError::NotFound {
-            detail: format!("cluster {cluster}, resource {resource} lies outside {}", res.name),
-        })?;
+        let off = res
+            .offset(cluster, resource, 1)
+            .ok_or_else(|| VmfsError::NotFound {
+                detail: format!(
+                    "cluster {cluster}, resource {resource} lies outside {}",
+                    res.name
+                ),
+            })?;
         let i = res.map.index_of(off).ok_or_else(|| VmfsError::NotFound {
             detail: format!("offset {off} lies past {}", res.name),
         })?;
         let e = res.map.extents()[i];
-        e.physical.map(|p| p + (off - e.logical)).ok_or_else(|| VmfsError::NotFound {
-            detail: format!("offset {off} of {} is a hole", res.name),
-        })
+        e.physical
+            .map(|p| p + (off - e.logical))
+            .ok_or_else(|| VmfsError::NotFound {
+                detail: format!("offset {off} of {} is a hole", res.name),
+            })
     }
 
     /// The extents on [`Filesystem::device`] of any file, directories and symlinks included;
@@ -387,7 +444,12 @@ impl Vmfs {
         }
         let src = self.volume_source(fd)?;
         let mut entries = if self.desc.is_vmfs6() {
-            dir6::read_dir(src.as_ref(), fd.addr, &self.vol_name, self.desc.md_alignment as u64)?
+            dir6::read_dir(
+                src.as_ref(),
+                fd.addr,
+                &self.vol_name,
+                self.desc.md_alignment as u64,
+            )?
         } else {
             dir5::read_dir(src.as_ref(), fd.addr, &self.vol_name)?
         };
@@ -476,8 +538,16 @@ impl Boot<'_> {
         };
         let file = MappedFile::new(self.volume.clone(), map.clone(), name)?;
         let mut b = vec![0u8; RES_META_SIZE];
-        file.read_exact_at(0, &mut b).map_err(|e| bad(off, e.to_string()))?;
-        let meta = ResMeta::parse(&b, self.layout.vmfs6, self.layout.cluster_header_size, name, self.vol_name, 0)?;
+        file.read_exact_at(0, &mut b)
+            .map_err(|e| bad(off, e.to_string()))?;
+        let meta = ResMeta::parse(
+            &b,
+            self.layout.vmfs6,
+            self.layout.cluster_header_size,
+            name,
+            self.vol_name,
+            0,
+        )?;
         Ok(ResFile {
             meta,
             map,
@@ -518,7 +588,11 @@ const MAX_SYMLINK: u64 = 4096;
 impl Filesystem for Vmfs {
     fn info(&self) -> VolumeInfo {
         VolumeInfo {
-            fs: if self.desc.is_vmfs6() { FsKind::Vmfs6 } else { FsKind::Vmfs5 },
+            fs: if self.desc.is_vmfs6() {
+                FsKind::Vmfs6
+            } else {
+                FsKind::Vmfs5
+            },
             label: self.desc.label.clone(),
             uuid: self.desc.uuid.clone(),
             block_size: self.desc.file_block_size,
@@ -536,7 +610,8 @@ impl Filesystem for Vmfs {
         let raw = self.read_dir_raw(&fd)?;
         let mut out = Vec::with_capacity(raw.len());
         for e in raw {
-            let system = e.fd_type == fd_type::SYSFILE || (in_root && e.name.starts_with('.') && e.name.ends_with(".sf"));
+            let system = e.fd_type == fd_type::SYSFILE
+                || (in_root && e.name.starts_with('.') && e.name.ends_with(".sf"));
             let file_type = if e.fd_type == fd_type::SYSFILE {
                 file_type(&self.read_fd(e.addr)?)
             } else {
@@ -563,7 +638,9 @@ impl Filesystem for Vmfs {
         };
         let symlink_target = if ft == FileType::Symlink {
             if fd.file_length > MAX_SYMLINK {
-                return Err(self.bad_fd(fd.addr, format!("symlink of {} bytes", fd.file_length)).into());
+                return Err(self
+                    .bad_fd(fd.addr, format!("symlink of {} bytes", fd.file_length))
+                    .into());
             }
             let src = self.volume_source(&fd)?;
             let b = src.read_vec(0, fd.file_length as usize)?;
@@ -581,12 +658,15 @@ impl Filesystem for Vmfs {
             modified: secs(fd.mtime),
             accessed: secs(fd.atime),
             changed: secs(fd.ctime),
-            mode: Some(fd.mode & 0o7777 | match ft {
-                FileType::Dir => 0o040000,
-                FileType::Symlink => 0o120000,
-                FileType::File => 0o100000,
-                FileType::Other => fd.mode & 0o170000,
-            }),
+            mode: Some(
+                fd.mode & 0o7777
+                    | match ft {
+                        FileType::Dir => 0o040000,
+                        FileType::Symlink => 0o120000,
+                        FileType::File => 0o100000,
+                        FileType::Other => fd.mode & 0o170000,
+                    },
+            ),
             symlink_target,
             streams: Vec::new(),
             metadata_file: fd.fd_type == fd_type::SYSFILE,
@@ -617,14 +697,20 @@ impl Filesystem for Vmfs {
     }
 
     fn device(&self) -> Source {
-        if self.spanned { self.volume.clone() } else { self.devices[0].clone() }
+        if self.spanned {
+            self.volume.clone()
+        } else {
+            self.devices[0].clone()
+        }
     }
 
     fn locate(&self, device_offset: u64) -> (usize, u64) {
         if !self.spanned {
             return (0, device_offset);
         }
-        let i = self.runs.partition_point(|r| r.logical + r.len <= device_offset);
+        let i = self
+            .runs
+            .partition_point(|r| r.logical + r.len <= device_offset);
         match self.runs.get(i) {
             Some(r) if r.logical <= device_offset => (r.dev, r.phys + (device_offset - r.logical)),
             _ => (0, device_offset),

@@ -150,7 +150,10 @@ pub fn lvm_device_info(device: &dyn ReadAt) -> Result<Option<LvmDeviceInfo>> {
 
     let (devmeta_size, max_volumes, bitmap_size) = if lvm6 {
         if !md_alignment.is_power_of_two() || !(512..=0x10_0000).contains(&md_alignment) {
-            return Err(c(0xca, format!("mdAlignment {md_alignment} is not a power of two in 512..1 MiB")));
+            return Err(c(
+                0xca,
+                format!("mdAlignment {md_alignment} is not a power of two in 512..1 MiB"),
+            ));
         }
         (md_alignment as u64, 1u64, (md_alignment as u64).max(1024))
     } else {
@@ -165,7 +168,10 @@ pub fn lvm_device_info(device: &dyn ReadAt) -> Result<Option<LvmDeviceInfo>> {
         });
     }
     if num_pe_maps > MAX_PE_MAPS || num_pes > num_pe_maps * PES_PER_MAP {
-        return Err(c(0x6a, format!("{num_pes} PEs in {num_pe_maps} maps exceed the header region")));
+        return Err(c(
+            0x6a,
+            format!("{num_pes} PEs in {num_pe_maps} maps exceed the header region"),
+        ));
     }
     // Layout of LVM_DeviceHeader: devMeta, volTable[max], reserved, sdTable[32], then pairs of
     // (peBitmap, peTable[8192]).
@@ -187,7 +193,11 @@ pub fn lvm_device_info(device: &dyn ReadAt) -> Result<Option<LvmDeviceInfo>> {
     let last_pe = vd64(0x80);
     let num_devices = vd32(0x90);
     if volume_size == 0 {
-        return Err(corrupt(&name, vol_table, "volume descriptor has a zero logical size"));
+        return Err(corrupt(
+            &name,
+            vol_table,
+            "volume descriptor has a zero logical size",
+        ));
     }
 
     let mut extents = Vec::new();
@@ -214,7 +224,11 @@ pub fn lvm_device_info(device: &dyn ReadAt) -> Result<Option<LvmDeviceInfo>> {
             };
             let off = table + i as u64 * PT_ENTRY_SIZE;
             if pe.length == 0 {
-                return Err(corrupt(&name, off, format!("PE {} has zero length", pe.pe_id)));
+                return Err(corrupt(
+                    &name,
+                    off,
+                    format!("PE {} has zero length", pe.pe_id),
+                ));
             }
             let fits_dev = pe
                 .physical_offset
@@ -235,7 +249,11 @@ pub fn lvm_device_info(device: &dyn ReadAt) -> Result<Option<LvmDeviceInfo>> {
                 ));
             }
             if pe.physical_offset < LVM_DEV_HEADER_OFFSET + 512 {
-                return Err(corrupt(&name, off, format!("PE {} overlaps the LVM header", pe.pe_id)));
+                return Err(corrupt(
+                    &name,
+                    off,
+                    format!("PE {} overlaps the LVM header", pe.pe_id),
+                ));
             }
             let fits_vol = pe
                 .logical_offset
@@ -364,7 +382,10 @@ pub(crate) fn assemble(devices: &[Source]) -> Result<Assembled> {
                 ),
             });
         }
-        if let Some(j) = infos[..i].iter().position(|o| o.device_uuid == info.device_uuid) {
+        if let Some(j) = infos[..i]
+            .iter()
+            .position(|o| o.device_uuid == info.device_uuid)
+        {
             return Err(VmfsError::VolumeMismatch {
                 detail: format!(
                     "{} and {} are the same LVM device {} (give each extent once; use multipath \
@@ -377,7 +398,10 @@ pub(crate) fn assemble(devices: &[Source]) -> Result<Assembled> {
         }
     }
     // The newest copy of the volume metadata decides the size.
-    let newest = infos.iter().max_by_key(|i| i.volume_generation).expect("non-empty");
+    let newest = infos
+        .iter()
+        .max_by_key(|i| i.volume_generation)
+        .expect("non-empty");
     let size = newest.volume_size;
     let expected_devices = newest.num_devices;
 
@@ -480,7 +504,6 @@ impl VolumeSource {
         let i = self.runs.partition_point(|r| r.logical + r.len <= off);
         (i < self.runs.len() && self.runs[i].logical <= off).then_some(i)
     }
-
 }
 
 impl ReadAt for VolumeSource {
@@ -492,7 +515,10 @@ impl ReadAt for VolumeSource {
             len,
             size: self.size,
         };
-        if offset.checked_add(buf.len() as u64).is_none_or(|e| e > self.size) {
+        if offset
+            .checked_add(buf.len() as u64)
+            .is_none_or(|e| e > self.size)
+        {
             return Err(out_of_range());
         }
         let mut done = 0usize;
@@ -520,7 +546,9 @@ impl ReadAt for VolumeSource {
 pub fn group_by_volume(infos: &[LvmDeviceInfo]) -> HashMap<(String, u32), Vec<usize>> {
     let mut m: HashMap<(String, u32), Vec<usize>> = HashMap::new();
     for (i, info) in infos.iter().enumerate() {
-        m.entry((info.volume_uuid.clone(), info.volume_snap_id)).or_default().push(i);
+        m.entry((info.volume_uuid.clone(), info.volume_snap_id))
+            .or_default()
+            .push(i);
     }
     m
 }

@@ -98,7 +98,10 @@ impl Ctx<'_> {
                 return Err(self.bad(
                     fd,
                     "FD",
-                    format!("resident file length {size} exceeds the {} bytes an FD holds", data.len()),
+                    format!(
+                        "resident file length {size} exceeds the {} bytes an FD holds",
+                        data.len()
+                    ),
                 ));
             }
             return Ok(FileMap::Resident(data[..size as usize].to_vec()));
@@ -115,10 +118,9 @@ impl Ctx<'_> {
             w.walk()?;
         }
         let allocated = w.allocated;
-        let map = w
-            .b
-            .finish(&format!("FD {:#x}", fd.addr), self.volume.size())
-            .map_err(|e| self.bad(fd, "block map", e.to_string()))?;
+        let map =
+            w.b.finish(&format!("FD {:#x}", fd.addr), self.volume.size())
+                .map_err(|e| self.bad(fd, "block map", e.to_string()))?;
         Ok(FileMap::Blocks { map, allocated })
     }
 }
@@ -138,7 +140,11 @@ impl Walk<'_, '_> {
         let fd = self.fd;
         let stride = fd.block_size;
         if !stride.is_power_of_two() || !(256..=1 << 40).contains(&stride) {
-            return Err(ctx.bad(fd, "FD", format!("block size {stride} is not a power of two in 256..1 TiB")));
+            return Err(ctx.bad(
+                fd,
+                "FD",
+                format!("block size {stride} is not a power of two in 256..1 TiB"),
+            ));
         }
         let n = ctx.layout.num_addrs as u64;
         let per_pb = ctx.layout.pb_entries as u64;
@@ -206,7 +212,11 @@ impl Walk<'_, '_> {
                 }
             }
             other => {
-                return Err(ctx.bad(fd, "FD", format!("unknown zero-level address type {other:#x}")));
+                return Err(ctx.bad(
+                    fd,
+                    "FD",
+                    format!("unknown zero-level address type {other:#x}"),
+                ));
             }
         }
         Ok(())
@@ -234,28 +244,43 @@ impl Walk<'_, '_> {
         let addr = decode(ctx.layout.vmfs6, raw, ctx.desc.dense_sb());
         let from_res = |res: Option<&ResFile>, c: u64, r: u64, buf: &mut [u8]| -> Result<()> {
             let res = res.ok_or_else(|| {
-                ctx.bad(fd, "pointer block", format!("address {raw:#x} needs a resource file that is not open"))
+                ctx.bad(
+                    fd,
+                    "pointer block",
+                    format!("address {raw:#x} needs a resource file that is not open"),
+                )
             })?;
             let off = res.offset(c, r, buf.len() as u64).ok_or_else(|| {
                 ctx.bad(
                     fd,
                     "pointer block",
-                    format!("address {raw:#x} (cluster {c}, resource {r}) lies outside {}", res.name),
+                    format!(
+                        "address {raw:#x} (cluster {c}, resource {r}) lies outside {}",
+                        res.name
+                    ),
                 )
             })?;
             res.file.read_exact_at(off, buf).map_err(VmfsError::from)
         };
         match addr {
-            Addr::Resource { kind: kind::POINTER_BLOCK, cluster, resource } => {
-                from_res(ctx.pbc, cluster, resource, &mut buf)?
-            }
-            Addr::Resource { kind: kind::POINTER2_BLOCK, cluster, resource } => {
-                from_res(ctx.pb2, cluster, resource, &mut buf)?
-            }
-            Addr::Resource { kind: kind::SUB_BLOCK, cluster, resource } if ctx.layout.vmfs6 => {
-                from_res(ctx.sbc, cluster, resource, &mut buf)?
-            }
-            Addr::SmallFileBlock { cluster, resource, .. } => {
+            Addr::Resource {
+                kind: kind::POINTER_BLOCK,
+                cluster,
+                resource,
+            } => from_res(ctx.pbc, cluster, resource, &mut buf)?,
+            Addr::Resource {
+                kind: kind::POINTER2_BLOCK,
+                cluster,
+                resource,
+            } => from_res(ctx.pb2, cluster, resource, &mut buf)?,
+            Addr::Resource {
+                kind: kind::SUB_BLOCK,
+                cluster,
+                resource,
+            } if ctx.layout.vmfs6 => from_res(ctx.sbc, cluster, resource, &mut buf)?,
+            Addr::SmallFileBlock {
+                cluster, resource, ..
+            } => {
                 let phys = self.sfb_offset(cluster, resource, raw)?;
                 self.check_inside(phys, bytes as u64, raw)?;
                 ctx.volume.read_exact_at(phys, &mut buf)?;
@@ -287,14 +312,23 @@ impl Walk<'_, '_> {
             return Err(ctx.bad(
                 self.fd,
                 "block address",
-                format!("small file block {raw:#x}: resource {resource} >= {} per cluster", ctx.sfb_per_cluster),
+                format!(
+                    "small file block {raw:#x}: resource {resource} >= {} per cluster",
+                    ctx.sfb_per_cluster
+                ),
             ));
         }
         cluster
             .checked_mul(ctx.sfb_per_cluster)
             .and_then(|b| b.checked_add(resource))
             .and_then(|b| b.checked_mul(ctx.desc.file_block_size))
-            .ok_or_else(|| ctx.bad(self.fd, "block address", format!("small file block {raw:#x} overflows")))
+            .ok_or_else(|| {
+                ctx.bad(
+                    self.fd,
+                    "block address",
+                    format!("small file block {raw:#x} overflows"),
+                )
+            })
     }
 
     fn check_inside(&self, phys: u64, len: u64, raw: u64) -> Result<()> {
@@ -321,21 +355,41 @@ impl Walk<'_, '_> {
         let v6 = ctx.layout.vmfs6;
         let fbs = ctx.desc.file_block_size;
         let wrong = |what: &str| {
-            ctx.bad(fd, "block address", format!("{what} {raw:#x} at file offset {lo}"))
+            ctx.bad(
+                fd,
+                "block address",
+                format!("{what} {raw:#x} at file offset {lo}"),
+            )
         };
         let (base, block_len, tbz) = match addr {
             Addr::Null => return Ok(()),
-            Addr::FileBlock { block, tbz } if !v6 => {
-                (block.checked_mul(fbs).ok_or_else(|| wrong("overflowing file block"))?, fbs, tbz)
-            }
-            Addr::SmallFileBlock { cluster, resource, tbz } if v6 => {
-                (self.sfb_offset(cluster, resource, raw)?, fbs, tbz)
-            }
+            Addr::FileBlock { block, tbz } if !v6 => (
+                block
+                    .checked_mul(fbs)
+                    .ok_or_else(|| wrong("overflowing file block"))?,
+                fbs,
+                tbz,
+            ),
+            Addr::SmallFileBlock {
+                cluster,
+                resource,
+                tbz,
+            } if v6 => (self.sfb_offset(cluster, resource, raw)?, fbs, tbz),
             Addr::LargeFileBlock { block, tbz } if v6 => {
                 let lfb = ctx.desc.lfb_size();
-                (block.checked_mul(lfb).ok_or_else(|| wrong("overflowing large file block"))?, lfb, tbz)
+                (
+                    block
+                        .checked_mul(lfb)
+                        .ok_or_else(|| wrong("overflowing large file block"))?,
+                    lfb,
+                    tbz,
+                )
             }
-            Addr::Resource { kind: kind::SUB_BLOCK, cluster, resource } => {
+            Addr::Resource {
+                kind: kind::SUB_BLOCK,
+                cluster,
+                resource,
+            } => {
                 return self.emit_sub_block(lo, len, cluster, resource, raw);
             }
             _ => return Err(wrong("unexpected data block address")),
@@ -352,11 +406,22 @@ impl Walk<'_, '_> {
         Ok(())
     }
 
-    fn emit_sub_block(&mut self, lo: u64, len: u64, cluster: u64, resource: u64, raw: u64) -> Result<()> {
+    fn emit_sub_block(
+        &mut self,
+        lo: u64,
+        len: u64,
+        cluster: u64,
+        resource: u64,
+        raw: u64,
+    ) -> Result<()> {
         let ctx = self.ctx;
         let fd = self.fd;
         let sbc = ctx.sbc.ok_or_else(|| {
-            ctx.bad(fd, "block address", format!("sub-block {raw:#x} before .sbc.sf is open"))
+            ctx.bad(
+                fd,
+                "block address",
+                format!("sub-block {raw:#x} before .sbc.sf is open"),
+            )
         })?;
         let sb_size = sbc.meta.resource_size;
         let stride = fd.block_size;
@@ -383,14 +448,23 @@ impl Walk<'_, '_> {
         let end = off + len;
         while pos < end {
             let i = sbc.map.index_of(pos).ok_or_else(|| {
-                ctx.bad(fd, "block address", format!("sub-block {raw:#x} lies past .sbc.sf"))
+                ctx.bad(
+                    fd,
+                    "block address",
+                    format!("sub-block {raw:#x} lies past .sbc.sf"),
+                )
             })?;
             let e = sbc.map.extents()[i];
             let n = (e.end() - pos).min(end - pos);
             let Some(p) = e.physical else {
-                return Err(ctx.bad(fd, "block address", format!("sub-block {raw:#x} lies in a hole of .sbc.sf")));
+                return Err(ctx.bad(
+                    fd,
+                    "block address",
+                    format!("sub-block {raw:#x} lies in a hole of .sbc.sf"),
+                ));
             };
-            self.b.push(lo + (pos - off), n, Some(p + (pos - e.logical)));
+            self.b
+                .push(lo + (pos - off), n, Some(p + (pos - e.logical)));
             pos += n;
         }
         self.allocated += len;

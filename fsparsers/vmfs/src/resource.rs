@@ -55,7 +55,11 @@ impl ResMeta {
             offset,
             detail,
         };
-        let f = |o| u32_at(b, o).map(u64::from).ok_or_else(|| bad("truncated".into()));
+        let f = |o| {
+            u32_at(b, o)
+                .map(u64::from)
+                .ok_or_else(|| bad("truncated".into()))
+        };
         let m = ResMeta {
             resources_per_cluster: f(0x00)?,
             clusters_per_group: f(0x04)?,
@@ -81,7 +85,10 @@ impl ResMeta {
             return Err(bad(format!(
                 "implausible geometry: {} resources/cluster, {} clusters/group, resource size {}, \
                  {} groups",
-                m.resources_per_cluster, m.clusters_per_group, m.resource_size, m.num_cluster_groups
+                m.resources_per_cluster,
+                m.clusters_per_group,
+                m.resource_size,
+                m.num_cluster_groups
             )));
         }
         let needed = m
@@ -96,7 +103,10 @@ impl ResMeta {
         if needed.is_none_or(|n| n > m.cluster_group_size) {
             return Err(bad(format!(
                 "cluster group size {} cannot hold {} clusters of {} resources of {} bytes",
-                m.cluster_group_size, m.clusters_per_group, m.resources_per_cluster, m.resource_size
+                m.cluster_group_size,
+                m.clusters_per_group,
+                m.resources_per_cluster,
+                m.resource_size
             )));
         }
         Ok(m)
@@ -128,7 +138,15 @@ mod tests {
 
     fn meta_bytes(rpc: u32, cpg: u32, cgo: u32, rs: u32, cgs: u32, ncg: u32) -> Vec<u8> {
         let mut b = vec![0u8; RES_META_SIZE];
-        for (o, v) in [(0, rpc), (4, cpg), (8, cgo), (0xc, rs), (0x10, cgs), (0x18, ncg), (0x20, RFMD_SIGNATURE)] {
+        for (o, v) in [
+            (0, rpc),
+            (4, cpg),
+            (8, cgo),
+            (0xc, rs),
+            (0x10, cgs),
+            (0x18, ncg),
+            (0x20, RFMD_SIGNATURE),
+        ] {
             b[o..o + 4].copy_from_slice(&v.to_le_bytes());
         }
         b
@@ -139,8 +157,14 @@ mod tests {
         let b = meta_bytes(4, 2, 0x1000, 0x800, 2 * 1024 + 2 * 4 * 0x800, 3);
         let m = ResMeta::parse(&b, true, 1024, "t", "d", 0).unwrap();
         assert_eq!(m.resource_offset(0, 0), Some(0x1000 + 2048));
-        assert_eq!(m.resource_offset(1, 1), Some(0x1000 + 2048 + 4 * 0x800 + 0x800));
-        assert_eq!(m.resource_offset(2, 0), Some(0x1000 + m.cluster_group_size + 2048));
+        assert_eq!(
+            m.resource_offset(1, 1),
+            Some(0x1000 + 2048 + 4 * 0x800 + 0x800)
+        );
+        assert_eq!(
+            m.resource_offset(2, 0),
+            Some(0x1000 + m.cluster_group_size + 2048)
+        );
         assert_eq!(m.resource_offset(0, 4), None);
         assert_eq!(m.resource_offset(6, 0), None);
         let bad = meta_bytes(4, 2, 0, 0x800, 100, 1);

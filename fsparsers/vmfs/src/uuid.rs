@@ -19,6 +19,9 @@ mod tests {
             0xd5, 0x7d, 0x13, 0x61, 0xc8, 0xc2, 0x6b, 0xdf, 0xe7, 0xf0, 0x00, 0x0c, 0x29, 0x80,
             0x16, 0x86,
         ];
-        assert_eq!(super::vmfs_uuid(&raw), "61137dd5-df6bc2c8-f0e7-000c29801686");
+        assert_eq!(
+            super::vmfs_uuid(&raw),
+            "61137dd5-df6bc2c8-f0e7-000c29801686"
+        );
     }
 }

@@ -37,12 +37,22 @@ fn sample(name: &str) -> Option<&'static Sample> {
         let tree = walk(&fs, true);
         let dir = tree["/directory"].1.clone();
         let file5 = tree["/directory/file5"].1.clone();
-        let mut regions = vec![(0x10_0000, 0x100), (0x10_0000 + if vmfs6 { 4096 } else { 512 }, 0xa0)];
+        let mut regions = vec![
+            (0x10_0000, 0x100),
+            (0x10_0000 + if vmfs6 { 4096 } else { 512 }, 0xa0),
+        ];
         let data = 0x110_0000u64;
         regions.push((data + 0x20_0000, 0x170));
         let fd_size = if vmfs6 { 8192 } else { 2048 };
         let mut fd_file5 = 0;
-        for p in ["/directory", "/directory/file4", "/directory/file5", "/directory/symlink", "/.sbc.sf", "/.fdc.sf"] {
+        for p in [
+            "/directory",
+            "/directory/file4",
+            "/directory/file5",
+            "/directory/symlink",
+            "/.sbc.sf",
+            "/.fdc.sf",
+        ] {
             let addr = tree[p].1.ino as u32;
             let (_, off) = fs.fd_location(addr).unwrap();
             regions.push((off, fd_size));
@@ -67,7 +77,15 @@ fn sample(name: &str) -> Option<&'static Sample> {
             let map = fs.data_extents(&tree[p].1).unwrap().unwrap();
             regions.push((map.extents()[0].physical.unwrap(), 0x60));
         }
-        Some(Sample { base, vmfs6, dir, file5, regions, fd_file5, dir_bytes })
+        Some(Sample {
+            base,
+            vmfs6,
+            dir,
+            file5,
+            regions,
+            fd_file5,
+            dir_bytes,
+        })
     })
     .as_ref()
 }
@@ -141,17 +159,30 @@ fn pointer_block_cycle_is_detected() {
 fn address_past_the_device_is_refused() {
     for name in ["vmfs5-esxi", "vmfs6-esxi"] {
         let Some(s) = sample(name) else { return };
-        let far = if s.vmfs6 { 7u64 | (0x7FFF_FFFF << 15) } else { 1u64 | (0x3FF_FFFF << 6) };
+        let far = if s.vmfs6 {
+            7u64 | (0x7FFF_FFFF << 15)
+        } else {
+            1u64 | (0x3FF_FFFF << 6)
+        };
         let mut o = Overlay::new(s.base.clone());
         patch_fd(&mut o, s, 1, 8193, 1 << 20, far);
         let fs = with(o);
         let err = fs.extents(&s.file5).unwrap_err().to_string();
         assert!(err.contains("past the end"), "{name}: {err}");
-        assert!(err.contains(&format!("{:#x}", s.file5.ino)), "{name}: error names the FD: {err}");
+        assert!(
+            err.contains(&format!("{:#x}", s.file5.ino)),
+            "{name}: error names the FD: {err}"
+        );
         // An absurd length with a plain block map is refused too.
         let mut o = Overlay::new(s.base.clone());
         patch_fd(&mut o, s, 1, u64::MAX / 2, 1 << 20, 0);
-        assert!(with(o).metadata(&s.file5).unwrap_err().to_string().contains("absurd"));
+        assert!(
+            with(o)
+                .metadata(&s.file5)
+                .unwrap_err()
+                .to_string()
+                .contains("absurd")
+        );
     }
 }
 
@@ -188,7 +219,9 @@ fn directory_containing_itself_is_refused() {
 fn truncated_and_empty_devices_fail_cleanly() {
     for name in ["vmfs5-esxi", "vmfs6-esxi"] {
         let Some(s) = sample(name) else { return };
-        for len in [0u64, 4096, 0x10_0000, 0x10_0200, 0x110_0000, 0x130_0000, 0x200_0000] {
+        for len in [
+            0u64, 4096, 0x10_0000, 0x10_0200, 0x110_0000, 0x130_0000, 0x200_0000,
+        ] {
             let w: Source = Arc::new(Window::new(s.base.clone(), 0, len, "cut").unwrap());
             let err = Vmfs::open(vec![w]).unwrap_err().to_string();
             assert!(!err.is_empty());
@@ -212,7 +245,10 @@ fn dir_mutate(name: &str, picks: &[(u64, u32)]) {
     let mut o = Overlay::new(s.base.clone());
     for &(off, val) in picks {
         let (start, len) = s.dir_bytes[(off % s.dir_bytes.len() as u64) as usize];
-        o.patch(start + (off / 7) % len.saturating_sub(4).max(1), &val.to_le_bytes());
+        o.patch(
+            start + (off / 7) % len.saturating_sub(4).max(1),
+            &val.to_le_bytes(),
+        );
     }
     let _ = exercise(vec![Arc::new(o)]);
 }

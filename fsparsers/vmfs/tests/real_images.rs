@@ -30,19 +30,32 @@ fn check_against_manifest(fs: &Vmfs, name: &str) {
         assert_eq!(md.size, m.size, "{}: size", m.path);
         if m.kind == 'l' {
             assert_eq!(*t, FileType::Symlink);
-            assert_eq!(md.symlink_target.as_deref(), Some(m.digest_or_target.as_str()));
+            assert_eq!(
+                md.symlink_target.as_deref(),
+                Some(m.digest_or_target.as_str())
+            );
             continue;
         }
         assert_eq!(*t, FileType::File);
         let data = read_all(fs, id);
-        assert_eq!(testkit::sha256_hex(&data), m.digest_or_target, "{}: content", m.path);
+        assert_eq!(
+            testkit::sha256_hex(&data),
+            m.digest_or_target,
+            "{}: content",
+            m.path
+        );
         check_extents(fs, id, &data);
     }
     // file4 is resident in its FD, file5 crosses a block boundary.
     let (_, f4) = &tree["/directory/file4"];
-    assert_eq!(fs.extents(f4).unwrap(), FileMapping::NotMappable(NotMappable::Resident));
+    assert_eq!(
+        fs.extents(f4).unwrap(),
+        FileMapping::NotMappable(NotMappable::Resident)
+    );
     let (_, f5) = &tree["/directory/file5"];
-    let FileMapping::Mapped(map) = fs.extents(f5).unwrap() else { panic!("file5 not mapped") };
+    let FileMapping::Mapped(map) = fs.extents(f5).unwrap() else {
+        panic!("file5 not mapped")
+    };
     assert_eq!(map.size(), 8193);
 }
 
@@ -54,7 +67,9 @@ fn open_bare(test: &str, name: &str) -> Option<(PathBuf, Vmfs)> {
 
 #[test]
 fn vmfs5_real_image_matches_manifest() {
-    let Some((_, fs)) = open_bare("vmfs5_real_image_matches_manifest", "vmfs5-esxi") else { return };
+    let Some((_, fs)) = open_bare("vmfs5_real_image_matches_manifest", "vmfs5-esxi") else {
+        return;
+    };
     let info = fs.info();
     assert_eq!(info.fs, FsKind::Vmfs5);
     assert_eq!(info.label, "VMFS5 Test");
@@ -65,7 +80,9 @@ fn vmfs5_real_image_matches_manifest() {
 
 #[test]
 fn vmfs6_real_image_matches_manifest() {
-    let Some((_, fs)) = open_bare("vmfs6_real_image_matches_manifest", "vmfs6-esxi") else { return };
+    let Some((_, fs)) = open_bare("vmfs6_real_image_matches_manifest", "vmfs6-esxi") else {
+        return;
+    };
     let info = fs.info();
     assert_eq!(info.fs, FsKind::Vmfs6);
     assert_eq!(info.label, "VMFS6 Test");
@@ -77,10 +94,18 @@ fn vmfs6_real_image_matches_manifest() {
 #[test]
 fn system_files_are_flagged_and_readable() {
     for name in ["vmfs5-esxi", "vmfs6-esxi"] {
-        let Some((_, fs)) = open_bare("system_files_are_flagged_and_readable", name) else { return };
+        let Some((_, fs)) = open_bare("system_files_are_flagged_and_readable", name) else {
+            return;
+        };
         let root = fs.read_dir(&fs.root()).unwrap();
-        let sys: Vec<_> = root.iter().filter(|e| e.metadata_file).map(|e| e.name.as_str()).collect();
-        for want in [".fdc.sf", ".fbb.sf", ".sbc.sf", ".pbc.sf", ".pb2.sf", ".vh.sf", ".sdd.sf"] {
+        let sys: Vec<_> = root
+            .iter()
+            .filter(|e| e.metadata_file)
+            .map(|e| e.name.as_str())
+            .collect();
+        for want in [
+            ".fdc.sf", ".fbb.sf", ".sbc.sf", ".pbc.sf", ".pb2.sf", ".vh.sf", ".sdd.sf",
+        ] {
             assert!(sys.contains(&want), "{name}: {want} missing from {sys:?}");
         }
         if name == "vmfs6-esxi" {
@@ -88,7 +113,10 @@ fn system_files_are_flagged_and_readable() {
         }
         assert!(root.iter().all(|e| e.name != "." && e.name != ".."));
         // Every system file maps, and its extents read back the same bytes as open().
-        for e in root.iter().filter(|e| e.metadata_file && e.file_type == FileType::File) {
+        for e in root
+            .iter()
+            .filter(|e| e.metadata_file && e.file_type == FileType::File)
+        {
             let md = fs.metadata(&e.id).unwrap();
             assert!(md.metadata_file);
             if md.size <= 8 << 20 {
@@ -104,7 +132,10 @@ fn system_files_are_flagged_and_readable() {
 
 #[test]
 fn lvm_device_info_reports_header_facts() {
-    let Some(img) = testkit::real_image("lvm_device_info_reports_header_facts", "vmfs5-esxi") else { return };
+    let Some(img) = testkit::real_image("lvm_device_info_reports_header_facts", "vmfs5-esxi")
+    else {
+        return;
+    };
     let src = source(&img);
     let info = vmfs::lvm_device_info(src.as_ref()).unwrap().unwrap();
     assert_eq!(info.lvm_major, 5);
@@ -140,9 +171,12 @@ fn wrapped(test: &str, img: &Path, name: &str, layout: &str) -> Option<PathBuf> 
         drop(f);
         let sectors = part_len / 512;
         if layout == "gpt" {
-            testkit::run(Command::new("sgdisk").arg(format!("--new=1:2048:+{sectors}")).arg(
-                "--typecode=1:AA31E02A-400F-11DB-9590-000C2911D1B8",
-            ).arg(tmp));
+            testkit::run(
+                Command::new("sgdisk")
+                    .arg(format!("--new=1:2048:+{sectors}"))
+                    .arg("--typecode=1:AA31E02A-400F-11DB-9590-000C2911D1B8")
+                    .arg(tmp),
+            );
         } else {
             let script = format!("label: dos\nstart=2048, size={sectors}, type=fb\n");
             let mut child = Command::new("sfdisk")
@@ -153,7 +187,12 @@ fn wrapped(test: &str, img: &Path, name: &str, layout: &str) -> Option<PathBuf> 
                 .spawn()
                 .unwrap();
             use std::io::Write;
-            child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(script.as_bytes())
+                .unwrap();
             assert!(child.wait().unwrap().success(), "sfdisk failed");
         }
         testkit::run(
@@ -166,21 +205,36 @@ fn wrapped(test: &str, img: &Path, name: &str, layout: &str) -> Option<PathBuf> 
 }
 
 fn check_wrapped(test: &str, name: &str, layout: &str) {
-    let Some(img) = testkit::real_image(test, name) else { return };
-    let Some(lun_img) = wrapped(test, &img, name, layout) else { return };
+    let Some(img) = testkit::real_image(test, name) else {
+        return;
+    };
+    let Some(lun_img) = wrapped(test, &img, name, layout) else {
+        return;
+    };
     let lun = source(&lun_img);
     // The partition starts at sector 2048 (the lead's fsprobe finds it in the product).
     let part: Source = Arc::new(
-        Window::new(lun.clone(), 2048 * 512, std::fs::metadata(&img).unwrap().len(), "part1").unwrap(),
+        Window::new(
+            lun.clone(),
+            2048 * 512,
+            std::fs::metadata(&img).unwrap().len(),
+            "part1",
+        )
+        .unwrap(),
     );
-    assert!(vmfs::lvm_device_info(lun.as_ref()).unwrap().is_none(), "LVM header found at LUN start");
+    assert!(
+        vmfs::lvm_device_info(lun.as_ref()).unwrap().is_none(),
+        "LVM header found at LUN start"
+    );
     let fs = Vmfs::open(vec![part.clone()]).expect("open wrapped");
     check_against_manifest(&fs, name);
     // Extents are partition-relative: add the partition start to read them from the LUN.
     let tree = walk(&fs, false);
     let (_, id) = &tree["/directory/file5"];
     let data = read_all(&fs, id);
-    let FileMapping::Mapped(map) = fs.extents(id).unwrap() else { panic!() };
+    let FileMapping::Mapped(map) = fs.extents(id).unwrap() else {
+        panic!()
+    };
     for e in map.extents() {
         if let Some(p) = e.physical {
             let mut b = vec![0; e.length as usize];

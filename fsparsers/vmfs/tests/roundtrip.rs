@@ -28,7 +28,13 @@ fn mkvmfs(test: &str) -> Option<PathBuf> {
     if p.is_file() {
         Some(p)
     } else {
-        testkit::skip(test, &format!("{} is missing: cargo build --release -p mkvmfs", p.display()));
+        testkit::skip(
+            test,
+            &format!(
+                "{} is missing: cargo build --release -p mkvmfs",
+                p.display()
+            ),
+        );
         None
     }
 }
@@ -64,10 +70,20 @@ fn sparse(path: &Path, size: u64, chunks: &[(u64, usize)]) {
 /// The source tree: every addressing mode, thin and thick VM files, deep and wide directories.
 fn build_tree(dir: &Path, big: bool) {
     let vm = dir.join("VMs/web01");
-    write(&vm.join("web01.vmx"), b"displayName = \"web01\"\nmemsize = \"4096\"\n");
-    write(&vm.join("web01.vmdk"), b"# Disk DescriptorFile\nRW 8388608 VMFS \"web01-flat.vmdk\"\n");
+    write(
+        &vm.join("web01.vmx"),
+        b"displayName = \"web01\"\nmemsize = \"4096\"\n",
+    );
+    write(
+        &vm.join("web01.vmdk"),
+        b"# Disk DescriptorFile\nRW 8388608 VMFS \"web01-flat.vmdk\"\n",
+    );
     // Thin flat disk: 64 MiB with scattered data.
-    sparse(&vm.join("web01-flat.vmdk"), 64 << 20, &[(0, 1 << 20), (5 << 20, 70_000), ((40 << 20) + 123, 3 << 20)]);
+    sparse(
+        &vm.join("web01-flat.vmdk"),
+        64 << 20,
+        &[(0, 1 << 20), (5 << 20, 70_000), ((40 << 20) + 123, 3 << 20)],
+    );
     write(&vm.join("web01.nvram"), &noise(7, 8684));
     write(&dir.join("resident.txt"), b"tiny");
     write(&dir.join("empty"), b"");
@@ -80,19 +96,34 @@ fn build_tree(dir: &Path, big: bool) {
     }
     write(&deep.join("bottom.txt"), b"deep file\n");
     for i in 0..2100 {
-        write(&dir.join(format!("many/f{i:05}.txt")), format!("file number {i}\n").as_bytes());
+        write(
+            &dir.join(format!("many/f{i:05}.txt")),
+            format!("file number {i}\n").as_bytes(),
+        );
     }
     // A long name (VMFS6 allows up to 255 bytes in dirents; ESXi limits to 127 characters).
     write(&dir.join(format!("{}.txt", "n".repeat(120))), b"long name");
     // Lazy-zeroed thick file: the writer fills its unwritten blocks with garbage marked TBZ.
-    sparse(&dir.join("lazy/lazy-flat.vmdk"), 8 << 20, &[(0, 300_000), (5 << 20, 4096)]);
+    sparse(
+        &dir.join("lazy/lazy-flat.vmdk"),
+        8 << 20,
+        &[(0, 300_000), (5 << 20, 4096)],
+    );
     if big {
         // 300 MiB at 1 MiB blocks: past 256 direct addresses, so pointer blocks.
         sparse(&dir.join("big/big-flat.vmdk"), 300 << 20, &[(0, 300 << 20)]);
         // 300 GiB thin: past 256 GiB, so double-indirect on VMFS5.
         // Lazy-zeroed thick past 512 MiB: VMFS6 gives it large file blocks (with TBZ bits).
-        sparse(&dir.join("lazy/thick-flat.vmdk"), 600 << 20, &[(0, 2 << 20), (70 << 20, 1 << 20), (530 << 20, 1 << 20)]);
-        sparse(&dir.join("big/huge-flat.vmdk"), 300 << 30, &[(0, 4096), (299 << 30, 1 << 20), ((300 << 30) - 4096, 4096)]);
+        sparse(
+            &dir.join("lazy/thick-flat.vmdk"),
+            600 << 20,
+            &[(0, 2 << 20), (70 << 20, 1 << 20), (530 << 20, 1 << 20)],
+        );
+        sparse(
+            &dir.join("big/huge-flat.vmdk"),
+            300 << 30,
+            &[(0, 4096), (299 << 30, 1 << 20), ((300 << 30) - 4096, 4096)],
+        );
     }
 }
 
@@ -136,7 +167,10 @@ fn compare_file(fs: &Vmfs, id: &fscore::FileId, src: &Path, rel: &str) {
             let n = ((e - pos) as usize).min(buf_a.len());
             file.read_exact_at(pos, &mut buf_a[..n]).unwrap();
             hf.read_exact_at(&mut buf_b[..n], pos).unwrap();
-            assert!(buf_a[..n] == buf_b[..n], "{rel}: bytes differ in {pos}..+{n}");
+            assert!(
+                buf_a[..n] == buf_b[..n],
+                "{rel}: bytes differ in {pos}..+{n}"
+            );
             pos += n as u64;
         }
         covered += e - s;
@@ -145,7 +179,10 @@ fn compare_file(fs: &Vmfs, id: &fscore::FileId, src: &Path, rel: &str) {
     for (_, e) in segs.iter().filter(|(_, e)| *e < md.size) {
         let n = ((md.size - e) as usize).min(65536);
         file.read_exact_at(*e, &mut buf_a[..n]).unwrap();
-        assert!(buf_a[..n].iter().all(|&b| b == 0), "{rel}: hole at {e} is not zero");
+        assert!(
+            buf_a[..n].iter().all(|&b| b == 0),
+            "{rel}: hole at {e} is not zero"
+        );
     }
     let _ = covered;
     if let FileMapping::Mapped(map) = fs.extents(id).unwrap() {
@@ -155,7 +192,11 @@ fn compare_file(fs: &Vmfs, id: &fscore::FileId, src: &Path, rel: &str) {
             let n = ext.length.min(1 << 20) as usize;
             dev.read_exact_at(p, &mut buf_a[..n]).unwrap();
             file.read_exact_at(ext.logical, &mut buf_b[..n]).unwrap();
-            assert!(buf_a[..n] == buf_b[..n], "{rel}: extent at {} does not hold the file's bytes", ext.logical);
+            assert!(
+                buf_a[..n] == buf_b[..n],
+                "{rel}: extent at {} does not hold the file's bytes",
+                ext.logical
+            );
         }
     }
 }
@@ -185,7 +226,10 @@ fn compare_tree(fs: &Vmfs, src: &Path) -> usize {
         if lm.file_type().is_symlink() {
             assert_eq!(*t, FileType::Symlink, "{rel}");
             let target = fs::read_link(p).unwrap();
-            assert_eq!(fs.metadata(id).unwrap().symlink_target.unwrap(), target.to_str().unwrap());
+            assert_eq!(
+                fs.metadata(id).unwrap().symlink_target.unwrap(),
+                target.to_str().unwrap()
+            );
         } else if lm.is_dir() {
             assert_eq!(*t, FileType::Dir, "{rel}");
         } else {
@@ -216,7 +260,10 @@ fn fixture(test: &str, vmfs: u8, big: bool, layout: &str) -> Option<Fixture> {
         })
     };
     let _ = src_done;
-    let image = base.join(format!("rt-v{vmfs}-{}-{layout}.img", if big { "big" } else { "small" }));
+    let image = base.join(format!(
+        "rt-v{vmfs}-{}-{layout}.img",
+        if big { "big" } else { "small" }
+    ));
     let image = {
         let src = src.clone();
         let layout = layout.to_string();
@@ -268,7 +315,9 @@ fn vmfs_partition_len(lun: &Source, layout: &str) -> u64 {
 }
 
 fn roundtrip(test: &str, vmfs: u8, big: bool, layout: &str) {
-    let Some(fx) = fixture(test, vmfs, big, layout) else { return };
+    let Some(fx) = fixture(test, vmfs, big, layout) else {
+        return;
+    };
     let fs = open_image(&fx, layout);
     assert_eq!(fs.info().label, format!("rt{vmfs}"));
     let n = compare_tree(&fs, &fx.src);
@@ -276,34 +325,81 @@ fn roundtrip(test: &str, vmfs: u8, big: bool, layout: &str) {
     // The lazy-zeroed file: allocated beyond its data, TBZ blocks read as zeros.
     let id = fs.lookup("/lazy/lazy-flat.vmdk").unwrap();
     let md = fs.metadata(&id).unwrap();
-    assert!(md.allocated >= md.size, "lazy-zeroed file is thick: {} of {}", md.allocated, md.size);
+    assert!(
+        md.allocated >= md.size,
+        "lazy-zeroed file is thick: {} of {}",
+        md.allocated,
+        md.size
+    );
     let zla = |p: &str| fs.read_fd(fs.lookup(p).unwrap().ino as u32).unwrap().zla;
-    let modes: Vec<_> = ["/resident.txt", "/subblock.bin", "/twoblocks.bin", "/lazy/lazy-flat.vmdk", "/VMs/web01/web01-flat.vmdk"]
-        .iter()
-        .map(|p| (p.to_string(), zla(p)))
-        .collect();
+    let modes: Vec<_> = [
+        "/resident.txt",
+        "/subblock.bin",
+        "/twoblocks.bin",
+        "/lazy/lazy-flat.vmdk",
+        "/VMs/web01/web01-flat.vmdk",
+    ]
+    .iter()
+    .map(|p| (p.to_string(), zla(p)))
+    .collect();
     eprintln!("v{vmfs} addressing modes: {modes:x?}");
     assert_eq!(zla("/resident.txt"), vmfs::fd::zla::RESIDENT);
     assert_eq!(zla("/subblock.bin"), vmfs::fd::zla::SUB_BLOCK);
     assert_eq!(zla("/twoblocks.bin"), vmfs::fd::zla::FILE_BLOCK);
     // TBZ blocks: allocated but mapped as holes (they read as zeros over the garbage).
-    let FileMapping::Mapped(map) = fs.extents(&id).unwrap() else { panic!("lazy file not mapped") };
-    assert!(md.allocated > map.data_bytes(), "no TBZ block in the lazy-zeroed file");
+    let FileMapping::Mapped(map) = fs.extents(&id).unwrap() else {
+        panic!("lazy file not mapped")
+    };
+    assert!(
+        md.allocated > map.data_bytes(),
+        "no TBZ block in the lazy-zeroed file"
+    );
     if big {
         let big = zla("/big/big-flat.vmdk");
         // VMFS6 has 320 direct addresses: 300 MiB still fits without pointer blocks.
         let direct_ok = vmfs == 6 && big == vmfs::fd::zla::FILE_BLOCK;
-        assert!(direct_ok || big == vmfs::fd::zla::POINTER_BLOCK || big == vmfs::fd::zla::POINTER2_BLOCK, "{big:#x}");
-        eprintln!("v{vmfs} huge: {:#x}, thick: {:#x}", zla("/big/huge-flat.vmdk"), zla("/lazy/thick-flat.vmdk"));
-        let thick = fs.metadata(&fs.lookup("/lazy/thick-flat.vmdk").unwrap()).unwrap();
-        assert!(thick.allocated >= 600 << 20, "thick file allocated {}", thick.allocated);
+        assert!(
+            direct_ok
+                || big == vmfs::fd::zla::POINTER_BLOCK
+                || big == vmfs::fd::zla::POINTER2_BLOCK,
+            "{big:#x}"
+        );
+        eprintln!(
+            "v{vmfs} huge: {:#x}, thick: {:#x}",
+            zla("/big/huge-flat.vmdk"),
+            zla("/lazy/thick-flat.vmdk")
+        );
+        let thick = fs
+            .metadata(&fs.lookup("/lazy/thick-flat.vmdk").unwrap())
+            .unwrap();
+        assert!(
+            thick.allocated >= 600 << 20,
+            "thick file allocated {}",
+            thick.allocated
+        );
+        if vmfs == 6 {
+            // The first 512 MiB sit in one large file block: one extent, LFB-aligned.
+            let tid = fs.lookup("/lazy/thick-flat.vmdk").unwrap();
+            let FileMapping::Mapped(tmap) = fs.extents(&tid).unwrap() else {
+                panic!()
+            };
+            let first = tmap.extents()[0];
+            assert_eq!(first.length, 512 << 20, "{:?}", tmap.extents());
+        }
         if vmfs == 5 {
-            assert_eq!(zla("/big/huge-flat.vmdk"), vmfs::fd::zla::POINTER_BLOCK_DOUBLE);
+            assert_eq!(
+                zla("/big/huge-flat.vmdk"),
+                vmfs::fd::zla::POINTER_BLOCK_DOUBLE
+            );
         }
         let id = fs.lookup("/big/huge-flat.vmdk").unwrap();
         let md = fs.metadata(&id).unwrap();
         assert_eq!(md.size, 300 << 30);
-        assert!(md.allocated < 64 << 20, "thin file stays thin: {}", md.allocated);
+        assert!(
+            md.allocated < 64 << 20,
+            "thin file stays thin: {}",
+            md.allocated
+        );
     }
 }
 

@@ -50,7 +50,11 @@ fn make_extent(img: &Path, out: &Path, index: u32) {
     let mut vol_size = [0u8; 8];
     src.read_exact_at(&mut vol_size, VOL_DESC).unwrap();
     let vol_size = u64::from_le_bytes(vol_size);
-    let (lo, len) = if index == 0 { (0, SPLIT) } else { (SPLIT, vol_size - SPLIT) };
+    let (lo, len) = if index == 0 {
+        (0, SPLIT)
+    } else {
+        (SPLIT, vol_size - SPLIT)
+    };
     let dst = File::create(out).unwrap();
     dst.set_len(DATA + len).unwrap();
     // The LVM header region (device header, volume table, SD table, PE map 0).
@@ -82,14 +86,18 @@ fn extents(test: &str) -> Option<(PathBuf, PathBuf)> {
     for i in 0..2u32 {
         let p = dir.join(format!("span5-{i}.img"));
         let img = img.clone();
-        out.push(testkit::cached_fixture(&p, move |tmp| make_extent(&img, tmp, i)));
+        out.push(testkit::cached_fixture(&p, move |tmp| {
+            make_extent(&img, tmp, i)
+        }));
     }
     Some((out[0].clone(), out[1].clone()))
 }
 
 #[test]
 fn spanned_volume_reads_back_intact() {
-    let Some((a, b)) = extents("spanned_volume_reads_back_intact") else { return };
+    let Some((a, b)) = extents("spanned_volume_reads_back_intact") else {
+        return;
+    };
     // Order of the devices does not matter.
     let fs = Vmfs::open(vec![source(&b), source(&a)]).expect("open spanned");
     let manifest = testkit::real_manifest("vmfs5-esxi");
@@ -98,7 +106,10 @@ fn spanned_volume_reads_back_intact() {
     for m in &manifest {
         let (t, id) = &tree[&m.path];
         if *t == FileType::Symlink {
-            assert_eq!(fs.metadata(id).unwrap().symlink_target.unwrap(), m.digest_or_target);
+            assert_eq!(
+                fs.metadata(id).unwrap().symlink_target.unwrap(),
+                m.digest_or_target
+            );
             continue;
         }
         let data = read_all(&fs, id);
@@ -118,13 +129,18 @@ fn spanned_volume_reads_back_intact() {
             }
         }
     }
-    assert!(on_second, "no file data landed on the second extent; move SPLIT");
+    assert!(
+        on_second,
+        "no file data landed on the second extent; move SPLIT"
+    );
     assert_eq!(fs.info().uuid, "61137dd5-df6bc2c8-f0e7-000c29801686");
 }
 
 #[test]
 fn missing_extent_is_named() {
-    let Some((a, b)) = extents("missing_extent_is_named") else { return };
+    let Some((a, b)) = extents("missing_extent_is_named") else {
+        return;
+    };
     for given in [&a, &b] {
         let err = Vmfs::open(vec![source(given)]).unwrap_err();
         let msg = err.to_string();
@@ -140,10 +156,14 @@ fn missing_extent_is_named() {
 fn unrelated_devices_are_refused() {
     let test = "unrelated_devices_are_refused";
     let Some((a, _)) = extents(test) else { return };
-    let Some(v6) = testkit::real_image(test, "vmfs6-esxi") else { return };
+    let Some(v6) = testkit::real_image(test, "vmfs6-esxi") else {
+        return;
+    };
     let err = Vmfs::open(vec![source(&a), source(&v6)]).unwrap_err();
     assert!(matches!(err, VmfsError::VolumeMismatch { .. }), "{err}");
-    let Some(v5) = testkit::real_image(test, "vmfs5-esxi") else { return };
+    let Some(v5) = testkit::real_image(test, "vmfs5-esxi") else {
+        return;
+    };
     let err = Vmfs::open(vec![source(&v5), source(&v5)]).unwrap_err();
     assert!(err.to_string().contains("same LVM device"), "{err}");
 }

@@ -38,10 +38,24 @@ pub fn mkvmfs(args: &[&str], src: &Path, image: &Path) {
     );
 }
 
-/// A cached image for `src`, named `<name>-<writer stamp>.img`; older stamps are removed.
+/// A cached image for `src`, named `<name>-<writer stamp>-<hash of source name and options>.img`;
+/// images of other stamps are removed.
 pub fn cached_image(name: &str, src: &Path, args: &[&str]) -> PathBuf {
     let dir = testkit::fixture_dir("mkvmfs");
-    let stamp = writer_stamp();
+    // The key covers the writer, the source tree's (versioned) name and the options.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let src_name = src
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    for b in args
+        .iter()
+        .chain([&src_name.as_str()])
+        .flat_map(|a| a.bytes().chain([0]))
+    {
+        h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+    }
+    let stamp = format!("{}-{:08x}", writer_stamp(), h as u32);
     if let Ok(entries) = fs::read_dir(&dir) {
         for e in entries.flatten() {
             let f = e.file_name().to_string_lossy().into_owned();

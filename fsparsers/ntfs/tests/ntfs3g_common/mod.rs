@@ -70,7 +70,8 @@ fn walk_dir(
     w: &mut Walk,
 ) {
     if ancestors.len() > MAX_DEPTH {
-        w.problems.push(format!("{prefix}: deeper than {MAX_DEPTH} levels"));
+        w.problems
+            .push(format!("{prefix}: deeper than {MAX_DEPTH} levels"));
         return;
     }
     let entries = match fs.read_dir(dir) {
@@ -86,7 +87,8 @@ fn walk_dir(
         }
         let path = format!("{prefix}/{}", ent.name);
         if ent.name.is_empty() || ent.name.contains('/') || ent.name == "." || ent.name == ".." {
-            w.problems.push(format!("{path}: bad entry name {:?}", ent.name));
+            w.problems
+                .push(format!("{path}: bad entry name {:?}", ent.name));
             continue;
         }
         let md = match fs.metadata(&ent.id) {
@@ -110,7 +112,11 @@ fn walk_dir(
             links: md.links,
             target: md.symlink_target.clone(),
             sha256: None,
-            streams: md.streams.iter().map(|s| (s.name.clone(), s.size)).collect(),
+            streams: md
+                .streams
+                .iter()
+                .map(|s| (s.name.clone(), s.size))
+                .collect(),
         };
         if md.file_type == FileType::File {
             seen.sha256 = Some(hash_and_check_extents(fs, raw, &ent.id, &path, md.size, w));
@@ -168,8 +174,10 @@ fn hash_and_check_extents(
         }
     };
     if src.size() != size {
-        w.problems
-            .push(format!("{path}: metadata size {size} but open().size() {}", src.size()));
+        w.problems.push(format!(
+            "{path}: metadata size {size} but open().size() {}",
+            src.size()
+        ));
     }
     let mapping = match fs.extents(id) {
         Ok(m) => Some(m),
@@ -181,8 +189,11 @@ fn hash_and_check_extents(
     let map = match &mapping {
         Some(FileMapping::Mapped(m)) => {
             if m.size() != src.size() {
-                w.problems
-                    .push(format!("{path}: extent map size {} != file size {}", m.size(), size));
+                w.problems.push(format!(
+                    "{path}: extent map size {} != file size {}",
+                    m.size(),
+                    size
+                ));
             }
             Some(m)
         }
@@ -206,7 +217,8 @@ fn hash_and_check_extents(
             let mut pos = off;
             while pos < off + n as u64 {
                 let Some(i) = map.index_of(pos) else {
-                    w.problems.push(format!("{path}: no extent covers offset {pos}"));
+                    w.problems
+                        .push(format!("{path}: no extent covers offset {pos}"));
                     extent_problem = true;
                     break;
                 };
@@ -254,8 +266,11 @@ pub fn hex(b: &[u8]) -> String {
 
 /// The reader's file mapping for a path (for targeted checks).
 pub fn mapping(fs: &dyn Filesystem, path: &str) -> FileMapping {
-    let id = fs.lookup(path).unwrap_or_else(|e| panic!("lookup {path}: {e}"));
-    fs.extents(&id).unwrap_or_else(|e| panic!("extents {path}: {e}"))
+    let id = fs
+        .lookup(path)
+        .unwrap_or_else(|e| panic!("lookup {path}: {e}"));
+    fs.extents(&id)
+        .unwrap_or_else(|e| panic!("extents {path}: {e}"))
 }
 
 /// Compares a walk with every oracle of the image and returns the differences.
@@ -287,11 +302,17 @@ pub fn compare(img: &NtfsImage, fs: &dyn Filesystem, w: &Walk) -> Vec<String> {
             _ => FileType::Other,
         };
         if s.file_type != want_type {
-            out.push(format!("{p}: type {:?}, ntfs-3g says {want_type:?}", s.file_type));
+            out.push(format!(
+                "{p}: type {:?}, ntfs-3g says {want_type:?}",
+                s.file_type
+            ));
             continue;
         }
         if s.id.ino != o.ino {
-            out.push(format!("{p}: MFT record {}, ntfs-3g inode {}", s.id.ino, o.ino));
+            out.push(format!(
+                "{p}: MFT record {}, ntfs-3g inode {}",
+                s.id.ino, o.ino
+            ));
         }
         if o.kind == 'f' || o.kind == 's' {
             if s.size != o.size {
@@ -302,7 +323,10 @@ pub fn compare(img: &NtfsImage, fs: &dyn Filesystem, w: &Walk) -> Vec<String> {
                 out.push(format!("{p}: SHA-256 {got}, ntfs-3g reads {}", o.sha256));
             }
             if got != o.ntfscat_sha256 {
-                out.push(format!("{p}: SHA-256 {got}, ntfscat prints {}", o.ntfscat_sha256));
+                out.push(format!(
+                    "{p}: SHA-256 {got}, ntfscat prints {}",
+                    o.ntfscat_sha256
+                ));
             }
         }
         if o.kind == 'f' && u64::from(s.links) != o.nlink {
@@ -319,7 +343,10 @@ pub fn compare(img: &NtfsImage, fs: &dyn Filesystem, w: &Walk) -> Vec<String> {
                     ));
                 }
             } else if got != o.target {
-                out.push(format!("{p}: symlink target {got:?}, ntfs-3g says {:?}", o.target));
+                out.push(format!(
+                    "{p}: symlink target {got:?}, ntfs-3g says {:?}",
+                    o.target
+                ));
             }
         }
     }
@@ -332,10 +359,16 @@ pub fn compare(img: &NtfsImage, fs: &dyn Filesystem, w: &Walk) -> Vec<String> {
         .map(|s| (s.path.clone(), s.id.ino))
         .collect();
     for x in fls.difference(&mine) {
-        out.push(format!("{} (record {}): listed by fls, not by the reader", x.0, x.1));
+        out.push(format!(
+            "{} (record {}): listed by fls, not by the reader",
+            x.0, x.1
+        ));
     }
     for x in mine.difference(&fls) {
-        out.push(format!("{} (record {}): listed by the reader, not by fls", x.0, x.1));
+        out.push(format!(
+            "{} (record {}): listed by the reader, not by fls",
+            x.0, x.1
+        ));
     }
     let fls_s: BTreeSet<(String, u64)> = fls_streams(&img.fls).into_iter().collect();
     let mine_s: BTreeSet<(String, u64)> = w
@@ -345,22 +378,31 @@ pub fn compare(img: &NtfsImage, fs: &dyn Filesystem, w: &Walk) -> Vec<String> {
         .map(|s| (s.path.clone(), s.id.ino))
         .collect();
     for x in fls_s.symmetric_difference(&mine_s) {
-        let who = if fls_s.contains(x) { "fls" } else { "the reader" };
-        out.push(format!("{} (record {}): stream listed only by {who}", x.0, x.1));
+        let who = if fls_s.contains(x) {
+            "fls"
+        } else {
+            "the reader"
+        };
+        out.push(format!(
+            "{} (record {}): stream listed only by {who}",
+            x.0, x.1
+        ));
     }
     // lookup: every path resolves to what the walk found; ASCII paths also case-insensitively
     // when no sibling differs only in case.
-    let lower: BTreeMap<String, usize> =
-        seen.keys().fold(BTreeMap::new(), |mut m, p| {
-            *m.entry(p.to_lowercase()).or_insert(0) += 1;
-            m
-        });
+    let lower: BTreeMap<String, usize> = seen.keys().fold(BTreeMap::new(), |mut m, p| {
+        *m.entry(p.to_lowercase()).or_insert(0) += 1;
+        m
+    });
     // Case-insensitive lookups are sampled in large trees to keep the suite fast.
     let sample = if w.seen.len() > 1000 { 10 } else { 1 };
     for (i, s) in w.seen.iter().enumerate() {
         match fs.lookup(&s.path) {
             Ok(id) if id == s.id => {}
-            Ok(id) => out.push(format!("lookup {}: {id:?}, the walk found {:?}", s.path, s.id)),
+            Ok(id) => out.push(format!(
+                "lookup {}: {id:?}, the walk found {:?}",
+                s.path, s.id
+            )),
             Err(e) => out.push(format!("lookup {}: {e}", s.path)),
         }
         let upper = s.path.to_ascii_uppercase();

@@ -44,7 +44,8 @@ pub fn read_all(fs: &dyn Filesystem, id: &fscore::FileId) -> Vec<u8> {
     let mut off = 0usize;
     while off < out.len() {
         let n = (out.len() - off).min(1 << 20);
-        src.read_exact_at(off as u64, &mut out[off..off + n]).expect("read");
+        src.read_exact_at(off as u64, &mut out[off..off + n])
+            .expect("read");
         off += n;
     }
     out
@@ -63,7 +64,11 @@ pub fn check_extents(fs: &dyn Filesystem, id: &fscore::FileId, data: &[u8]) {
                         let got = dev.read_vec(p, e.length as usize).expect("read extent");
                         assert!(got == want, "extent at {} differs", e.logical);
                     }
-                    None => assert!(want.iter().all(|&b| b == 0), "hole at {} holds data", e.logical),
+                    None => assert!(
+                        want.iter().all(|&b| b == 0),
+                        "hole at {} holds data",
+                        e.logical
+                    ),
                 }
             }
         }
@@ -81,7 +86,10 @@ pub struct Overlay {
 impl Overlay {
     /// No patches yet.
     pub fn new(base: Source) -> Self {
-        Overlay { base, patches: Vec::new() }
+        Overlay {
+            base,
+            patches: Vec::new(),
+        }
     }
     /// Replaces bytes at `off` (later patches win).
     pub fn patch(&mut self, off: u64, bytes: &[u8]) {
