@@ -323,19 +323,29 @@ fn extents(vol: &Volume, path: &str, out: &mut impl Write) -> anyhow::Result<()>
     let spanned = vol.members.len() > 1 || vol.members.iter().any(|m| m.lun != 0);
     let v = match fs.extents(&id)? {
         FileMapping::Mapped(map) => {
-            let lines: Vec<ExtentLine> = map
-                .extents()
-                .iter()
-                .map(|e| {
-                    let phys = e.physical.map(|p| vol.physical(p));
-                    ExtentLine {
+            let mut lines: Vec<ExtentLine> = Vec::with_capacity(map.extents().len());
+            for e in map.extents() {
+                let Some(p) = e.physical else {
+                    lines.push(ExtentLine {
                         offset: e.logical,
                         length: e.length,
-                        physical: phys.map(|p| p.1),
-                        lun: if spanned { phys.map(|p| p.0) } else { None },
-                    }
-                })
-                .collect();
+                        physical: None,
+                        lun: None,
+                    });
+                    continue;
+                };
+                // On a spanned volume one extent may continue on the next LUN.
+                let mut logical = e.logical;
+                for (lun, physical, length) in vol.physical_pieces(p, e.length) {
+                    lines.push(ExtentLine {
+                        offset: logical,
+                        length,
+                        physical: Some(physical),
+                        lun: spanned.then_some(lun),
+                    });
+                    logical += length;
+                }
+            }
             serde_json::json!({ "size": size, "extents": lines })
         }
         FileMapping::NotMappable(reason) => serde_json::json!({

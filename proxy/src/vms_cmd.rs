@@ -43,14 +43,19 @@ pub fn run(args: VmsArgs) -> anyhow::Result<()> {
             Err(e) => failures.push(e),
         }
     }
-    for e in &failures {
-        eprintln!("warning: {e}");
-    }
     if datastores.is_empty() {
-        if let Some(e) = failures.into_iter().next() {
+        // The first failure is the error; printing it as a warning too would say it twice.
+        let mut failures = failures.into_iter();
+        if let Some(e) = failures.next() {
+            for other in failures {
+                eprintln!("warning: {other}");
+            }
             return Err(e.into());
         }
         anyhow::bail!("no filesystem found on the given LUNs");
+    }
+    for e in &failures {
+        eprintln!("warning: {e}");
     }
     let inv = inventory::scan(&datastores);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());

@@ -175,6 +175,28 @@ fn gpt_partitions_and_what_they_hold() {
     assert!(text.contains("NTFS boot sector"), "{text}");
 }
 
+/// sgdisk's GPT with the primary header wiped: the backup header at the end is used, the
+/// partitions are the same, and a warning says so.
+#[test]
+fn gpt_backup_header_is_used_when_the_primary_is_damaged() {
+    let test = "gpt_backup_header_is_used_when_the_primary_is_damaged";
+    let Some(img) = gpt_image(test) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("damaged.img");
+    fs::copy(&img, &copy).unwrap();
+    File::options()
+        .write(true)
+        .open(&copy)
+        .unwrap()
+        .write_all_at(&[0u8; 512], 512)
+        .unwrap();
+    let good = info_json(&[&img]);
+    let v = info_json(&[&copy]);
+    assert_eq!(v["content"]["partitions"], good["content"]["partitions"]);
+    let warning = v["content"]["warnings"][0].as_str().unwrap_or_default();
+    assert!(warning.contains("backup header"), "{v}");
+}
+
 #[test]
 fn mbr_with_logical_partitions() {
     let test = "mbr_with_logical_partitions";

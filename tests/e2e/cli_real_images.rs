@@ -25,7 +25,13 @@ fn wrapped(name: &str, image: &Path, wrap: Wrap) -> PathBuf {
 
 /// Checks listing, contents and extents of every manifest entry on `source`, whose filesystem
 /// starts `fs_start` bytes into the LUN image `lun_image`.
-fn check_volume(source: &str, lun_image: &Path, fs_start: u64, manifest: &[ManifestEntry], fs: &str) {
+fn check_volume(
+    source: &str,
+    lun_image: &Path,
+    fs_start: u64,
+    manifest: &[ManifestEntry],
+    fs: &str,
+) {
     let info = json_lines(&lunproxy_ok(&["fs", "info", source, "--json"]));
     assert_eq!(info[0]["fs"], fs, "{source}");
     assert_eq!(info[0]["devices"][0]["start"], fs_start, "{source}");
@@ -56,12 +62,22 @@ fn check_volume(source: &str, lun_image: &Path, fs_start: u64, manifest: &[Manif
             continue;
         }
         let bytes = lunproxy_ok(&["fs", "cat", source, &m.path]);
-        assert_eq!(sha256_hex(&bytes), m.digest_or_target, "{source}: contents of {}", m.path);
+        assert_eq!(
+            sha256_hex(&bytes),
+            m.digest_or_target,
+            "{source}: contents of {}",
+            m.path
+        );
 
         let map = json_lines(&lunproxy_ok(&["fs", "extents", source, &m.path, "--json"]));
         assert_eq!(map[0]["size"], m.size);
         let Some(extents) = map[0]["extents"].as_array() else {
-            assert!(map[0]["not_mappable"].is_string(), "{}: {:?}", m.path, map[0]);
+            assert!(
+                map[0]["not_mappable"].is_string(),
+                "{}: {:?}",
+                m.path,
+                map[0]
+            );
             continue;
         };
         // The bytes at the reported LUN offsets are the file's bytes.
@@ -71,13 +87,20 @@ fn check_volume(source: &str, lun_image: &Path, fs_start: u64, manifest: &[Manif
             match e["physical"].as_u64() {
                 Some(p) => {
                     let mut buf = vec![0u8; len];
-                    image.read_exact_at(&mut buf, p).expect("read image at extent");
+                    image
+                        .read_exact_at(&mut buf, p)
+                        .expect("read image at extent");
                     rebuilt.extend_from_slice(&buf);
                 }
                 None => rebuilt.resize(rebuilt.len() + len, 0),
             }
         }
-        assert_eq!(sha256_hex(&rebuilt), m.digest_or_target, "{source}: extents of {}", m.path);
+        assert_eq!(
+            sha256_hex(&rebuilt),
+            m.digest_or_target,
+            "{source}: extents of {}",
+            m.path
+        );
     }
 }
 
@@ -122,7 +145,10 @@ fn ntfs_written_by_windows() {
 #[test]
 fn bad_sources_give_one_error_line() {
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["fs", "info", "/nonexistent/lun.img"], "/nonexistent/lun.img"),
+        (
+            vec!["fs", "info", "/nonexistent/lun.img"],
+            "/nonexistent/lun.img",
+        ),
         (vec!["fs", "ls", "/dev/null"], "/dev/null"),
     ];
     for (args, needle) in cases {
@@ -149,6 +175,9 @@ fn bad_sources_give_one_error_line() {
         let out = lunproxy(&["fs", "cat", image.to_str().unwrap(), "/no/such/file"]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success());
-        assert!(err.starts_with("error: ") && err.contains("/no/such/file"), "{err}");
+        assert!(
+            err.starts_with("error: ") && err.contains("/no/such/file"),
+            "{err}"
+        );
     }
 }

@@ -94,7 +94,9 @@ pub fn wrap_partition(partition: &Path, out: &Path, wrap: Wrap, gpt_type: &str, 
                 .stdin
                 .take()
                 .expect("stdin")
-                .write_all(format!("label: dos\nstart=2048, size={sectors}, type={mbr_type}\n").as_bytes())
+                .write_all(
+                    format!("label: dos\nstart=2048, size={sectors}, type={mbr_type}\n").as_bytes(),
+                )
                 .expect("feed sfdisk");
             assert!(child.wait().expect("sfdisk").success(), "sfdisk failed");
         }

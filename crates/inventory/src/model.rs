@@ -84,6 +84,9 @@ pub struct VmFile {
     /// For a missing file: the datastore (VMFS UUID or label, Windows drive) it lives on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub needs_datastore: Option<String>,
+    /// The file on its LUN's filesystem, so streaming needs no second path lookup.
+    #[serde(skip)]
+    pub file_id: Option<fscore::FileId>,
 }
 
 /// One extent of a disk layer.

@@ -317,15 +317,12 @@ fn classify(r: &str) -> RefKind<'_> {
         let (volume, rest) = rest.split_once('/').unwrap_or((rest, ""));
         return RefKind::VmfsVolume { volume, rest };
     }
-    if r.starts_with("/vmfs/devices/") || r.starts_with("/dev/") {
+    if r.starts_with("/vmfs/devices/") || r.starts_with("/dev/") || r.starts_with("\\\\.\\") {
         return RefKind::Device(r);
     }
     let mut s = r;
     let mut root = String::new();
-    if let Some(x) = s
-        .strip_prefix("\\\\?\\")
-        .or_else(|| s.strip_prefix("\\\\.\\"))
-    {
+    if let Some(x) = s.strip_prefix("\\\\?\\") {
         s = x;
         if s.len() > 7 && s[..7].eq_ignore_ascii_case("Volume{") {
             let end = s.find(['\\', '/']).unwrap_or(s.len());
@@ -471,6 +468,7 @@ impl Scanner<'_> {
                     allocated,
                     missing: false,
                     needs_datastore: None,
+                    file_id: Some(e.id.clone()),
                 }
             }
             Loc::Missing { path, needs } => {
@@ -485,6 +483,7 @@ impl Scanner<'_> {
                     allocated: 0,
                     missing: true,
                     needs_datastore: needs.clone(),
+                    file_id: None,
                 }
             }
         };
@@ -1158,12 +1157,19 @@ impl Scanner<'_> {
         snapshot_stems: &HashSet<String>,
     ) {
         let stem_l = stem.to_lowercase();
+        let vmx_swap = format!("vmx-{stem_l}");
         for &k in self.idx[d].kids(dir) {
             let e = self.entry(d, k);
-            let lname = e.name.to_lowercase();
             let ext = ext_of(&e.name);
-            let mine =
-                single || lname.starts_with(&stem_l) || lname.starts_with(&format!("vmx-{stem_l}"));
+            let interesting = matches!(
+                ext.as_str(),
+                "vswp" | "lck" | "log" | "vmss" | "vsv" | "vmem"
+            ) || e.name.starts_with(".lck-");
+            if !interesting {
+                continue;
+            }
+            let lname = e.name.to_lowercase();
+            let mine = single || lname.starts_with(&stem_l) || lname.starts_with(&vmx_swap);
             if !mine {
                 continue;
             }
@@ -1829,6 +1835,17 @@ mod tests {
             classify("/vmfs/devices/disks/naa.600"),
             RefKind::Device(_)
         ));
+        assert!(matches!(
+            classify("\\\\.\\PhysicalDrive1"),
+            RefKind::Device(_)
+        ));
+        assert_eq!(
+            classify("\\\\?\\D:\\vm\\a.vhdx"),
+            RefKind::Foreign {
+                root: "D:".into(),
+                comps: vec!["vm", "a.vhdx"]
+            }
+        );
         assert_eq!(join("/a/b", "..\\c/./d.vmdk"), "/a/c/d.vmdk");
         assert_eq!(join("/", "x"), "/x");
     }

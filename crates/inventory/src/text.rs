@@ -54,25 +54,6 @@ pub fn utf16_until_nul(bytes: &[u8], big_endian: bool) -> String {
     s
 }
 
-/// Share of characters that are control characters other than tab/CR/LF: a binary file
-/// renamed to `.vmx` scores high.
-pub fn binary_ratio(text: &str) -> f64 {
-    let mut total = 0usize;
-    let mut bad = 0usize;
-    for c in text.chars().take(64 * 1024) {
-        total += 1;
-        if (c.is_control() && !matches!(c, '\t' | '\r' | '\n')) || c == char::REPLACEMENT_CHARACTER
-        {
-            bad += 1;
-        }
-    }
-    if total == 0 {
-        0.0
-    } else {
-        bad as f64 / total as f64
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -111,8 +111,12 @@ impl Dictionary {
 
     /// The value of `key` (case-insensitive), last occurrence.
     pub fn get(&self, key: &str) -> Option<&str> {
-        let k = key.to_ascii_lowercase();
-        self.index.get(&k).map(|&i| self.entries[i].1.as_str())
+        let i = if key.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.index.get(&key.to_ascii_lowercase())
+        } else {
+            self.index.get(key)
+        };
+        i.map(|&i| self.entries[i].1.as_str())
     }
 
     /// A boolean value as VMware writes them (`TRUE`/`FALSE`, also `yes`/`1`).
@@ -174,7 +178,8 @@ fn parse_line(line: &[u8]) -> Result<(String, Vec<u8>), &'static str> {
     {
         return Err("key contains blanks, quotes or control characters");
     }
-    let key = String::from_utf8_lossy(key).to_ascii_lowercase();
+    let mut key = String::from_utf8_lossy(key).into_owned();
+    key.make_ascii_lowercase();
     let rest = trim(&line[eq + 1..]);
     let raw = if let Some(q) = rest.strip_prefix(b"\"") {
         let end = q
@@ -195,6 +200,9 @@ fn parse_line(line: &[u8]) -> Result<(String, Vec<u8>), &'static str> {
 /// kept as is (VMware itself always escapes `|` as `|7C`, so this only happens in hand-edited
 /// files).
 pub fn unescape(raw: &[u8]) -> Vec<u8> {
+    if !raw.contains(&b'|') {
+        return raw.to_vec();
+    }
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
     while i < raw.len() {

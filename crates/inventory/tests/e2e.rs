@@ -51,9 +51,15 @@ fn qemu(dir: &Path, args: &[&str]) {
 
 /// Datastore 2: the second disk of `sql`, referenced from datastore 1 by UUID and label.
 fn ds2_tree(root: &Path) {
-    write(&root.join("sql/sql_1.vmdk"), vmfs_descriptor(0x51, "sql_1-flat.vmdk", 64 << 11));
+    write(
+        &root.join("sql/sql_1.vmdk"),
+        vmfs_descriptor(0x51, "sql_1-flat.vmdk", 64 << 11),
+    );
     sparse(&root.join("sql/sql_1-flat.vmdk"), 64 << 20, b"data");
-    write(&root.join("sql/sql_2.vmdk"), vmfs_descriptor(0x52, "sql_2-flat.vmdk", 16 << 11));
+    write(
+        &root.join("sql/sql_2.vmdk"),
+        vmfs_descriptor(0x52, "sql_2-flat.vmdk", 16 << 11),
+    );
     sparse(&root.join("sql/sql_2-flat.vmdk"), 16 << 20, b"data");
 }
 
@@ -64,13 +70,30 @@ fn ds1_tree(root: &Path, ds2_uuid: &str) {
         let d = root.join(dir);
         let mut refs = Vec::new();
         for (n, mib) in disks.iter().enumerate() {
-            let base = if n == 0 { name.to_string() } else { format!("{name}_{n}") };
-            write(&d.join(format!("{base}.vmdk")), vmfs_descriptor(0x100 + n as u32, &format!("{base}-flat.vmdk"), mib << 11));
+            let base = if n == 0 {
+                name.to_string()
+            } else {
+                format!("{name}_{n}")
+            };
+            write(
+                &d.join(format!("{base}.vmdk")),
+                vmfs_descriptor(0x100 + n as u32, &format!("{base}-flat.vmdk"), mib << 11),
+            );
             sparse(&d.join(format!("{base}-flat.vmdk")), mib << 20, b"MBR!");
             refs.push((format!("scsi0:{n}"), format!("{base}.vmdk")));
         }
         let r: Vec<(&str, &str)> = refs.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-        write(&d.join(format!("{name}.vmx")), vmx(name, "ubuntu-64", 2, 2048, &r, &format!("nvram = \"{name}.nvram\"\n")));
+        write(
+            &d.join(format!("{name}.vmx")),
+            vmx(
+                name,
+                "ubuntu-64",
+                2,
+                2048,
+                &r,
+                &format!("nvram = \"{name}.nvram\"\n"),
+            ),
+        );
         write(&d.join(format!("{name}.nvram")), vec![3u8; 8684]);
         write(&d.join("vmware.log"), "log\n");
         d
@@ -82,14 +105,38 @@ fn ds1_tree(root: &Path, ds2_uuid: &str) {
     sparse(&live.join("vmx-live-1056789012-1.vswp"), 100 << 20, b"");
 
     let app = vm("app", "app", &[16]);
-    write(&app.join("app-000001.vmdk"), delta_descriptor(0x200, 0x100, "app.vmdk", "app-000001-sesparse.vmdk", 16 << 11, true));
-    sparse(&app.join("app-000001-sesparse.vmdk"), 4 << 20, &0xcafebabe_u64.to_le_bytes());
+    write(
+        &app.join("app-000001.vmdk"),
+        delta_descriptor(
+            0x200,
+            0x100,
+            "app.vmdk",
+            "app-000001-sesparse.vmdk",
+            16 << 11,
+            true,
+        ),
+    );
+    sparse(
+        &app.join("app-000001-sesparse.vmdk"),
+        4 << 20,
+        &0xcafebabe_u64.to_le_bytes(),
+    );
     write(&app.join("app-Snapshot1.vmsn"), vec![1u8; 5000]);
     write(
         &app.join("app.vmsd"),
         ".encoding = \"UTF-8\"\nsnapshot.lastUID = \"1\"\nsnapshot.current = \"1\"\nsnapshot0.uid = \"1\"\nsnapshot0.filename = \"app-Snapshot1.vmsn\"\nsnapshot0.displayName = \"before upgrade\"\nsnapshot0.numDisks = \"1\"\nsnapshot0.disk0.fileName = \"app.vmdk\"\nsnapshot0.disk0.node = \"scsi0:0\"\nsnapshot.numSnapshots = \"1\"\n",
     );
-    write(&app.join("app.vmx"), vmx("app", "windows2019srv-64", 4, 8192, &[("scsi0:0", "app-000001.vmdk")], "nvram = \"app.nvram\"\n"));
+    write(
+        &app.join("app.vmx"),
+        vmx(
+            "app",
+            "windows2019srv-64",
+            4,
+            8192,
+            &[("scsi0:0", "app-000001.vmdk")],
+            "nvram = \"app.nvram\"\n",
+        ),
+    );
 
     let sql = vm("sql", "sql", &[8]);
     write(
@@ -101,7 +148,10 @@ fn ds1_tree(root: &Path, ds2_uuid: &str) {
             32768,
             &[
                 ("scsi0:0", "sql.vmdk"),
-                ("scsi0:1", &format!("/vmfs/volumes/{ds2_uuid}/sql/sql_1.vmdk")),
+                (
+                    "scsi0:1",
+                    &format!("/vmfs/volumes/{ds2_uuid}/sql/sql_1.vmdk"),
+                ),
                 ("scsi0:2", "/vmfs/volumes/datastore2/sql/sql_2.vmdk"),
             ],
             "nvram = \"sql.nvram\"\n",
@@ -109,11 +159,27 @@ fn ds1_tree(root: &Path, ds2_uuid: &str) {
     );
 
     let uni = root.join("Café 東京");
-    write(&uni.join("東京 disk.vmdk"), vmfs_descriptor(7, "東京 disk-flat.vmdk", 8 << 11));
+    write(
+        &uni.join("東京 disk.vmdk"),
+        vmfs_descriptor(7, "東京 disk-flat.vmdk", 8 << 11),
+    );
     sparse(&uni.join("東京 disk-flat.vmdk"), 8 << 20, b"");
-    write(&uni.join("café.vmx"), vmx("Café \"Tokyo\" 東京", "debian10-64", 1, 1024, &[("scsi0:0", "東京 disk.vmdk")], ""));
+    write(
+        &uni.join("café.vmx"),
+        vmx(
+            "Café \"Tokyo\" 東京",
+            "debian10-64",
+            1,
+            1024,
+            &[("scsi0:0", "東京 disk.vmdk")],
+            "",
+        ),
+    );
 
-    write(&root.join("lost/data.vmdk"), vmfs_descriptor(9, "data-flat.vmdk", 4 << 11));
+    write(
+        &root.join("lost/data.vmdk"),
+        vmfs_descriptor(9, "data-flat.vmdk", 4 << 11),
+    );
     sparse(&root.join("lost/data-flat.vmdk"), 4 << 20, b"");
 }
 
@@ -125,7 +191,16 @@ fn build_vmfs(name: &str, label: &str, vmfs_version: &str, tree: impl FnOnce(&Pa
         tree(src.path());
         testkit::run(
             Command::new(&bin)
-                .args(["--vmfs", vmfs_version, "--label", label, "--size", &(2u64 << 30).to_string(), "--layout", "bare"])
+                .args([
+                    "--vmfs",
+                    vmfs_version,
+                    "--label",
+                    label,
+                    "--size",
+                    &(2u64 << 30).to_string(),
+                    "--layout",
+                    "bare",
+                ])
                 .arg(src.path())
                 .arg(out),
         );
@@ -136,14 +211,22 @@ fn build_vmfs(name: &str, label: &str, vmfs_version: &str, tree: impl FnOnce(&Pa
 fn vmfs_datastores_end_to_end() {
     let test = "vmfs_datastores_end_to_end";
     let Some(_) = mkvmfs() else {
-        testkit::skip(test, "target/release/mkvmfs is not built (cargo build --release -p mkvmfs)");
+        testkit::skip(
+            test,
+            "target/release/mkvmfs is not built (cargo build --release -p mkvmfs)",
+        );
         return;
     };
     let img2 = build_vmfs("ds2", "datastore2", "5", ds2_tree);
     let fs2 = Arc::new(vmfs::Vmfs::open(vec![open_source(&img2)]).expect("open datastore2"));
     let uuid2 = fs2.info().uuid;
     let tree1 = |p: &Path| ds1_tree(p, &uuid2);
-    let img1 = build_vmfs(&format!("ds1-{}", uuid2.replace('-', "")), "datastore1", "6", tree1);
+    let img1 = build_vmfs(
+        &format!("ds1-{}", uuid2.replace('-', "")),
+        "datastore1",
+        "6",
+        tree1,
+    );
     let fs1 = Arc::new(vmfs::Vmfs::open(vec![open_source(&img1)]).expect("open datastore1"));
     let ds = [Datastore::new("lun-1", fs1), Datastore::new("lun-2", fs2)];
 
@@ -157,7 +240,10 @@ fn vmfs_datastores_end_to_end() {
     assert!(inv.problems.is_empty(), "{:?}", inv.problems);
     let mut names: Vec<&str> = inv.vms.iter().map(|v| v.name.as_str()).collect();
     names.sort();
-    assert_eq!(names, vec!["Café \"Tokyo\" 東京", "app", "db01", "live", "sql", "web01"]);
+    assert_eq!(
+        names,
+        vec!["Café \"Tokyo\" 東京", "app", "db01", "live", "sql", "web01"]
+    );
     for v in &inv.vms {
         assert_eq!(v.platform, Platform::Vmware);
         for f in v.files.iter().filter(|f| f.lun.as_deref() == Some("lun-1")) {
@@ -171,18 +257,32 @@ fn vmfs_datastores_end_to_end() {
     assert_eq!(vm(&inv, "db01").disks.len(), 3);
     let app = vm(&inv, "app");
     assert_eq!(app.disks[0].chain.len(), 2);
-    assert_eq!(app.file("app-000001-sesparse.vmdk").unwrap().role, Role::SnapshotDelta);
+    assert_eq!(
+        app.file("app-000001-sesparse.vmdk").unwrap().role,
+        Role::SnapshotDelta
+    );
     assert_eq!(app.snapshots.len(), 1);
     let live = vm(&inv, "live");
     assert_eq!(live.consistency.state, ConsistencyState::CrashConsistent);
     let web = vm(&inv, "web01");
     assert_eq!(web.consistency.state, ConsistencyState::PoweredOff);
     let flat = web.file("web01-flat.vmdk").unwrap();
-    assert!(flat.allocated < flat.size, "thin flat extent: {} of {}", flat.allocated, flat.size);
+    assert!(
+        flat.allocated < flat.size,
+        "thin flat extent: {} of {}",
+        flat.allocated,
+        flat.size
+    );
     let sql = vm(&inv, "sql");
     assert!(sql.problems.is_empty(), "{:?}", sql.problems);
-    assert_eq!(sql.file("sql_1-flat.vmdk").unwrap().lun.as_deref(), Some("lun-2"));
-    assert_eq!(sql.file("sql_2-flat.vmdk").unwrap().lun.as_deref(), Some("lun-2"));
+    assert_eq!(
+        sql.file("sql_1-flat.vmdk").unwrap().lun.as_deref(),
+        Some("lun-2")
+    );
+    assert_eq!(
+        sql.file("sql_2-flat.vmdk").unwrap().lun.as_deref(),
+        Some("lun-2")
+    );
     let orphans: Vec<&str> = inv.orphan_disks.iter().map(|o| o.path.as_str()).collect();
     assert_eq!(orphans, vec!["/lost/data.vmdk"]);
 
@@ -191,8 +291,14 @@ fn vmfs_datastores_end_to_end() {
     let inv = scan(&[fs1]);
     let sql = vm(&inv, "sql");
     assert!(sql.file("sql_1.vmdk").unwrap().missing);
-    assert_eq!(sql.file("sql_1.vmdk").unwrap().needs_datastore.as_deref(), Some(uuid2.as_str()));
-    assert_eq!(sql.file("sql_2.vmdk").unwrap().needs_datastore.as_deref(), Some("datastore2"));
+    assert_eq!(
+        sql.file("sql_1.vmdk").unwrap().needs_datastore.as_deref(),
+        Some(uuid2.as_str())
+    );
+    assert_eq!(
+        sql.file("sql_2.vmdk").unwrap().needs_datastore.as_deref(),
+        Some("datastore2")
+    );
     // Ids do not depend on which LUNs are registered or what they are called.
     let again = scan(&[Datastore::new("other-name", ds[0].fs.clone())]);
     assert_eq!(vm(&again, "sql").id, sql.id);
@@ -206,7 +312,10 @@ fn ntfs_tree(mnt: &Path) {
     let vhds = vmdir.join("Virtual Hard Disks");
     fs::create_dir_all(&vhds).unwrap();
     qemu(&vhds, &["create", "-q", "-f", "vhdx", "sql01.vhdx", "2G"]);
-    qemu(&vhds, &["create", "-q", "-f", "vhdx", "sql01-data.vhdx", "1G"]);
+    qemu(
+        &vhds,
+        &["create", "-q", "-f", "vhdx", "sql01-data.vhdx", "1G"],
+    );
     write(
         &vhds.join("sql01_6A1F2E3D-1111-2222-3333-444455556666.avhdx"),
         synth::vhdx(
@@ -214,7 +323,10 @@ fn ntfs_tree(mnt: &Path) {
             Some(&[
                 ("parent_linkage", "{0c1d2e3f-0000-1111-2222-333344445555}"),
                 ("relative_path", ".\\sql01.vhdx"),
-                ("absolute_win32_path", "C:\\ClusterStorage\\Volume1\\Hyper-V\\SQL 01\\Virtual Hard Disks\\sql01.vhdx"),
+                (
+                    "absolute_win32_path",
+                    "C:\\ClusterStorage\\Volume1\\Hyper-V\\SQL 01\\Virtual Hard Disks\\sql01.vhdx",
+                ),
             ]),
             false,
         ),
@@ -229,8 +341,14 @@ fn ntfs_tree(mnt: &Path) {
     }
     vmcx.resize(48 * 1024, 0);
     write(&vmdir.join(format!("Virtual Machines/{guid}.vmcx")), vmcx);
-    write(&vmdir.join(format!("Virtual Machines/{guid}.vmgs")), vec![0u8; 4096]);
-    write(&vmdir.join(format!("Virtual Machines/{guid}.vmrs")), vec![0u8; 28 * 1024]);
+    write(
+        &vmdir.join(format!("Virtual Machines/{guid}.vmgs")),
+        vec![0u8; 4096],
+    );
+    write(
+        &vmdir.join(format!("Virtual Machines/{guid}.vmrs")),
+        vec![0u8; 28 * 1024],
+    );
 
     let vs = mnt.join("VS/NT4 Box");
     fs::create_dir_all(&vs).unwrap();
@@ -242,8 +360,30 @@ fn ntfs_tree(mnt: &Path) {
 
     let ws = mnt.join("VMs/Build Box");
     fs::create_dir_all(&ws).unwrap();
-    qemu(&ws, &["create", "-q", "-f", "vmdk", "-o", "subformat=twoGbMaxExtentSparse", "Build Box.vmdk", "3G"]);
-    write(&ws.join("Build Box.vmx"), vmx("Build Box", "windows9-64", 2, 4096, &[("sata0:0", "D:\\VMs\\Build Box\\Build Box.vmdk")], ""));
+    qemu(
+        &ws,
+        &[
+            "create",
+            "-q",
+            "-f",
+            "vmdk",
+            "-o",
+            "subformat=twoGbMaxExtentSparse",
+            "Build Box.vmdk",
+            "3G",
+        ],
+    );
+    write(
+        &ws.join("Build Box.vmx"),
+        vmx(
+            "Build Box",
+            "windows9-64",
+            2,
+            4096,
+            &[("sata0:0", "D:\\VMs\\Build Box\\Build Box.vmdk")],
+            "",
+        ),
+    );
     write(&ws.join("Build Box.vmx.lck/M31415.lck"), "lock");
     write(&ws.join("vmware.log"), "log");
 
@@ -259,14 +399,24 @@ fn ntfs_datastore_end_to_end() {
         testkit::skip(test, "needs root and /dev/fuse for ntfs-3g");
         return;
     }
-    if let Some(t) = ["mkntfs", "ntfs-3g", "qemu-img"].iter().find(|t| !testkit::have_tool(t)) {
-        testkit::skip(test, &format!("{t} is missing (packages ntfs-3g, qemu-utils)"));
+    if let Some(t) = ["mkntfs", "ntfs-3g", "qemu-img"]
+        .iter()
+        .find(|t| !testkit::have_tool(t))
+    {
+        testkit::skip(
+            test,
+            &format!("{t} is missing (packages ntfs-3g, qemu-utils)"),
+        );
         return;
     }
     let path = testkit::fixture_dir("inventory").join(format!("hv-ntfs-{VERSION}.img"));
     let img = testkit::cached_fixture(&path, |out| {
         fs::File::create(out).unwrap().set_len(256 << 20).unwrap();
-        testkit::run(Command::new("mkntfs").args(["-F", "-q", "-f", "-c", "4096", "-L", "HV"]).arg(out));
+        testkit::run(
+            Command::new("mkntfs")
+                .args(["-F", "-q", "-f", "-c", "4096", "-L", "HV"])
+                .arg(out),
+        );
         let m = FuseMount::ntfs3g(out, &[]).expect("mount");
         ntfs_tree(m.path());
     });
@@ -279,13 +429,20 @@ fn ntfs_datastore_end_to_end() {
     assert!(sql.problems.is_empty(), "{:?}", sql.problems);
     assert_eq!(sql.disks.len(), 2);
     assert_eq!(sql.disks[0].chain.len(), 2);
-    assert_eq!(sql.disks[0].chain[1].capacity, Some(2 << 30), "qemu-made base VHDX");
+    assert_eq!(
+        sql.disks[0].chain[1].capacity,
+        Some(2 << 30),
+        "qemu-made base VHDX"
+    );
     assert_eq!(sql.consistency.state, ConsistencyState::PoweredOff);
 
     let nt4 = vm(&inv, "NT4 Box");
     assert_eq!(nt4.platform, Platform::VirtualServer);
     assert!(nt4.problems.is_empty(), "{:?}", nt4.problems);
-    assert_eq!(nt4.disks[0].chain[0].create_type.as_deref(), Some("dynamic"));
+    assert_eq!(
+        nt4.disks[0].chain[0].create_type.as_deref(),
+        Some("dynamic")
+    );
 
     let bb = vm(&inv, "Build Box");
     assert!(bb.problems.is_empty(), "{:?}", bb.problems);

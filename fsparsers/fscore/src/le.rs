@@ -10,22 +10,30 @@ pub fn u8_at(b: &[u8], off: usize) -> Option<u8> {
 
 /// Reads a little-endian `u16` at `off`.
 pub fn u16_at(b: &[u8], off: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(b.get(off..off.checked_add(2)?)?.try_into().ok()?))
+    Some(u16::from_le_bytes(
+        b.get(off..off.checked_add(2)?)?.try_into().ok()?,
+    ))
 }
 
 /// Reads a little-endian `u32` at `off`.
 pub fn u32_at(b: &[u8], off: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(off..off.checked_add(4)?)?.try_into().ok()?))
+    Some(u32::from_le_bytes(
+        b.get(off..off.checked_add(4)?)?.try_into().ok()?,
+    ))
 }
 
 /// Reads a little-endian `u64` at `off`.
 pub fn u64_at(b: &[u8], off: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(off..off.checked_add(8)?)?.try_into().ok()?))
+    Some(u64::from_le_bytes(
+        b.get(off..off.checked_add(8)?)?.try_into().ok()?,
+    ))
 }
 
 /// Reads a little-endian `i64` at `off`.
 pub fn i64_at(b: &[u8], off: usize) -> Option<i64> {
-    Some(i64::from_le_bytes(b.get(off..off.checked_add(8)?)?.try_into().ok()?))
+    Some(i64::from_le_bytes(
+        b.get(off..off.checked_add(8)?)?.try_into().ok()?,
+    ))
 }
 
 /// Borrows `len` bytes at `off`.

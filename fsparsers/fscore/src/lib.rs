@@ -169,7 +169,9 @@ impl fmt::Display for NotMappable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             NotMappable::Resident => "resident: the data is stored inside a metadata record",
-            NotMappable::Compressed => "compressed: the bytes on the device are not the file's bytes",
+            NotMappable::Compressed => {
+                "compressed: the bytes on the device are not the file's bytes"
+            }
             NotMappable::Encrypted => "encrypted: the bytes on the device are not the file's bytes",
             NotMappable::NotAFile => "not a regular file",
         })

@@ -212,6 +212,40 @@ impl Volume {
         }
     }
 
+    /// Splits `len` bytes at `device_offset` on the filesystem's device into pieces that each
+    /// lie contiguously on one LUN: `(LUN index, byte offset on the LUN, length)`. An extent of
+    /// a spanned VMFS volume may run from the end of one LUN onto the next, and [`Self::physical`]
+    /// translates only its first byte. Pieces are found by bisection over [`Self::physical`],
+    /// which assumes a LUN's run is not resumed, at the same offsets, after another LUN's run
+    /// (true of LVM volumes, whose PEs never repeat a device range).
+    pub fn physical_pieces(&self, device_offset: u64, len: u64) -> Vec<(usize, u64, u64)> {
+        let mut out = Vec::new();
+        let end = device_offset.saturating_add(len);
+        let mut pos = device_offset;
+        while pos < end {
+            let (lun, start) = self.physical(pos);
+            let continues = |n: u64| {
+                let (l, o) = self.physical(pos + n - 1);
+                l == lun && start.checked_add(n - 1) == Some(o)
+            };
+            let (mut lo, mut hi) = (1, end - pos);
+            if continues(hi) {
+                lo = hi;
+            }
+            while lo < hi {
+                let mid = lo + (hi - lo).div_ceil(2);
+                if continues(mid) {
+                    lo = mid;
+                } else {
+                    hi = mid - 1;
+                }
+            }
+            out.push((lun, start, lo));
+            pos += lo;
+        }
+        out
+    }
+
     /// The filesystem format.
     pub fn kind(&self) -> FsKind {
         self.fs.info().fs

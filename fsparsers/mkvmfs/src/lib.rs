@@ -41,8 +41,13 @@ pub struct Options {
     pub lazy_zeroed: Vec<String>,
     /// The source directory.
     pub src: PathBuf,
-    /// The image to create.
+    /// The image to create: the head extent of a spanned volume.
     pub image: PathBuf,
+    /// Further images of a volume spanning several LUNs (VMFS5), in volume order.
+    pub extents: Vec<PathBuf>,
+    /// Image size in bytes of each further extent; `None` splits the volume evenly (or, with
+    /// `size`, makes them as large as the first image).
+    pub extent_size: Option<u64>,
 }
 
 impl Options {
@@ -50,11 +55,25 @@ impl Options {
     pub fn partition_len(&self) -> anyhow::Result<Option<u64>> {
         self.size.map(|s| self.layout.partition_len(s)).transpose()
     }
+
+    /// Partition length of each further extent, when sizes were given.
+    pub fn extent_partition_len(&self) -> anyhow::Result<Option<u64>> {
+        self.extent_size
+            .or(self.size)
+            .map(|s| self.layout.partition_len(s))
+            .transpose()
+    }
 }
 
 /// Scans the source tree and writes the image described by `opts`.
 pub fn run(opts: &Options) -> anyhow::Result<()> {
     refuse_image_inside_source(opts)?;
+    if !opts.extents.is_empty() && opts.vmfs != 5 {
+        anyhow::bail!("--extent (a volume spanning several images) is written for VMFS5 only");
+    }
+    if opts.extents.is_empty() && opts.extent_size.is_some() {
+        anyhow::bail!("--extent-size needs at least one --extent IMAGE");
+    }
     let mut tree = tree::Tree::scan(&opts.src)?;
     tree.mark_lazy_zeroed(&opts.lazy_zeroed);
     match opts.vmfs {
@@ -64,22 +83,31 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     }
 }
 
-/// An image inside the source tree would be copied into itself.
+/// An image inside the source tree would be copied into itself; an image named twice would
+/// be overwritten by its second extent.
 fn refuse_image_inside_source(opts: &Options) -> anyhow::Result<()> {
     let src = std::fs::canonicalize(&opts.src)
         .map_err(|e| anyhow::anyhow!("source directory {}: {e}", opts.src.display()))?;
-    let parent = match opts.image.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    if let Ok(dir) = std::fs::canonicalize(&parent)
-        && dir.starts_with(&src)
-    {
-        anyhow::bail!(
-            "image {} lies inside the source directory {}",
-            opts.image.display(),
-            opts.src.display()
-        );
+    let mut seen = Vec::new();
+    for image in std::iter::once(&opts.image).chain(&opts.extents) {
+        let parent = match image.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        if let Ok(dir) = std::fs::canonicalize(&parent) {
+            if dir.starts_with(&src) {
+                anyhow::bail!(
+                    "image {} lies inside the source directory {}",
+                    image.display(),
+                    opts.src.display()
+                );
+            }
+            let full = dir.join(image.file_name().unwrap_or_default());
+            if seen.contains(&full) {
+                anyhow::bail!("image {} is named twice", image.display());
+            }
+            seen.push(full);
+        }
     }
     Ok(())
 }

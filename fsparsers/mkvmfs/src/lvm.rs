@@ -104,25 +104,117 @@ pub fn pes_for_partition(partition_len: u64) -> u64 {
     partition_len.saturating_sub(DATA_OFFSET) / PE_SIZE
 }
 
-/// Writes the LVM5 device header, volume table, device-name table and PE map.
+/// Writes the LVM5 device header, volume table, device-name table and PE map of a volume
+/// that lives on this one device.
 pub fn write_lvm5(vol: &Volume, p: &LvmParams) -> Result<()> {
+    let span = SpannedVolume {
+        major_version: p.major_version,
+        minor_version: p.minor_version,
+        volume_uuid: p.volume_uuid,
+        time_us: p.time_us,
+        devices: vec![DeviceExtent {
+            device_uuid: p.device_uuid,
+            first_pe: 0,
+            num_pes: p.num_pes,
+            name: "mkvmfs:C0:T0:L0:1".into(),
+        }],
+    };
+    write_lvm5_device(vol, &span, 0)
+}
+
+/// One device (extent) of a logical volume: which PEs of the volume it holds.
+#[derive(Clone, Debug)]
+pub struct DeviceExtent {
+    /// Device UUID (`devID`), different on every device.
+    pub device_uuid: VmwareUuid,
+    /// Volume PE number of this device's first PE (`firstPE`; 0 on the head extent).
+    pub first_pe: u64,
+    /// PEs of the volume on this device (`numPEs`).
+    pub num_pes: u64,
+    /// Device name as the head extent's device-name table lists it (ESXi: `naa.…:1`).
+    pub name: String,
+}
+
+/// A logical volume over one or more devices, the way ESXi records a spanned datastore: every
+/// device carries the same volume metadata (size, generation, name, UUID, device count) and
+/// its own device UUID, PE range and PE table; the head extent (`firstPE` 0) also lists the
+/// names of all devices. On each device the PEs lie end to end from [`DATA_OFFSET`], which is
+/// what vmfs-tools relies on (it maps volume offset `x` on the device whose PE range holds
+/// `x / PE_SIZE` to `DATA_OFFSET + x - firstPE * PE_SIZE`).
+#[derive(Clone, Debug)]
+pub struct SpannedVolume {
+    /// `majorVersion` (5 for VMFS5 volumes).
+    pub major_version: u32,
+    /// `minorVersion` (ESXi 5+ writes 0x15).
+    pub minor_version: u32,
+    /// Logical volume UUID (`lvID.uuid`), the same on every device.
+    pub volume_uuid: VmwareUuid,
+    /// Creation time in microseconds since the epoch.
+    pub time_us: u64,
+    /// The devices in volume order: device `i + 1` starts where device `i` ends.
+    pub devices: Vec<DeviceExtent>,
+}
+
+impl SpannedVolume {
+    /// PEs of the whole volume.
+    pub fn total_pes(&self) -> u64 {
+        self.devices.iter().map(|d| d.num_pes).sum()
+    }
+
+    /// Size of the logical volume in bytes.
+    pub fn logical_size(&self) -> u64 {
+        self.total_pes() * PE_SIZE
+    }
+
+    /// Volume byte range `(start, len)` held by device `index`.
+    pub fn device_range(&self, index: usize) -> (u64, u64) {
+        let d = &self.devices[index];
+        (d.first_pe * PE_SIZE, d.num_pes * PE_SIZE)
+    }
+}
+
+/// Partition bytes a device needs to hold `num_pes` PEs.
+pub fn partition_len_for(num_pes: u64) -> u64 {
+    DATA_OFFSET + num_pes * PE_SIZE
+}
+
+/// Writes the LVM5 header of device `index` of `span` into `vol`.
+pub fn write_lvm5_device(vol: &Volume, span: &SpannedVolume, index: usize) -> Result<()> {
+    let dev = span
+        .devices
+        .get(index)
+        .ok_or_else(|| anyhow::anyhow!("internal: no LVM device {index}"))?;
+    let num_devs = span.devices.len();
     ensure!(
-        (1..=MAX_PES).contains(&p.num_pes),
-        "a volume of {} PEs does not fit one PE map (1..={MAX_PES})",
-        p.num_pes
+        (1..=32).contains(&num_devs),
+        "a volume spans 1 to 32 devices, not {num_devs}"
+    );
+    let mut expected_first = 0;
+    for d in &span.devices {
+        ensure!(
+            d.first_pe == expected_first,
+            "internal: LVM devices do not follow each other"
+        );
+        expected_first += d.num_pes;
+    }
+    ensure!(
+        (1..=MAX_PES).contains(&dev.num_pes),
+        "a device of {} PEs does not fit one PE map (1..={MAX_PES})",
+        dev.num_pes
     );
     ensure!(
-        p.partition_len() <= vol.len(),
-        "LVM volume larger than its partition"
+        partition_len_for(dev.num_pes) <= vol.len(),
+        "LVM device larger than its partition"
     );
+    let total_pes = span.total_pes();
     let mut h = vec![0u8; off::END];
     let put32 = |h: &mut [u8], o: usize, v: u32| h[o..o + 4].copy_from_slice(&v.to_le_bytes());
     let put64 = |h: &mut [u8], o: usize, v: u64| h[o..o + 8].copy_from_slice(&v.to_le_bytes());
 
     // LVM_DevMetadata
     put32(&mut h, 0x00, LVM_MAGIC);
-    put32(&mut h, 0x04, p.major_version);
-    put32(&mut h, 0x08, p.minor_version);
+    put32(&mut h, 0x04, span.major_version);
+    put32(&mut h, 0x08, span.minor_version);
     // SCSI_DiskId at 0x0c: type, len, lun, deviceType, scsiLevel, vendor, model, rev, id.
     let disk_id = b"mkvmfs:0:0";
     h[0x0d] = disk_id.len() as u8;
@@ -130,60 +222,121 @@ pub fn write_lvm5(vol: &Volume, p: &LvmParams) -> Result<()> {
     put32(&mut h, 0x5a, 512); // diskBlockSize
     put64(&mut h, 0x5e, vol.len()); // totalBytes
     put32(&mut h, 0x66, 1); // numVolumes
-    put32(&mut h, 0x6a, p.num_pes as u32); // numPEs
-    put32(&mut h, 0x6e, (p.num_pes - 1) as u32); // lastPEIndex
+    put32(&mut h, 0x6a, dev.num_pes as u32); // numPEs on this device
+    put32(&mut h, 0x6e, (dev.num_pes - 1) as u32); // lastPEIndex
     put64(&mut h, 0x72, 1); // generation
     put64(&mut h, 0x7a, DATA_OFFSET); // dataOffset
-    h[0x82..0x92].copy_from_slice(&p.device_uuid.0); // devID
-    put64(&mut h, 0x92, p.time_us); // initTimeUS
-    put64(&mut h, 0x9a, p.time_us); // modTimeUS
+    h[0x82..0x92].copy_from_slice(&dev.device_uuid.0); // devID
+    put64(&mut h, 0x92, span.time_us); // initTimeUS
+    put64(&mut h, 0x9a, span.time_us); // modTimeUS
     put32(&mut h, 0xbe, 1); // numPEMaps
 
-    // LVM_VolDescriptor of volume 0
+    // LVM_VolDescriptor of volume 0: volMeta is the same on every device, the PE range is
+    // this device's.
     let v = off::VOL_TABLE;
-    put64(&mut h, v, p.logical_size()); // logicalSize
-    // generation; vmfs-tools reads it as "blocks" = PEs + extents.
-    put64(&mut h, v + 0x08, p.num_pes + 1);
+    put64(&mut h, v, total_pes * PE_SIZE); // logicalSize
+    // generation; vmfs-tools reads it as "blocks" = PEs + extents and insists that every
+    // extent agrees.
+    put64(&mut h, v + 0x08, total_pes + num_devs as u64);
     put32(&mut h, v + 0x10, 1); // state LVM_NORMAL
-    let name = p.volume_uuid.to_text();
+    let name = span.volume_uuid.to_text();
     h[v + 0x14..v + 0x14 + name.len()].copy_from_slice(name.as_bytes());
-    h[v + 0x54..v + 0x64].copy_from_slice(&p.volume_uuid.0); // lvID.uuid
+    h[v + 0x54..v + 0x64].copy_from_slice(&span.volume_uuid.0); // lvID.uuid
     put32(&mut h, v + 0x64, 1); // lvID.snapID
-    put64(&mut h, v + 0x68, p.time_us); // creationTimeUS
+    put64(&mut h, v + 0x68, span.time_us); // creationTimeUS
     put32(&mut h, v + 0x70, 0); // volumeID
-    put32(&mut h, v + 0x74, p.num_pes as u32); // numPEs on this device
-    put64(&mut h, v + 0x78, 0); // firstPE
-    put64(&mut h, v + 0x80, p.num_pes - 1); // lastPE
-    put64(&mut h, v + 0x88, p.time_us); // modTimeUS
-    put32(&mut h, v + 0x90, 1); // extVolMeta.numDevs
+    put32(&mut h, v + 0x74, dev.num_pes as u32); // numPEs on this device
+    put64(&mut h, v + 0x78, dev.first_pe); // firstPE
+    put64(&mut h, v + 0x80, dev.first_pe + dev.num_pes - 1); // lastPE
+    put64(&mut h, v + 0x88, span.time_us); // modTimeUS
+    put32(&mut h, v + 0x90, num_devs as u32); // extVolMeta.numDevs
 
-    // Device-name table: the name of device 0.
-    let dev_name = b"mkvmfs:C0:T0:L0:1";
-    h[off::SD_TABLE..off::SD_TABLE + dev_name.len()].copy_from_slice(dev_name);
+    // Device-name table: on the head extent, the names of all devices in volume order.
+    if dev.first_pe == 0 {
+        for (i, d) in span.devices.iter().enumerate() {
+            let n = d.name.as_bytes();
+            let n = &n[..n.len().min(255)];
+            let at = off::SD_TABLE + 256 * i;
+            h[at..at + n.len()].copy_from_slice(n);
+        }
+    }
 
-    // PE bitmap and table.
-    for pe in 0..p.num_pes as usize {
+    // PE bitmap and table: PE ids and device offsets count from this device's start (the
+    // same pattern on every extent), logical offsets from the volume's.
+    for pe in 0..dev.num_pes as usize {
         h[off::PE_BITMAP + pe / 8] |= 1 << (pe % 8);
         let e = off::PE_TABLE + pe * 128;
         h[e] = 1; // used
         put32(&mut h, e + 0x01, pe as u32); // peID
         put32(&mut h, e + 0x05, 0); // volumeID
         put64(&mut h, e + 0x09, DATA_OFFSET + pe as u64 * PE_SIZE); // pOffset
-        put64(&mut h, e + 0x11, pe as u64 * PE_SIZE); // lOffset
+        put64(&mut h, e + 0x11, (dev.first_pe + pe as u64) * PE_SIZE); // lOffset
         put64(&mut h, e + 0x19, PE_SIZE); // length
         put32(&mut h, e + 0x21, 1); // version
     }
-    let used = off::PE_TABLE + p.num_pes as usize * 128;
+    let used = off::PE_TABLE + dev.num_pes as usize * 128;
     // Write only the parts that carry data, so the image stays sparse.
     vol.write_at(DEV_HEADER_OFFSET, &h[..off::VOL_TABLE + 0x200])?;
+    let sd_len = if dev.first_pe == 0 {
+        256 * num_devs
+    } else {
+        512
+    };
     vol.write_at(
         DEV_HEADER_OFFSET + off::SD_TABLE as u64,
-        &h[off::SD_TABLE..off::SD_TABLE + 512],
+        &h[off::SD_TABLE..off::SD_TABLE + sd_len.max(512)],
     )?;
     vol.write_at(
         DEV_HEADER_OFFSET + off::PE_BITMAP as u64,
         &h[off::PE_BITMAP..used],
     )
+}
+
+/// The logical volume being written, over the partitions of its devices: writes at volume
+/// offsets are split along the device boundaries.
+pub struct LogicalVolume<'a> {
+    /// (device partition, first volume byte on it, volume bytes on it), in volume order.
+    devices: Vec<(&'a Volume, u64, u64)>,
+}
+
+impl<'a> LogicalVolume<'a> {
+    /// The volume `span` over the partitions `vols` (one per device, in the same order).
+    pub fn new(span: &SpannedVolume, vols: &'a [Volume]) -> Result<LogicalVolume<'a>> {
+        ensure!(
+            vols.len() == span.devices.len(),
+            "internal: {} partitions for {} LVM devices",
+            vols.len(),
+            span.devices.len()
+        );
+        let devices = vols
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let (start, len) = span.device_range(i);
+                (v, start, len)
+            })
+            .collect();
+        Ok(LogicalVolume { devices })
+    }
+
+    /// Writes `buf` at volume offset `offset`.
+    pub fn write_at(&self, offset: u64, buf: &[u8]) -> Result<()> {
+        let mut done = 0usize;
+        while done < buf.len() {
+            let pos = offset + done as u64;
+            let Some(&(vol, start, len)) = self
+                .devices
+                .iter()
+                .find(|(_, s, l)| *s <= pos && pos < s + l)
+            else {
+                anyhow::bail!("volume offset {pos} lies past the last LVM device");
+            };
+            let n = ((start + len - pos) as usize).min(buf.len() - done);
+            vol.write_at(DATA_OFFSET + (pos - start), &buf[done..done + n])?;
+            done += n;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

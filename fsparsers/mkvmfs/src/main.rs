@@ -31,6 +31,14 @@ struct Cli {
     /// one path component, `**` crosses them; a pattern without `/` also matches base names.
     #[arg(long, value_name = "GLOB")]
     lazy_zeroed: Vec<String>,
+    /// Another image of the same VMFS5 volume (repeatable): the volume spans IMAGE and every
+    /// --extent, in that order, each a separate LVM device with the layout of --layout.
+    #[arg(long = "extent", value_name = "IMAGE")]
+    extents: Vec<PathBuf>,
+    /// Size in bytes of each --extent image (default: as large as --size, or without --size
+    /// the volume is split evenly over the images).
+    #[arg(long)]
+    extent_size: Option<u64>,
     /// Directory to copy into the volume.
     src_dir: PathBuf,
     /// Image file to create (overwritten).
@@ -48,6 +56,8 @@ fn main() -> ExitCode {
         lazy_zeroed: cli.lazy_zeroed,
         src: cli.src_dir,
         image: cli.image,
+        extents: cli.extents,
+        extent_size: cli.extent_size,
     };
     match mkvmfs::run(&opts) {
         Ok(()) => ExitCode::SUCCESS,

@@ -12,12 +12,12 @@
 //! descriptors, sub-blocks and pointer blocks. The bitmaps are written from those counts.
 
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail, ensure};
 
-use crate::layout::{self, Volume};
-use crate::lvm::{self, LvmParams, VmwareUuid};
+use crate::layout;
+use crate::lvm::{self, LogicalVolume, VmwareUuid};
 use crate::tree::{Kind, Node, Segment, Tree};
 use crate::v5_format::*;
 use crate::{Options, splitmix64};
@@ -39,7 +39,8 @@ mod sys {
 /// Bytes read from a source file at once.
 const COPY_CHUNK: u64 = 1 << 20;
 
-/// Writes `tree` as a VMFS5 volume into `image`.
+/// Writes `tree` as a VMFS5 volume into `image` (and, for a spanned volume, the images of
+/// `opts.extents`).
 pub fn write(opts: &Options, tree: &Tree, image: &Path) -> Result<()> {
     let bs = opts.block_size;
     ensure!(
@@ -47,42 +48,115 @@ pub fn write(opts: &Options, tree: &Tree, image: &Path) -> Result<()> {
         "VMFS5 block size must be 1, 2, 4 or 8 MiB, not {bs}"
     );
     let mut plan = Plan::build(tree, bs)?;
+    let images: Vec<&Path> = std::iter::once(image)
+        .chain(opts.extents.iter().map(PathBuf::as_path))
+        .collect();
+    let pes = device_pes(opts, images.len() as u64, plan.pes_needed())?;
+    plan.finish(pes.iter().sum())?;
 
-    let fixed_partition = opts.partition_len()?;
-    let num_pes = match fixed_partition {
-        Some(p) => {
-            let n = lvm::pes_for_partition(p);
-            ensure!(
-                n >= 1,
-                "--size leaves no room for one 256 MiB LVM extent (need > 273 MiB)"
-            );
-            n
-        }
-        None => plan.pes_needed(),
-    };
-    plan.finish(num_pes)?;
     let now = now_secs();
-    let params = LvmParams {
+    let mut first_pe = 0;
+    let devices = pes
+        .iter()
+        .zip(&images)
+        .map(|(&num_pes, img)| {
+            let d = lvm::DeviceExtent {
+                device_uuid: VmwareUuid::generate(now),
+                first_pe,
+                num_pes,
+                name: device_name(img, images.len()),
+            };
+            first_pe += num_pes;
+            d
+        })
+        .collect();
+    let span = lvm::SpannedVolume {
         major_version: 5,
         minor_version: 0x15,
-        device_uuid: VmwareUuid::generate(now),
         volume_uuid: VmwareUuid::generate(now),
-        num_pes,
         time_us: u64::from(now) * 1_000_000,
+        devices,
     };
-    let partition_len = fixed_partition.unwrap_or_else(|| params.partition_len());
-    let vol = layout::create(image, opts.layout, partition_len)?;
-    lvm::write_lvm5(&vol, &params)?;
+    let head_partition = opts.partition_len()?;
+    let extent_partition = opts.extent_partition_len()?;
+    let mut vols = Vec::with_capacity(images.len());
+    for (i, img) in images.iter().enumerate() {
+        let fixed = if i == 0 {
+            head_partition
+        } else {
+            extent_partition
+        };
+        let len = fixed.unwrap_or_else(|| lvm::partition_len_for(span.devices[i].num_pes));
+        let vol = layout::create(img, opts.layout, len)?;
+        lvm::write_lvm5_device(&vol, &span, i)
+            .with_context(|| format!("LVM header of {}", img.display()))?;
+        vols.push(vol);
+    }
+    let lv = lvm::LogicalVolume::new(&span, &vols)?;
     let w = Writer {
-        vol: &vol,
+        vol: &lv,
         plan: &plan,
         bs,
         now,
         opts,
-        params: &params,
+        volume_uuid: span.volume_uuid,
     };
     w.write_all()?;
-    vol.finish()
+    drop(lv);
+    for vol in vols {
+        vol.finish()?;
+    }
+    Ok(())
+}
+
+/// PEs of each device: from the image sizes given, else just enough for the tree, split
+/// evenly (the head takes the remainder) with at least one PE per device.
+fn device_pes(opts: &Options, devices: u64, needed: u64) -> Result<Vec<u64>> {
+    let pes_of = |partition: u64, what: &str| -> Result<u64> {
+        let n = lvm::pes_for_partition(partition);
+        ensure!(
+            n >= 1,
+            "{what} leaves no room for one 256 MiB LVM extent (need > 273 MiB)"
+        );
+        Ok(n)
+    };
+    let extra = devices - 1;
+    let extent_pes = opts
+        .extent_partition_len()?
+        .map(|p| pes_of(p, "--extent-size"))
+        .transpose()?;
+    let head_pes = opts
+        .partition_len()?
+        .map(|p| pes_of(p, "--size"))
+        .transpose()?;
+    Ok(match (head_pes, extent_pes) {
+        (Some(h), Some(e)) => std::iter::once(h).chain((0..extra).map(|_| e)).collect(),
+        (None, Some(e)) => {
+            let head = needed.saturating_sub(e * extra).max(1);
+            std::iter::once(head).chain((0..extra).map(|_| e)).collect()
+        }
+        (Some(h), None) => vec![h],
+        (None, None) => {
+            let total = needed.max(devices);
+            let each = total / devices;
+            std::iter::once(each + total % devices)
+                .chain((0..extra).map(|_| each))
+                .collect()
+        }
+    })
+}
+
+/// The device name the head extent lists for an image: ESXi lists `naa.…:1`; mkvmfs names the
+/// image file, so a missing extent can be told by name.
+fn device_name(image: &Path, devices: usize) -> String {
+    if devices == 1 {
+        return "mkvmfs:C0:T0:L0:1".into();
+    }
+    let file = image
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    format!("mkvmfs:{file}:1")
 }
 
 fn now_secs() -> u32 {
@@ -525,18 +599,19 @@ impl<'a> Plan<'a> {
 
 /// Writes a planned volume.
 struct Writer<'p, 'a> {
-    vol: &'p Volume,
+    vol: &'p LogicalVolume<'p>,
     plan: &'p Plan<'a>,
     bs: u64,
     now: u32,
     opts: &'p Options,
-    params: &'p LvmParams,
+    /// LVM volume UUID, repeated in the filesystem descriptor.
+    volume_uuid: VmwareUuid,
 }
 
 impl Writer<'_, '_> {
     /// Writes at a logical-volume offset.
     fn write_lv(&self, offset: u64, buf: &[u8]) -> Result<()> {
-        self.vol.write_at(lvm::DATA_OFFSET + offset, buf)
+        self.vol.write_at(offset, buf)
     }
 
     fn fd_offset(&self, index: u64) -> u64 {
@@ -604,7 +679,7 @@ impl Writer<'_, '_> {
         put64(&mut d, 0xa1, self.bs); // fileBlockSize
         put32(&mut d, 0xa9, self.now); // creationTime
         put32(&mut d, 0xad, 1); // snapID
-        d[0xb1..0xc1].copy_from_slice(&self.params.volume_uuid.0); // volInfo: LVM volume UUID
+        d[0xb1..0xc1].copy_from_slice(&self.volume_uuid.0); // volInfo: LVM volume UUID
         put32(&mut d, 0xc1, 1);
         put32(&mut d, 0xd1, CLUSTER_GROUP_OFFSET as u32); // fdcClusterGroupOffset
         put32(

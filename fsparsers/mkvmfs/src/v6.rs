@@ -444,80 +444,7 @@ pub fn write(opts: &Options, tree: &Tree, image: &Path) -> Result<()> {
         }
     }
     for item in &mut items {
-        let owner = fd_address(item.fd);
-        match &mut item.storage {
-            Storage::Resident(_) => {}
-            Storage::SubBlock(sb) => {
-                if sb.is_some() {
-                    *sb = Some(alloc.sb()?);
-                }
-            }
-            Storage::DirSubBlocks(v) => {
-                let len = item.dir.as_ref().map_or(0, |d| d.len() as u64);
-                for _ in 0..len.div_ceil(SUB_BLOCK_SIZE) {
-                    v.push(alloc.sb()?);
-                }
-            }
-            Storage::DirSfbs(v) => {
-                if item.fd == 0 {
-                    v.extend(root.start..root.start + root.sfbs());
-                } else {
-                    let len = item.dir.as_ref().map_or(0, |d| d.len() as u64);
-                    for _ in 0..len.div_ceil(SFB_SIZE) {
-                        v.push(alloc.sfb(owner)?);
-                    }
-                }
-            }
-            Storage::Blocks {
-                nslots,
-                slots,
-                lazy,
-                ind,
-            } => {
-                let per = SFBS_PER_LFB as usize;
-                let mut p = 0usize;
-                while p < slots.len() {
-                    let i = slots[p].0;
-                    // Lazy files hold every slot, so slots[p..p + 512] are i..i + 512.
-                    if *lazy
-                        && i.is_multiple_of(SFBS_PER_LFB)
-                        && i + SFBS_PER_LFB <= *nslots
-                        && lfb_avail > 0
-                    {
-                        lfb_avail -= 1;
-                        let lfb = alloc.lfb(owner)?;
-                        let tbz = slots[p..p + per]
-                            .iter()
-                            .all(|(_, s)| matches!(s, Slot::Sfb { tbz: true, .. }));
-                        for e in &mut slots[p..p + per] {
-                            e.1 = Slot::Lfb { lfb, tbz };
-                        }
-                        p += per;
-                        continue;
-                    }
-                    if let Slot::Sfb { block, .. } = &mut slots[p].1 {
-                        *block = alloc.sfb(owner)?;
-                    }
-                    p += 1;
-                }
-                match ind {
-                    Indirection::Direct => {}
-                    Indirection::Single(pbs) => {
-                        for pb in pbs.iter_mut().flatten() {
-                            *pb = alloc.sb()?;
-                        }
-                    }
-                    Indirection::Double { top, leaves } => {
-                        for pb in top.iter_mut().flatten() {
-                            *pb = alloc.sb()?;
-                        }
-                        for pb in leaves.values_mut() {
-                            *pb = alloc.sb()?;
-                        }
-                    }
-                }
-            }
-        }
+        allocate(item, &mut alloc, root, &mut lfb_avail)?;
     }
 
     // 8. Write.
@@ -626,214 +553,318 @@ pub fn write(opts: &Options, tree: &Tree, image: &Path) -> Result<()> {
     dev.write(sdd.dev(0), &sdd_dir)?;
 
     // User files, directories and the root.
-    let sb_dev = |sb: u64| {
-        sbc.dev(sbc_meta.resource_offset(
-            sb / u64::from(SB_PER_CLUSTER),
-            sb % u64::from(SB_PER_CLUSTER),
-        ))
+    let mut writer = FdWriter {
+        dev: &dev,
+        fdc,
+        fdc_meta,
+        sbc,
+        sbc_meta,
+        garbage_seed: crate::random_u64(),
     };
-    let sb_address = |sb: u64| {
-        sb_addr(
-            sb / u64::from(SB_PER_CLUSTER),
-            sb % u64::from(SB_PER_CLUSTER),
-        )
-    };
-    let mut garbage_seed = crate::random_u64();
     for item in &items {
-        let n = item.node;
-        let mut meta = FdMeta {
-            addr: fd_address(item.fd),
-            links: 1,
-            fd_type: item.fd_type,
-            parent: if item.fd == 0 {
-                0
-            } else {
-                fd_address(item.parent_fd)
-            },
-            ..FdMeta::default()
-        };
-        if let Some(n) = n {
-            meta.mtime = clamp_time(n.mtime);
-            meta.ctime = clamp_time(n.ctime);
-            meta.atime = clamp_time(n.atime);
-            meta.uid = n.uid;
-            meta.gid = n.gid;
-            meta.mode = n.mode & 0o7777;
-        }
-        let mut addrs: Vec<u64> = Vec::new();
-        let mut resident: &[u8] = &[];
-        match &item.storage {
-            Storage::Resident(data) => {
-                meta.zla = ZLA_RESIDENT;
-                meta.block_size = SUB_BLOCK_SIZE;
-                meta.length = n.map_or(0, |n| match &n.kind {
-                    Kind::File { size, .. } => *size,
-                    _ => data.len() as u64,
-                });
-                resident = data;
-            }
-            Storage::SubBlock(sb) => {
-                meta.zla = ZLA_SUB_BLOCK;
-                meta.block_size = SUB_BLOCK_SIZE;
-                meta.length = file_size(n);
-                if let (Some(sb), Some(n)) = (sb, n) {
-                    meta.num_blocks = 1;
-                    addrs.push(sb_address(*sb));
-                    copy_range(&dev, n, 0, meta.length, sb_dev(*sb))?;
-                }
-            }
-            Storage::DirSubBlocks(sbs) => {
-                let buf = item.dir.as_deref().unwrap_or(&[]);
-                meta.zla = ZLA_SUB_BLOCK;
-                meta.block_size = SUB_BLOCK_SIZE;
-                meta.length = buf.len() as u64;
-                meta.num_blocks = sbs.len() as u64;
-                for (k, sb) in sbs.iter().enumerate() {
-                    let part = &buf[k * SUB_BLOCK_SIZE as usize..]
-                        [..(buf.len() - k * SUB_BLOCK_SIZE as usize).min(SUB_BLOCK_SIZE as usize)];
-                    dev.write_nonzero(sb_dev(*sb), part)?;
-                    addrs.push(sb_address(*sb));
-                }
-            }
-            Storage::DirSfbs(sfbs) => {
-                let buf = item.dir.as_deref().unwrap_or(&[]);
-                meta.zla = ZLA_FILE_BLOCK;
-                meta.block_size = SFB_SIZE;
-                meta.length = buf.len() as u64;
-                meta.num_blocks = sfbs.len() as u64;
-                ensure!(sfbs.len() <= FD_MAX_ADDRS, "directory too large");
-                for (k, b) in sfbs.iter().enumerate() {
-                    let part = &buf[k * SFB_SIZE as usize..]
-                        [..(buf.len() - k * SFB_SIZE as usize).min(SFB_SIZE as usize)];
-                    dev.write_nonzero(b * SFB_SIZE, part)?;
-                    addrs.push(sfb_addr(*b, 0));
-                }
-            }
-            Storage::Blocks {
-                nslots, slots, ind, ..
-            } => {
-                let n = n.context("file without a node")?;
-                meta.block_size = SFB_SIZE;
-                meta.length = file_size(Some(n));
-                let segments = match &n.kind {
-                    Kind::File { segments, .. } => segments.as_slice(),
-                    _ => &[],
-                };
-                // Data and garbage.
-                let mut last_lfb = None;
-                for &(i, s) in slots {
-                    match s {
-                        Slot::Sfb { block, tbz } => {
-                            meta.num_blocks += 1;
-                            if tbz {
-                                meta.tbz_blocks += 1;
-                                write_garbage(&dev, block * SFB_SIZE, SFB_SIZE, &mut garbage_seed)?;
-                            } else {
-                                let start = i * SFB_SIZE;
-                                copy_segments(
-                                    &dev,
-                                    n,
-                                    segments,
-                                    start,
-                                    SFB_SIZE,
-                                    block * SFB_SIZE,
-                                )?;
-                            }
-                        }
-                        Slot::Lfb { lfb, tbz } => {
-                            if last_lfb == Some(lfb) {
-                                continue;
-                            }
-                            last_lfb = Some(lfb);
-                            meta.num_blocks += 1;
-                            meta.lfbs += 1;
-                            if tbz {
-                                meta.tbz_blocks += 1;
-                                write_garbage(&dev, lfb * LFB_SIZE, LFB_SIZE, &mut garbage_seed)?;
-                            } else {
-                                let start = i * SFB_SIZE;
-                                copy_segments(&dev, n, segments, start, LFB_SIZE, lfb * LFB_SIZE)?;
-                            }
-                        }
-                    }
-                }
-                // Pointer block `k` of a level holds the entries for slots k*8192..
-                let leaf = |k: u64| -> Vec<u8> {
-                    let lo = slots.partition_point(|(i, _)| *i < k * PB_ENTRIES);
-                    let hi = slots.partition_point(|(i, _)| *i < (k + 1) * PB_ENTRIES);
-                    let mut buf = vec![0u8; SUB_BLOCK_SIZE as usize];
-                    for (i, s) in &slots[lo..hi] {
-                        put_u64(&mut buf, ((i - k * PB_ENTRIES) * 8) as usize, slot_addr(*s));
-                    }
-                    buf
-                };
-                match ind {
-                    Indirection::Direct => {
-                        meta.zla = ZLA_FILE_BLOCK;
-                        addrs = vec![0; *nslots as usize];
-                        for (i, s) in slots {
-                            addrs[*i as usize] = slot_addr(*s);
-                        }
-                    }
-                    Indirection::Single(pbs) => {
-                        meta.zla = ZLA_POINTER_BLOCK;
-                        for (k, pb) in pbs.iter().enumerate() {
-                            let Some(sb) = pb else {
-                                addrs.push(0);
-                                continue;
-                            };
-                            meta.pointer_blocks += 1;
-                            dev.write_nonzero(sb_dev(*sb), &leaf(k as u64))?;
-                            addrs.push(sb_address(*sb));
-                        }
-                    }
-                    Indirection::Double { top, leaves } => {
-                        meta.zla = ZLA_POINTER_BLOCK_DOUBLE;
-                        for (&k, &sb) in leaves {
-                            meta.pointer_blocks += 1;
-                            dev.write_nonzero(sb_dev(sb), &leaf(k))?;
-                        }
-                        for (t, pb) in top.iter().enumerate() {
-                            let Some(sb) = pb else {
-                                addrs.push(0);
-                                continue;
-                            };
-                            meta.pointer_blocks += 1;
-                            let t = t as u64;
-                            let mut buf = vec![0u8; SUB_BLOCK_SIZE as usize];
-                            for (&k, &leaf_sb) in leaves.range(t * PB_ENTRIES..(t + 1) * PB_ENTRIES)
-                            {
-                                put_u64(
-                                    &mut buf,
-                                    ((k - t * PB_ENTRIES) * 8) as usize,
-                                    sb_address(leaf_sb),
-                                );
-                            }
-                            dev.write_nonzero(sb_dev(*sb), &buf)?;
-                            addrs.push(sb_address(*sb));
-                        }
-                    }
-                }
-                while addrs.last() == Some(&0) {
-                    addrs.pop();
-                }
-            }
-        }
-        if item.fd_type == TYPE_DIRECTORY {
-            let subdirs = n.map_or(0, |n| n.children().iter().filter(|c| c.is_dir()).count());
-            meta.links = 2 + subdirs as u32;
-            if item.fd == 0 {
-                meta.links += 1; // .sdd.sf
-                meta.mode = 0o1755;
-            }
-        }
-        dev.write(
-            fd_dev(item.fd),
-            &file_descriptor(&meta, fd_dev(item.fd), &addrs, resident),
-        )?;
+        write_item(&mut writer, item)?;
     }
 
     vol.finish()
+}
+
+/// Gives `item` its blocks: SFBs, LFBs (lazy-zeroed whole chunks while `lfb_avail` lasts)
+/// and sub-blocks (small files, directories, pointer blocks).
+fn allocate(item: &mut Item, alloc: &mut Alloc, root: SysFile, lfb_avail: &mut u64) -> Result<()> {
+    let owner = fd_address(item.fd);
+    match &mut item.storage {
+        Storage::Resident(_) => {}
+        Storage::SubBlock(sb) => {
+            if sb.is_some() {
+                *sb = Some(alloc.sb()?);
+            }
+        }
+        Storage::DirSubBlocks(v) => {
+            let len = item.dir.as_ref().map_or(0, |d| d.len() as u64);
+            for _ in 0..len.div_ceil(SUB_BLOCK_SIZE) {
+                v.push(alloc.sb()?);
+            }
+        }
+        Storage::DirSfbs(v) => {
+            if item.fd == 0 {
+                v.extend(root.start..root.start + root.sfbs());
+            } else {
+                let len = item.dir.as_ref().map_or(0, |d| d.len() as u64);
+                for _ in 0..len.div_ceil(SFB_SIZE) {
+                    v.push(alloc.sfb(owner)?);
+                }
+            }
+        }
+        Storage::Blocks {
+            nslots,
+            slots,
+            lazy,
+            ind,
+        } => {
+            let per = SFBS_PER_LFB as usize;
+            let mut p = 0usize;
+            while p < slots.len() {
+                let i = slots[p].0;
+                // Lazy files hold every slot, so slots[p..p + 512] are i..i + 512.
+                if *lazy
+                    && i.is_multiple_of(SFBS_PER_LFB)
+                    && i + SFBS_PER_LFB <= *nslots
+                    && *lfb_avail > 0
+                {
+                    *lfb_avail -= 1;
+                    let lfb = alloc.lfb(owner)?;
+                    let tbz = slots[p..p + per]
+                        .iter()
+                        .all(|(_, s)| matches!(s, Slot::Sfb { tbz: true, .. }));
+                    for e in &mut slots[p..p + per] {
+                        e.1 = Slot::Lfb { lfb, tbz };
+                    }
+                    p += per;
+                    continue;
+                }
+                if let Slot::Sfb { block, .. } = &mut slots[p].1 {
+                    *block = alloc.sfb(owner)?;
+                }
+                p += 1;
+            }
+            match ind {
+                Indirection::Direct => {}
+                Indirection::Single(pbs) => {
+                    for pb in pbs.iter_mut().flatten() {
+                        *pb = alloc.sb()?;
+                    }
+                }
+                Indirection::Double { top, leaves } => {
+                    for pb in top.iter_mut().flatten() {
+                        *pb = alloc.sb()?;
+                    }
+                    for pb in leaves.values_mut() {
+                        *pb = alloc.sb()?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Where descriptors and sub-blocks live, for writing user files.
+struct FdWriter<'a> {
+    dev: &'a Dev<'a>,
+    fdc: SysFile,
+    fdc_meta: ResMeta,
+    sbc: SysFile,
+    sbc_meta: ResMeta,
+    garbage_seed: u64,
+}
+
+impl FdWriter<'_> {
+    fn fd_dev(&self, index: u32) -> u64 {
+        self.fdc.dev(self.fdc_meta.resource_offset(
+            u64::from(index / FD_PER_CLUSTER),
+            u64::from(index % FD_PER_CLUSTER),
+        ))
+    }
+
+    fn sb_dev(&self, sb: u64) -> u64 {
+        let per = u64::from(SB_PER_CLUSTER);
+        self.sbc
+            .dev(self.sbc_meta.resource_offset(sb / per, sb % per))
+    }
+
+    fn sb_address(&self, sb: u64) -> u64 {
+        let per = u64::from(SB_PER_CLUSTER);
+        sb_addr(sb / per, sb % per)
+    }
+}
+
+/// Writes the data of `item` (file blocks, sub-blocks, pointer blocks, directory blocks,
+/// garbage under TBZ blocks) and its file descriptor.
+fn write_item(w: &mut FdWriter, item: &Item) -> Result<()> {
+    let n = item.node;
+    let mut meta = FdMeta {
+        addr: fd_address(item.fd),
+        links: 1,
+        fd_type: item.fd_type,
+        parent: if item.fd == 0 {
+            0
+        } else {
+            fd_address(item.parent_fd)
+        },
+        ..FdMeta::default()
+    };
+    if let Some(n) = n {
+        meta.mtime = clamp_time(n.mtime);
+        meta.ctime = clamp_time(n.ctime);
+        meta.atime = clamp_time(n.atime);
+        meta.uid = n.uid;
+        meta.gid = n.gid;
+        meta.mode = n.mode & 0o7777;
+    }
+    let mut addrs: Vec<u64> = Vec::new();
+    let mut resident: &[u8] = &[];
+    match &item.storage {
+        Storage::Resident(data) => {
+            meta.zla = ZLA_RESIDENT;
+            meta.block_size = SUB_BLOCK_SIZE;
+            meta.length = n.map_or(0, |n| match &n.kind {
+                Kind::File { size, .. } => *size,
+                _ => data.len() as u64,
+            });
+            resident = data;
+        }
+        Storage::SubBlock(sb) => {
+            meta.zla = ZLA_SUB_BLOCK;
+            meta.block_size = SUB_BLOCK_SIZE;
+            meta.length = file_size(n);
+            if let (Some(sb), Some(n)) = (sb, n) {
+                meta.num_blocks = 1;
+                addrs.push(w.sb_address(*sb));
+                copy_range(w.dev, n, 0, meta.length, w.sb_dev(*sb))?;
+            }
+        }
+        Storage::DirSubBlocks(sbs) => {
+            let buf = item.dir.as_deref().unwrap_or(&[]);
+            meta.zla = ZLA_SUB_BLOCK;
+            meta.block_size = SUB_BLOCK_SIZE;
+            meta.length = buf.len() as u64;
+            meta.num_blocks = sbs.len() as u64;
+            for (k, sb) in sbs.iter().enumerate() {
+                let part = &buf[k * SUB_BLOCK_SIZE as usize..]
+                    [..(buf.len() - k * SUB_BLOCK_SIZE as usize).min(SUB_BLOCK_SIZE as usize)];
+                w.dev.write_nonzero(w.sb_dev(*sb), part)?;
+                addrs.push(w.sb_address(*sb));
+            }
+        }
+        Storage::DirSfbs(sfbs) => {
+            let buf = item.dir.as_deref().unwrap_or(&[]);
+            meta.zla = ZLA_FILE_BLOCK;
+            meta.block_size = SFB_SIZE;
+            meta.length = buf.len() as u64;
+            meta.num_blocks = sfbs.len() as u64;
+            ensure!(sfbs.len() <= FD_MAX_ADDRS, "directory too large");
+            for (k, b) in sfbs.iter().enumerate() {
+                let part = &buf[k * SFB_SIZE as usize..]
+                    [..(buf.len() - k * SFB_SIZE as usize).min(SFB_SIZE as usize)];
+                w.dev.write_nonzero(b * SFB_SIZE, part)?;
+                addrs.push(sfb_addr(*b, 0));
+            }
+        }
+        Storage::Blocks {
+            nslots, slots, ind, ..
+        } => {
+            let n = n.context("file without a node")?;
+            meta.block_size = SFB_SIZE;
+            meta.length = file_size(Some(n));
+            let segments = match &n.kind {
+                Kind::File { segments, .. } => segments.as_slice(),
+                _ => &[],
+            };
+            // Data and garbage.
+            let mut last_lfb = None;
+            for &(i, s) in slots {
+                match s {
+                    Slot::Sfb { block, tbz } => {
+                        meta.num_blocks += 1;
+                        if tbz {
+                            meta.tbz_blocks += 1;
+                            write_garbage(w.dev, block * SFB_SIZE, SFB_SIZE, &mut w.garbage_seed)?;
+                        } else {
+                            let start = i * SFB_SIZE;
+                            copy_segments(w.dev, n, segments, start, SFB_SIZE, block * SFB_SIZE)?;
+                        }
+                    }
+                    Slot::Lfb { lfb, tbz } => {
+                        if last_lfb == Some(lfb) {
+                            continue;
+                        }
+                        last_lfb = Some(lfb);
+                        meta.num_blocks += 1;
+                        meta.lfbs += 1;
+                        if tbz {
+                            meta.tbz_blocks += 1;
+                            write_garbage(w.dev, lfb * LFB_SIZE, LFB_SIZE, &mut w.garbage_seed)?;
+                        } else {
+                            let start = i * SFB_SIZE;
+                            copy_segments(w.dev, n, segments, start, LFB_SIZE, lfb * LFB_SIZE)?;
+                        }
+                    }
+                }
+            }
+            // Pointer block `k` of a level holds the entries for slots k*8192..
+            let leaf = |k: u64| -> Vec<u8> {
+                let lo = slots.partition_point(|(i, _)| *i < k * PB_ENTRIES);
+                let hi = slots.partition_point(|(i, _)| *i < (k + 1) * PB_ENTRIES);
+                let mut buf = vec![0u8; SUB_BLOCK_SIZE as usize];
+                for (i, s) in &slots[lo..hi] {
+                    put_u64(&mut buf, ((i - k * PB_ENTRIES) * 8) as usize, slot_addr(*s));
+                }
+                buf
+            };
+            match ind {
+                Indirection::Direct => {
+                    meta.zla = ZLA_FILE_BLOCK;
+                    addrs = vec![0; *nslots as usize];
+                    for (i, s) in slots {
+                        addrs[*i as usize] = slot_addr(*s);
+                    }
+                }
+                Indirection::Single(pbs) => {
+                    meta.zla = ZLA_POINTER_BLOCK;
+                    for (k, pb) in pbs.iter().enumerate() {
+                        let Some(sb) = pb else {
+                            addrs.push(0);
+                            continue;
+                        };
+                        meta.pointer_blocks += 1;
+                        w.dev.write_nonzero(w.sb_dev(*sb), &leaf(k as u64))?;
+                        addrs.push(w.sb_address(*sb));
+                    }
+                }
+                Indirection::Double { top, leaves } => {
+                    meta.zla = ZLA_POINTER_BLOCK_DOUBLE;
+                    for (&k, &sb) in leaves {
+                        meta.pointer_blocks += 1;
+                        w.dev.write_nonzero(w.sb_dev(sb), &leaf(k))?;
+                    }
+                    for (t, pb) in top.iter().enumerate() {
+                        let Some(sb) = pb else {
+                            addrs.push(0);
+                            continue;
+                        };
+                        meta.pointer_blocks += 1;
+                        let t = t as u64;
+                        let mut buf = vec![0u8; SUB_BLOCK_SIZE as usize];
+                        for (&k, &leaf_sb) in leaves.range(t * PB_ENTRIES..(t + 1) * PB_ENTRIES) {
+                            put_u64(
+                                &mut buf,
+                                ((k - t * PB_ENTRIES) * 8) as usize,
+                                w.sb_address(leaf_sb),
+                            );
+                        }
+                        w.dev.write_nonzero(w.sb_dev(*sb), &buf)?;
+                        addrs.push(w.sb_address(*sb));
+                    }
+                }
+            }
+            while addrs.last() == Some(&0) {
+                addrs.pop();
+            }
+        }
+    }
+    if item.fd_type == TYPE_DIRECTORY {
+        let subdirs = n.map_or(0, |n| n.children().iter().filter(|c| c.is_dir()).count());
+        meta.links = 2 + subdirs as u32;
+        if item.fd == 0 {
+            meta.links += 1; // .sdd.sf
+            meta.mode = 0o1755;
+        }
+    }
+    w.dev.write(
+        w.fd_dev(item.fd),
+        &file_descriptor(&meta, w.fd_dev(item.fd), &addrs, resident),
+    )?;
+    Ok(())
 }
 
 fn clamp_time(t: i64) -> u32 {

@@ -349,15 +349,19 @@ pub fn list(buf: &[u8], in_root: bool) -> Result<Vec<DirEntryOut>> {
                 }
                 let b = m * MAP_ENTRIES + 2 * k + n;
                 let off = blk(b);
-                let total = get_u16(buf, off + 4).unwrap_or(0) as usize;
+                let block = buf
+                    .get(off..off + DIR_BLOCK_SIZE as usize)
+                    .ok_or_else(|| anyhow::anyhow!("entry block {b} past the directory end"))?;
+                let total = get_u16(block, 4).unwrap_or(0) as usize;
                 ensure!(
                     total <= DIRENTS_PER_BLOCK,
                     "entry block {b} claims {total} slots"
                 );
                 for s in 0..total {
-                    if buf[off + 8 + s / 8] & (1 << (s % 8)) != 0 {
+                    if block[8 + s / 8] & (1 << (s % 8)) != 0 {
                         continue;
                     }
+                    // total <= 14 keeps the entry inside the 4 KiB block.
                     let e = off + DIR_BLOCK_HEADER + s * DIRENT_SIZE;
                     let raw = &buf[e + 0x18..e + 0x18 + 256];
                     let name: Vec<u8> = raw.iter().take_while(|&&c| c != 0).copied().collect();
@@ -409,8 +413,8 @@ pub fn lookup(buf: &[u8], name: &[u8], in_root: bool) -> Result<Option<u32>> {
                     get_u16(buf, g).map(u64::from) == Some(slot),
                     "link group at {g:#x} is not for slot {slot}"
                 );
-                let used = buf.get(g + 2).copied().unwrap_or(0) as usize
-                    - buf.get(g + 3).copied().unwrap_or(0) as usize;
+                let used = (buf.get(g + 2).copied().unwrap_or(0) as usize)
+                    .saturating_sub(buf.get(g + 3).copied().unwrap_or(0) as usize);
                 let mut next = get_u32(buf, g + 0x4e).unwrap_or(0);
                 for n in 0..used.min(LINKS_PER_GROUP) {
                     let l = g + 6 + n * 6;
@@ -421,8 +425,8 @@ pub fn lookup(buf: &[u8], name: &[u8], in_root: bool) -> Result<Option<u32>> {
                             + ((target >> 2) & 0x3f_ffff) as usize * DIR_BLOCK_SIZE as usize
                             + DIR_BLOCK_HEADER
                             + (target >> 24) as usize * DIRENT_SIZE;
-                        let stored = &buf[e + 0x18..e + 0x18 + name.len().min(255)];
-                        if stored == name {
+                        let stored = buf.get(e + 0x18..e + 0x18 + name.len().min(255));
+                        if stored == Some(name) {
                             next = target;
                             break;
                         }
@@ -466,6 +470,25 @@ mod tests {
             assert_eq!(a.fd_addr, b.fd_addr);
         }
         assert_eq!(lookup(&buf, b"nope", false).unwrap(), None);
+    }
+
+    #[test]
+    fn corrupt_directories_give_errors_not_panics() {
+        let entries: Vec<DirEntryIn> = (0..400u32).map(|i| entry(format!("f{i}"), i + 9)).collect();
+        let good = build(&entries, 4, 2, 4, 2, false).unwrap();
+        let mut seed = 7u64;
+        for _ in 0..3000 {
+            let mut buf = good.clone();
+            for _ in 0..8 {
+                seed = crate::splitmix64(seed);
+                // Aim at the header, the hash table, the map and the first blocks.
+                let pos = (seed as usize >> 8) % buf.len().min(0x10000 + 8 * 4096);
+                buf[pos] = (seed & 0xff) as u8;
+            }
+            let _ = list(&buf, false);
+            let _ = lookup(&buf, b"f17", false);
+            let _ = list(&buf[..buf.len() / 2], true);
+        }
     }
 
     #[test]

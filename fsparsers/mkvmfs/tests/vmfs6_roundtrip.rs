@@ -157,7 +157,11 @@ fn checked(image: &Path, partition_offset: u64) -> Image {
 fn vmfs6_vm_tree_reads_back_through_vmfs6_fuse() {
     let test = "vmfs6_vm_tree_reads_back_through_vmfs6_fuse";
     let src = vm_tree();
-    let image = cached_image("v6-vmtree", &src, &["--vmfs", "6", "--label", "vm tree"]);
+    let image = cached_image(
+        "v6-vmtree-bare",
+        &src,
+        &["--vmfs", "6", "--label", "vm tree"],
+    );
     // Sparse on the host: far less allocated than the apparent size.
     let meta = fs::metadata(&image).unwrap();
     let allocated = std::os::unix::fs::MetadataExt::blocks(&meta) * 512;

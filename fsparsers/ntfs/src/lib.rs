@@ -57,3 +57,13 @@ pub mod fuzzing {
         let _ = lznt1::decompress(data, &mut out);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The API serves many streams from one opened volume at once.
+    #[test]
+    fn ntfs_is_send_and_sync() {
+        fn shared<T: Send + Sync + fscore::Filesystem>() {}
+        shared::<crate::Ntfs>();
+    }
+}

@@ -52,6 +52,29 @@ const MAX_PATH_DEPTH: usize = 1024;
 /// Most extension records of one file.
 const MAX_EXTENSION_RECORDS: usize = 65_536;
 
+/// The runs of the extents among `attrs` that follow one another from VCN 0: the part of a
+/// stream known so far while its later extents are still being found.
+fn contiguous_runs(attrs: &[Attribute]) -> Vec<Run> {
+    let mut ext: Vec<&record::NonResident> = attrs
+        .iter()
+        .filter_map(|a| match &a.body {
+            AttrBody::NonResident(nr) => Some(nr),
+            AttrBody::Resident(_) => None,
+        })
+        .collect();
+    ext.sort_by_key(|nr| nr.lowest_vcn);
+    let mut runs = Vec::new();
+    let mut next = 0u64;
+    for nr in ext {
+        if nr.lowest_vcn != next {
+            break;
+        }
+        runs.extend_from_slice(&nr.runs);
+        next = nr.runs.last().map_or(next, |r| r.vcn + r.len);
+    }
+    runs
+}
+
 fn mask_ref(r: u64) -> u64 {
     r & 0x0000_FFFF_FFFF_FFFF
 }
@@ -242,8 +265,7 @@ impl Ntfs {
                         .into_iter()
                         .filter(|a| a.type_code == AT_DATA && a.name.is_empty()),
                 );
-                let merged = self.merge_extents(0, &extents)?;
-                self.mft.runs = merged.runs;
+                self.mft.runs = contiguous_runs(&extents);
             }
             let merged = self.merge_extents(0, &extents)?;
             self.mft.runs = merged.runs;

@@ -25,6 +25,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Arc::new(Window::new(lun, offset, len, "partition")?)
     };
     let fs = vmfs::Vmfs::open(vec![part])?;
+    if let Some(n) = std::env::var_os("VMFS_CAT_STREAMS") {
+        fs.set_read_streams(n.to_string_lossy().parse()?);
+    }
     let id = fs.lookup(&path)?;
     if std::env::var_os("VMFS_CAT_EXTENTS").is_some() {
         // Print the data extents (physical offset on the image, length) instead of the bytes.
@@ -39,7 +42,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let file = fs.open(&id)?;
     let size = file.size();
-    let mut buf = vec![0u8; 8 << 20];
+    // A page-aligned buffer lets O_DIRECT reads land in it without a bounce copy.
+    let mut backing = vec![0u8; (8 << 20) + 4096];
+    let skew = backing.as_ptr().align_offset(4096);
+    let buf = &mut backing[skew..skew + (8 << 20)];
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut pos = 0u64;
