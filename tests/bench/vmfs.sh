@@ -81,8 +81,10 @@ data_ranges() {
   "$LUNPROXY" fs extents "$1" "$2" --json |
     jq -r '.extents[] | select(.physical != null) | "\(.physical) \(.length)"' |
     awk '
-      { if (n && $1 == start + len) { len += $2 } else { if (n) print start, len; start = $1; len = $2; n++ } }
-      END { if (n) print start, len }'
+      { if (n && $1 == start + len) { len += $2 } else { if (n) out(); start = $1; len = $2; n++ } }
+      END { if (n) out() }
+      # printf, not print: mawk prints integers past 2^31 in %g notation.
+      function out() { printf "%.0f %.0f\n", start, len }'
 }
 
 # The three readers. Each writes the file's bytes (dd: its allocated bytes) to stdout.
@@ -128,7 +130,7 @@ for v in $VERSIONS; do
   fi
   RANGES=$W/vmfs$v.ranges
   data_ranges "$IMG" "$BIG_PATH" >"$RANGES"
-  ALLOC=$(awk '{ s += $2 } END { print s + 0 }' "$RANGES")
+  ALLOC=$(awk '{ s += $2 } END { printf "%.0f\n", s }' "$RANGES")
   echo "VMFS$v: $BIG_PATH size $BIG_SIZE, allocated $ALLOC in $(wc -l <"$RANGES") runs on the LUN"
 
   # Same bytes from every reader, and the same as the source file.
@@ -178,7 +180,7 @@ row ------ ----- ------- -------------- -------- -------- ------ ---------- ----
 mbps() { awk -v b="$1" -v t="$2" 'BEGIN { printf "%.0f", b / 1e6 / t }'; }
 ratio() { awk -v a="$1" -v b="$2" -v g="$3" 'BEGIN { printf "%.2fx %s", a / b, (a / b >= g ? "met" : "MISSED") }'; }
 for v in $VERSIONS; do
-  alloc=$(awk '{ s += $2 } END { print s + 0 }' "$W/vmfs$v.ranges")
+  alloc=$(awk '{ s += $2 } END { printf "%.0f\n", s }' "$W/vmfs$v.ranges")
   for mode in $MODES; do
     for sink in $SINKS; do
       declare -A med=() mn=()

@@ -12,6 +12,8 @@ pub mod dir5;
 pub mod dir6;
 mod error;
 pub mod fd;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod layout;
 pub mod lvm;
 pub mod mapping;

@@ -39,6 +39,8 @@ pub struct Seen {
     pub sha256: Option<String>,
     /// Named streams from metadata().
     pub streams: Vec<(String, u64)>,
+    /// What extents() answered: `mapped`, `resident`, `compressed`, `other` or `error`.
+    pub mapping: &'static str,
 }
 
 /// Everything found by walking from the root, with the problems met on the way (a walk goes on
@@ -127,7 +129,7 @@ fn walk_dir(
                 stream: Some(s.name.clone()),
             };
             let spath = format!("{path}:{}", s.name);
-            let sha = hash_and_check_extents(fs, raw, &sid, &spath, s.size, w);
+            let (sha, mapping) = hash_and_check_extents(fs, raw, &sid, &spath, s.size, w);
             w.seen.push(Seen {
                 path: spath,
                 id: sid,
@@ -137,6 +139,7 @@ fn walk_dir(
                 target: None,
                 sha256: Some(sha),
                 streams: Vec::new(),
+                mapping,
             });
         }
         w.seen.push(seen);
@@ -157,7 +160,7 @@ fn walk_dir(
 
 /// SHA-256 of a file through `open()`; checks the size, and (for mapped files, when `raw` is
 /// given) that the device bytes at each extent's physical offset equal the file's bytes and
-/// that holes read as zeros. Returns the hash or `error: …`.
+/// that holes read as zeros. Returns the hash (or `error: …`) and the kind of mapping.
 fn hash_and_check_extents(
     fs: &dyn Filesystem,
     raw: Option<&File>,
@@ -165,12 +168,12 @@ fn hash_and_check_extents(
     path: &str,
     size: u64,
     w: &mut Walk,
-) -> String {
+) -> (String, &'static str) {
     let src = match fs.open(id) {
         Ok(s) => s,
         Err(e) => {
             w.problems.push(format!("open {path}: {e}"));
-            return format!("error: {e}");
+            return (format!("error: {e}"), "error");
         }
     };
     if src.size() != size {
@@ -185,6 +188,13 @@ fn hash_and_check_extents(
             w.problems.push(format!("extents {path}: {e}"));
             None
         }
+    };
+    let kind = match &mapping {
+        Some(FileMapping::Mapped(_)) => "mapped",
+        Some(FileMapping::NotMappable(NotMappable::Resident)) => "resident",
+        Some(FileMapping::NotMappable(NotMappable::Compressed)) => "compressed",
+        Some(FileMapping::NotMappable(_)) => "other",
+        None => "error",
     };
     let map = match &mapping {
         Some(FileMapping::Mapped(m)) => {
@@ -209,7 +219,7 @@ fn hash_and_check_extents(
         let n = CHUNK.min(total - off) as usize;
         if let Err(e) = src.read_exact_at(off, &mut buf[..n]) {
             w.problems.push(format!("read {path} at {off}: {e}"));
-            return format!("error: {e}");
+            return (format!("error: {e}"), kind);
         }
         h.update(&buf[..n]);
         if let (Some(map), Some(raw), false) = (map, raw, extent_problem) {
@@ -257,7 +267,7 @@ fn hash_and_check_extents(
         }
         off += n as u64;
     }
-    hex(h.finalize().as_slice())
+    (hex(h.finalize().as_slice()), kind)
 }
 
 pub fn hex(b: &[u8]) -> String {
@@ -328,6 +338,15 @@ pub fn compare(img: &NtfsImage, fs: &dyn Filesystem, w: &Walk) -> Vec<String> {
                     o.ntfscat_sha256
                 ));
             }
+        }
+        // Data of more than a record's size cannot be resident: outside a compressed directory
+        // it must be mapped, or the extent check above proved nothing.
+        if (o.kind == 'f' || o.kind == 's')
+            && o.size > 1024
+            && !p.starts_with("/compressed/")
+            && s.mapping != "mapped"
+        {
+            out.push(format!("{p}: {} bytes, extents() says {}", o.size, s.mapping));
         }
         if o.kind == 'f' && u64::from(s.links) != o.nlink {
             out.push(format!("{p}: {} links, ntfs-3g says {}", s.links, o.nlink));
