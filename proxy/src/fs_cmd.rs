@@ -105,7 +105,11 @@ pub fn run(cmd: FsCommand) -> anyhow::Result<()> {
             let vol = src.open()?;
             let file = open_file(vol.fs.as_ref(), &path)?;
             drop(out);
-            return cat(file, &mut std::io::stdout().lock());
+            let mut stdout = raw_stdout()?;
+            if is_pipe(&stdout) {
+                return cat_to_pipe(file, &mut stdout);
+            }
+            return cat(file, &mut stdout);
         }
         FsCommand::Extents { src, path, .. } => extents(&src.open()?, &path, &mut out)?,
     }
@@ -253,16 +257,63 @@ fn open_file(fs: &dyn Filesystem, path: &str) -> anyhow::Result<Source> {
     Ok(fs.open(&id)?)
 }
 
+/// Stdout without `Stdout`'s line buffering. `LineWriter` scans every chunk backwards for a
+/// newline (all of a 4 MiB hole of zeros) and splits each write at the last one it finds, so a
+/// binary stream paid a memrchr pass and a second, tiny write(2) per chunk.
+fn raw_stdout() -> anyhow::Result<std::fs::File> {
+    use std::os::fd::AsFd;
+    let fd = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .context("duplicating stdout")?;
+    Ok(std::fs::File::from(fd))
+}
+
+fn is_pipe(f: &std::fs::File) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    f.metadata().is_ok_and(|m| m.file_type().is_fifo())
+}
+
+/// Streams a source into a pipe. Data extents move with splice(2), page-cache pages straight into
+/// the pipe with no copy through user space; holes, decoded data (compressed NTFS, resident
+/// files) and any range the splice could not move go through the ordinary read path, which also
+/// owns path failover and error reporting. Memory is one chunk at most.
+pub fn cat_to_pipe(file: Source, pipe: &mut std::fs::File) -> anyhow::Result<()> {
+    use std::os::fd::AsFd;
+    let size = file.size();
+    let mut buf = Vec::new();
+    let mut pos = 0u64;
+    while pos < size {
+        let want = (size - pos).min(CAT_CHUNK as u64) as usize;
+        let moved = file.splice_to_pipe(pos, want, pipe.as_fd());
+        pos += moved as u64;
+        let rest = want - moved;
+        if rest > 0 {
+            buf.resize(rest, 0);
+            file.read_exact_at(pos, &mut buf)?;
+            pipe.write_all(&buf)?;
+            pos += rest as u64;
+        }
+    }
+    Ok(())
+}
+
 /// Bytes read per request; large requests let the LUN's readahead and the device queue work.
 const CAT_CHUNK: usize = 4 << 20;
 
-/// Streams a source to `out` with a reader thread one chunk ahead, so device reads and pipe
-/// writes overlap. Memory is three chunks whatever the file size.
+/// Chunk buffers in flight between the reader thread and the writer.
+const CAT_BUFFERS: usize = 3;
+
+/// Streams a source to `out` with a reader thread up to two chunks ahead, so device reads and
+/// pipe writes overlap. Memory is three chunks whatever the file size.
 pub fn cat(file: Source, out: &mut impl Write) -> anyhow::Result<()> {
     let size = file.size();
-    let (full_tx, full_rx) = mpsc::sync_channel::<lun::Result<Vec<u8>>>(1);
-    let (empty_tx, empty_rx) = mpsc::sync_channel::<Vec<u8>>(3);
-    for _ in 0..3 {
+    // Every spare buffer may wait filled: with room for only one, each chunk was a hand-off the
+    // reader blocked on until the writer thread got a CPU, which on a busy host cost more than
+    // the read itself.
+    let (full_tx, full_rx) = mpsc::sync_channel::<lun::Result<Vec<u8>>>(CAT_BUFFERS - 1);
+    let (empty_tx, empty_rx) = mpsc::sync_channel::<Vec<u8>>(CAT_BUFFERS);
+    for _ in 0..CAT_BUFFERS {
         empty_tx
             .send(vec![0u8; CAT_CHUNK])
             .expect("channel has room");

@@ -29,12 +29,14 @@ bench_need mkntfs ntfs-3g fls jq hyperfine mountpoint
 
 build=(-p lunproxy)
 case " $FS " in *" vmfs"*) build+=(-p mkvmfs) ;; esac
-cargo build --release -q "${build[@]}"
-LUNPROXY=$ROOT/target/release/lunproxy
-MKVMFS=$ROOT/target/release/mkvmfs
-
+bench_build "${build[@]}"
 W=$ROOT/target/bench/inventory
-mkdir -p "$W"
+mkdir -p "$W/bin"
+# Private copies: others rebuilding target/release mid-run must not swap the binaries under us.
+cp -p target/release/lunproxy "$W/bin/"
+[ -e target/release/mkvmfs ] && cp -p target/release/mkvmfs "$W/bin/"
+LUNPROXY=$W/bin/lunproxy
+MKVMFS=$W/bin/mkvmfs
 MNT=$(mktemp -d /tmp/lunproxy-bench-inv.XXXXXX)
 cleanup() {
   if mountpoint -q "$MNT"; then umount "$MNT" || umount -l "$MNT"; fi

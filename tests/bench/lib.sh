@@ -45,7 +45,7 @@ bench_machine() {
   local cpu
   cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
   echo "machine: $(nproc) cores ($cpu), $(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM, kernel $(uname -r)"
-  echo "date:    $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo "date:    $(date -u '+%Y-%m-%d %H:%M UTC'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 }
 
 # Peak resident set size (KiB) of a command, from GNU time's verbose report.
@@ -54,4 +54,18 @@ bench_peak_rss_kib() {
   local report
   report=$(/usr/bin/time -v "$@" 2>&1 >/dev/null)
   awk -F': ' '/Maximum resident set size/ { print $2 }' <<<"$report"
+}
+
+# cargo build --release of the given packages. The tree is shared and another crate may be broken
+# mid-edit: with BENCH_ALLOW_STALE=1 a failed build falls back to the binaries already in
+# target/release (loudly), otherwise it stops the benchmark.
+bench_build() {
+  if cargo build --release -q "$@"; then return 0; fi
+  if [ "${BENCH_ALLOW_STALE:-0}" = 1 ]; then
+    echo "WARNING: cargo build failed; measuring the binaries already in target/release" >&2
+    ls -l --time-style='+%F %T' target/release/lunproxy target/release/mkvmfs >&2 || true
+    return 0
+  fi
+  echo "error: cargo build failed (set BENCH_ALLOW_STALE=1 to measure the existing binaries)" >&2
+  exit 1
 }

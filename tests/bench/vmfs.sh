@@ -34,12 +34,13 @@ SMALL_PATH=/small-vm/small-vm-flat.vmdk
 bench_need_root
 bench_need vmfs-fuse vmfs6-fuse jq dd sha256sum /usr/bin/time mountpoint
 
-cargo build --release -q -p lunproxy -p mkvmfs
-LUNPROXY=$ROOT/target/release/lunproxy
-MKVMFS=$ROOT/target/release/mkvmfs
-
+bench_build -p lunproxy -p mkvmfs
 W=$ROOT/target/bench/vmfs
-mkdir -p "$W"
+mkdir -p "$W/bin"
+# Private copies: others rebuilding target/release mid-run must not swap the binaries under us.
+cp -p target/release/lunproxy target/release/mkvmfs "$W/bin/"
+LUNPROXY=$W/bin/lunproxy
+MKVMFS=$W/bin/mkvmfs
 MNT=$(mktemp -d /tmp/lunproxy-bench-vmfs.XXXXXX)
 cleanup() {
   if mountpoint -q "$MNT"; then umount "$MNT" || umount -l "$MNT"; fi

@@ -322,9 +322,13 @@ fn classify(r: &str) -> RefKind<'_> {
     }
     let mut s = r;
     let mut root = String::new();
+    let mut win32_namespace = false;
     if let Some(x) = s.strip_prefix("\\\\?\\") {
         s = x;
-        if s.len() > 7 && s[..7].eq_ignore_ascii_case("Volume{") {
+        win32_namespace = true;
+        if s.get(..7)
+            .is_some_and(|p| p.eq_ignore_ascii_case("Volume{"))
+        {
             let end = s.find(['\\', '/']).unwrap_or(s.len());
             root = s[..end].to_string();
             s = &s[end..];
@@ -338,7 +342,7 @@ fn classify(r: &str) -> RefKind<'_> {
         let parts: Vec<&str> = s[2..].splitn(3, '\\').collect();
         root = format!("\\\\{}", parts[..parts.len().min(2)].join("\\"));
         s = parts.get(2).copied().unwrap_or("");
-    } else if root.is_empty() && !s.starts_with('/') && !s.starts_with('\\') {
+    } else if root.is_empty() && !win32_namespace && !s.starts_with('/') && !s.starts_with('\\') {
         return RefKind::Relative(r);
     }
     let comps: Vec<&str> = s
@@ -1839,6 +1843,12 @@ mod tests {
             classify("\\\\.\\PhysicalDrive1"),
             RefKind::Device(_)
         ));
+        // Multi-byte characters where the volume prefix would be: no slicing panic.
+        assert!(matches!(
+            classify("\\\\?\\Välume{x}\\a.vhdx"),
+            RefKind::Foreign { .. }
+        ));
+        assert!(matches!(classify("\\\\?\\東京"), RefKind::Foreign { .. }));
         assert_eq!(
             classify("\\\\?\\D:\\vm\\a.vhdx"),
             RefKind::Foreign {

@@ -220,6 +220,41 @@ fn build_vmfs(name: &str, label: &str, vmfs_version: &str, tree: impl FnOnce(&Pa
     })
 }
 
+/// A read-only vmfs-tools FUSE mount, unmounted when dropped.
+struct VmfsFuse {
+    dir: tempfile::TempDir,
+}
+
+impl VmfsFuse {
+    fn mount(tool: &str, img: &Path) -> Option<VmfsFuse> {
+        if !testkit::is_root() || !testkit::have_tool(tool) || !Path::new("/dev/fuse").exists() {
+            return None;
+        }
+        let dir = tempfile::tempdir().ok()?;
+        let ok = Command::new(tool)
+            .arg(img)
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(VmfsFuse { dir })
+    }
+}
+
+impl Drop for VmfsFuse {
+    fn drop(&mut self) {
+        for _ in 0..50 {
+            if Command::new("umount")
+                .arg(self.dir.path())
+                .status()
+                .is_ok_and(|s| s.success())
+            {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
 #[test]
 fn vmfs_datastores_end_to_end() {
     let test = "vmfs_datastores_end_to_end";
@@ -266,6 +301,36 @@ fn vmfs_datastores_end_to_end() {
         if v.name != "sql" {
             assert!(v.problems.is_empty(), "{}: {:?}", v.name, v.problems);
         }
+    }
+    // vmfs-tools as an independent reader of the images: same names, same sizes.
+    for (img, lun, tool) in [
+        (&img1, "lun-1", "vmfs6-fuse"),
+        (&img2, "lun-2", "vmfs-fuse"),
+    ] {
+        let Some(m) = VmfsFuse::mount(tool, img) else {
+            testkit::skip(
+                test,
+                &format!("{tool} is not usable here (package vmfs6-tools / vmfs-tools)"),
+            );
+            continue;
+        };
+        let mut checked = 0;
+        for f in inv
+            .vms
+            .iter()
+            .flat_map(|v| &v.files)
+            .filter(|f| f.lun.as_deref() == Some(lun))
+        {
+            let host = m.dir.path().join(f.path.trim_start_matches('/'));
+            assert_eq!(
+                f.size,
+                fs::metadata(&host).unwrap().len(),
+                "{tool}: {}",
+                f.path
+            );
+            checked += 1;
+        }
+        assert!(checked > 0, "{tool}: no file of {lun} checked");
     }
     assert_eq!(vm(&inv, "db01").disks.len(), 3);
     let app = vm(&inv, "app");

@@ -1,3 +1,5 @@
+use std::os::fd::BorrowedFd;
+
 use serde::Serialize;
 
 use crate::source::check_range;
@@ -290,6 +292,31 @@ impl ReadAt for MappedFile {
     }
     fn name(&self) -> &str {
         &self.name
+    }
+    fn splice_to_pipe(&self, offset: u64, len: usize, pipe: BorrowedFd<'_>) -> usize {
+        if len == 0 || check_range(&self.name, offset, len, self.map.size).is_err() {
+            return 0;
+        }
+        let Some(mut i) = self.map.index_of(offset) else {
+            return 0;
+        };
+        let mut pos = offset;
+        let mut done = 0usize;
+        // Stops at the first hole: the caller writes zeros for it through the read path.
+        while done < len {
+            let e = &self.map.extents[i];
+            let Some(p) = e.physical else { break };
+            let within = pos - e.logical;
+            let n = ((e.length - within) as usize).min(len - done);
+            let moved = self.base.splice_to_pipe(p + within, n, pipe);
+            done += moved;
+            pos += moved as u64;
+            if moved < n {
+                break;
+            }
+            i += 1;
+        }
+        done
     }
 }
 

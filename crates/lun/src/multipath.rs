@@ -1,3 +1,4 @@
+use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -338,6 +339,18 @@ impl ReadAt for Lun {
             paths: n,
             last: Box::new(last),
         })
+    }
+    fn splice_to_pipe(&self, offset: u64, len: usize, pipe: BorrowedFd<'_>) -> usize {
+        if check_range(&self.name, offset, len, self.size).is_err() {
+            return 0;
+        }
+        // Only the preferred path, and only while it is up: a failure shows as a short count,
+        // and the read of the rest goes through the failover logic of `read_exact_at`.
+        let slot = &self.paths[self.preferred.load(Ordering::Relaxed) % self.paths.len()];
+        if !slot.up.load(Ordering::SeqCst) {
+            return 0;
+        }
+        slot.device.splice_to_pipe(offset, len, pipe)
     }
     fn size(&self) -> u64 {
         self.size

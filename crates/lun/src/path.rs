@@ -1,5 +1,6 @@
 use std::fs::{File, OpenOptions as StdOpenOptions};
 use std::io;
+use std::os::fd::BorrowedFd;
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -322,6 +323,33 @@ impl ReadAt for DevicePath {
     fn name(&self) -> &str {
         &self.name
     }
+    fn splice_to_pipe(&self, offset: u64, len: usize, pipe: BorrowedFd<'_>) -> usize {
+        // O_DIRECT promises to keep the page cache cold; splice would fill it.
+        if self.direct || check_range(&self.name, offset, len, self.size).is_err() {
+            return 0;
+        }
+        let mut done = 0usize;
+        while done < len {
+            let Ok(mut off) = libc::loff_t::try_from(offset + done as u64) else {
+                break;
+            };
+            match nix::fcntl::splice(
+                &self.file,
+                Some(&mut off),
+                pipe,
+                None,
+                len - done,
+                nix::fcntl::SpliceFFlags::SPLICE_F_MORE,
+            ) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(nix::errno::Errno::EINTR) => {}
+                // EINVAL: no splice on this file; EIO and the like: the read path reports it.
+                Err(_) => break,
+            }
+        }
+        done
+    }
 }
 
 pub(crate) fn block_size_of(file: &File, path: &Path) -> Result<u64> {
@@ -360,6 +388,61 @@ mod tests {
     use std::io::Write;
 
     use super::*;
+
+    #[test]
+    fn splices_file_data_into_a_pipe_and_stops_at_holes() {
+        use std::io::Read;
+        use std::os::fd::AsFd;
+        use std::sync::Arc;
+
+        use crate::{Extent, ExtentMap, MappedFile, Source};
+
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("img");
+        let data: Vec<u8> = (0..16384u32).map(|i| (i % 251) as u8).collect();
+        File::create(&p).unwrap().write_all(&data).unwrap();
+        let dev: Source = Arc::new(DevicePath::open(&p).unwrap());
+        let ext = |logical, length, physical| Extent {
+            logical,
+            length,
+            physical,
+        };
+        let map = ExtentMap::new(
+            "f",
+            12288,
+            vec![
+                ext(0, 4096, Some(8192)),
+                ext(4096, 4096, None),
+                ext(8192, 4096, Some(0)),
+            ],
+            16384,
+        )
+        .unwrap();
+        let f = MappedFile::new(dev, map, "f").unwrap();
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let mut reader = File::from(r);
+        assert_eq!(
+            f.splice_to_pipe(0, 12288, w.as_fd()),
+            4096,
+            "stops at the hole"
+        );
+        let mut got = vec![0u8; 4096];
+        reader.read_exact(&mut got).unwrap();
+        assert_eq!(&got[..], &data[8192..12288]);
+        assert_eq!(
+            f.splice_to_pipe(4096, 100, w.as_fd()),
+            0,
+            "a hole cannot be spliced"
+        );
+        assert_eq!(f.splice_to_pipe(8192, 4096, w.as_fd()), 4096);
+        reader.read_exact(&mut got).unwrap();
+        assert_eq!(&got[..], &data[..4096]);
+        assert_eq!(f.splice_to_pipe(12000, 4096, w.as_fd()), 0, "past the end");
+        let direct = DevicePath::open_with(&p, OpenOptions { direct: true }).unwrap();
+        if direct.is_direct() {
+            assert_eq!(direct.splice_to_pipe(0, 4096, w.as_fd()), 0);
+        }
+    }
 
     #[test]
     fn image_file_reads_buffered_and_direct() {

@@ -1,3 +1,4 @@
+use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 
 use crate::{LunError, Result};
@@ -17,6 +18,17 @@ pub trait ReadAt: Send + Sync {
     /// A human-readable name used in error messages (LUN id, path, or file path inside a
     /// filesystem).
     fn name(&self) -> &str;
+
+    /// Moves up to `len` bytes at `offset` straight into the pipe `pipe` with the kernel's
+    /// splice, so file data reaches a pipe without a copy through user space, and returns how
+    /// many bytes were moved. A result short of `len` (0 where the source cannot splice: a
+    /// hole, decoded data, O_DIRECT, a filesystem without splice) means the caller delivers the
+    /// rest with [`ReadAt::read_exact_at`]. Failures are never reported here: the ordinary read
+    /// path that follows handles them with its path failover and error context.
+    fn splice_to_pipe(&self, offset: u64, len: usize, pipe: BorrowedFd<'_>) -> usize {
+        let _ = (offset, len, pipe);
+        0
+    }
 }
 
 /// The shared handle every layer passes around.
@@ -25,6 +37,9 @@ pub type Source = Arc<dyn ReadAt>;
 impl<T: ReadAt + ?Sized> ReadAt for Arc<T> {
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         (**self).read_exact_at(offset, buf)
+    }
+    fn splice_to_pipe(&self, offset: u64, len: usize, pipe: BorrowedFd<'_>) -> usize {
+        (**self).splice_to_pipe(offset, len, pipe)
     }
     fn size(&self) -> u64 {
         (**self).size()
@@ -38,6 +53,9 @@ impl<T: ReadAt + ?Sized> ReadAt for &T {
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         (**self).read_exact_at(offset, buf)
     }
+    fn splice_to_pipe(&self, offset: u64, len: usize, pipe: BorrowedFd<'_>) -> usize {
+        (**self).splice_to_pipe(offset, len, pipe)
+    }
     fn size(&self) -> u64 {
         (**self).size()
     }
@@ -49,6 +67,9 @@ impl<T: ReadAt + ?Sized> ReadAt for &T {
 impl<T: ReadAt + ?Sized> ReadAt for Box<T> {
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         (**self).read_exact_at(offset, buf)
+    }
+    fn splice_to_pipe(&self, offset: u64, len: usize, pipe: BorrowedFd<'_>) -> usize {
+        (**self).splice_to_pipe(offset, len, pipe)
     }
     fn size(&self) -> u64 {
         (**self).size()
@@ -143,6 +164,12 @@ impl ReadAt for Window {
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         check_range(&self.name, offset, buf.len(), self.len)?;
         self.base.read_exact_at(self.start + offset, buf)
+    }
+    fn splice_to_pipe(&self, offset: u64, len: usize, pipe: BorrowedFd<'_>) -> usize {
+        if check_range(&self.name, offset, len, self.len).is_err() {
+            return 0;
+        }
+        self.base.splice_to_pipe(self.start + offset, len, pipe)
     }
     fn size(&self) -> u64 {
         self.len

@@ -343,6 +343,80 @@ impl<'a> LogicalVolume<'a> {
 mod tests {
     use super::*;
 
+    fn two_devices() -> SpannedVolume {
+        let dev = |first_pe, name: &str| DeviceExtent {
+            device_uuid: VmwareUuid::generate(1),
+            first_pe,
+            num_pes: 1,
+            name: name.into(),
+        };
+        SpannedVolume {
+            major_version: 5,
+            minor_version: 0x15,
+            volume_uuid: VmwareUuid::generate(1),
+            time_us: 1_000_000,
+            devices: vec![dev(0, "mkvmfs:a.img:1"), dev(1, "mkvmfs:b.img:1")],
+        }
+    }
+
+    fn create(dir: &std::path::Path, name: &str) -> Volume {
+        crate::layout::create(&dir.join(name), crate::Layout::Bare, partition_len_for(1)).unwrap()
+    }
+
+    #[test]
+    fn writes_are_split_at_device_boundaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let span = two_devices();
+        let vols = [create(dir.path(), "a"), create(dir.path(), "b")];
+        let lv = LogicalVolume::new(&span, &vols).unwrap();
+        lv.write_at(PE_SIZE - 4, b"01234567").unwrap();
+        let mut buf = [0u8; 4];
+        vols[0]
+            .read_at(DATA_OFFSET + PE_SIZE - 4, &mut buf)
+            .unwrap();
+        assert_eq!(&buf, b"0123");
+        vols[1].read_at(DATA_OFFSET, &mut buf).unwrap();
+        assert_eq!(&buf, b"4567");
+        assert!(
+            lv.write_at(2 * PE_SIZE - 1, b"xx").is_err(),
+            "past the volume"
+        );
+    }
+
+    #[test]
+    fn each_device_carries_the_volume_and_its_own_pe_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let span = two_devices();
+        let vols = [create(dir.path(), "a"), create(dir.path(), "b")];
+        let read = |v: &Volume, off: u64, len: usize| {
+            let mut b = vec![0u8; len];
+            v.read_at(DEV_HEADER_OFFSET + off, &mut b).unwrap();
+            b
+        };
+        let u64_at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+        for (i, v) in vols.iter().enumerate() {
+            write_lvm5_device(v, &span, i).unwrap();
+            let h = read(v, 0, 0x400);
+            assert_eq!(h[0x82..0x92], span.devices[i].device_uuid.0, "devID");
+            assert_eq!(h[0x254..0x264], span.volume_uuid.0, "lvID");
+            assert_eq!(u64_at(&h, 0x200), 2 * PE_SIZE, "logicalSize");
+            assert_eq!(u64_at(&h, 0x208), 4, "generation");
+            assert_eq!(u64_at(&h, 0x278), i as u64, "firstPE");
+            assert_eq!(u64_at(&h, 0x280), i as u64, "lastPE");
+            let pe = read(v, off::PE_TABLE as u64, 128);
+            assert_eq!(u64_at(&pe, 0x09), DATA_OFFSET, "pOffset");
+            assert_eq!(u64_at(&pe, 0x11), i as u64 * PE_SIZE, "lOffset");
+        }
+        let sd = read(&vols[0], off::SD_TABLE as u64, 512);
+        assert!(sd.starts_with(b"mkvmfs:a.img:1\0"));
+        assert!(sd[256..].starts_with(b"mkvmfs:b.img:1\0"));
+        assert!(
+            read(&vols[1], off::SD_TABLE as u64, 512)
+                .iter()
+                .all(|&b| b == 0)
+        );
+    }
+
     #[test]
     fn uuid_text_matches_the_esxi_form() {
         let u = VmwareUuid([

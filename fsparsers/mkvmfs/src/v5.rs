@@ -121,14 +121,22 @@ fn device_pes(opts: &Options, devices: u64, needed: u64) -> Result<Vec<u64>> {
         Ok(n)
     };
     let extra = devices - 1;
-    let extent_pes = opts
-        .extent_partition_len()?
-        .map(|p| pes_of(p, "--extent-size"))
-        .transpose()?;
     let head_pes = opts
         .partition_len()?
         .map(|p| pes_of(p, "--size"))
         .transpose()?;
+    let what = if opts.extent_size.is_some() {
+        "--extent-size"
+    } else {
+        "--size"
+    };
+    let extent_pes = match extra {
+        0 => None,
+        _ => opts
+            .extent_partition_len()?
+            .map(|p| pes_of(p, what))
+            .transpose()?,
+    };
     Ok(match (head_pes, extent_pes) {
         (Some(h), Some(e)) => std::iter::once(h).chain((0..extra).map(|_| e)).collect(),
         (None, Some(e)) => {
@@ -1071,6 +1079,39 @@ mod tests {
             blocks_to_allocate(&[], 2, MIB, true),
             [(0, true), (1, true)]
         );
+    }
+
+    fn opts(size: Option<u64>, extent_size: Option<u64>, extents: usize) -> Options {
+        Options {
+            vmfs: 5,
+            block_size: MIB,
+            size,
+            label: String::new(),
+            layout: crate::Layout::Bare,
+            lazy_zeroed: Vec::new(),
+            src: PathBuf::new(),
+            image: PathBuf::from("a.img"),
+            extents: (0..extents)
+                .map(|i| PathBuf::from(format!("{i}.img")))
+                .collect(),
+            extent_size,
+        }
+    }
+
+    #[test]
+    fn extents_split_evenly_or_follow_the_sizes_given() {
+        assert_eq!(device_pes(&opts(None, None, 1), 2, 3).unwrap(), [2, 1]);
+        assert_eq!(device_pes(&opts(None, None, 2), 3, 1).unwrap(), [1, 1, 1]);
+        assert_eq!(device_pes(&opts(None, None, 0), 1, 4).unwrap(), [4]);
+        // 300 MiB partitions hold one PE, 600 MiB two.
+        let (one, two) = (Some(300 * MIB), Some(600 * MIB));
+        assert_eq!(device_pes(&opts(one, two, 2), 3, 1).unwrap(), [1, 2, 2]);
+        assert_eq!(device_pes(&opts(one, None, 1), 2, 1).unwrap(), [1, 1]);
+        assert_eq!(device_pes(&opts(None, two, 1), 2, 5).unwrap(), [3, 2]);
+        assert_eq!(device_pes(&opts(None, two, 1), 2, 1).unwrap(), [1, 2]);
+        assert!(device_pes(&opts(None, Some(100 * MIB), 1), 2, 1).is_err());
+        let small = device_pes(&opts(Some(100 * MIB), None, 0), 1, 1).unwrap_err();
+        assert!(small.to_string().contains("--size"), "{small}");
     }
 
     #[test]

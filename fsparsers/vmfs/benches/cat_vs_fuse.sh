@@ -1,7 +1,7 @@
 #!/bin/bash
 # Benchmark of issues 4/5: `fs cat` of a 4 GiB thin flat VMDK (half allocated) through the
 # reader, vs vmfs-fuse/vmfs6-fuse + cat (fresh mount each run), vs dd of the same allocated
-# bytes. Page cache dropped before every run. Usage: cat_vs_fuse.sh WORKDIR [RUNS]
+# bytes. The image's page cache is dropped before every run. Usage: cat_vs_fuse.sh WORKDIR [RUNS]
 # Needs target/release/mkvmfs and target/release/examples/vmfs_cat, root, vmfs-tools and
 # vmfs6-tools.
 set -euo pipefail
@@ -17,7 +17,8 @@ if [ ! -s "$f" ]; then
   for i in $(seq 0 2 63); do dd if="$work/chunk" of="$f" bs=64M seek=$i count=1 conv=notrunc status=none; done
 fi
 t() { local s e; s=$(date +%s.%N); "$@" > /dev/null; e=$(date +%s.%N); echo "$e - $s" | bc; }
-drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+# Drop only this image's pages (posix_fadvise DONTNEED), not the whole machine's cache.
+drop() { dd if="$img" iflag=nocache count=0 status=none; }
 for v in 5 6; do
   img=$work/img$v.bin
   [ -s "$img" ] || "$mkvmfs" --vmfs $v "$work/src" "$img"

@@ -14,7 +14,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         offset = args[i + 1].parse()?;
         args.drain(i..i + 2);
     }
-    let [image, path] = <[String; 2]>::try_from(args).map_err(|_| "usage: vmfs_cat IMAGE [--offset N] PATH")?;
+    let [image, path] =
+        <[String; 2]>::try_from(args).map_err(|_| "usage: vmfs_cat IMAGE [--offset N] PATH")?;
     // VMFS_CAT_DIRECT=1 reads with O_DIRECT (no page cache), as a proxy would on a SAN LUN.
     let direct = std::env::var_os("VMFS_CAT_DIRECT").is_some();
     let lun: Source = Arc::new(DevicePath::open_with(&image, lun::OpenOptions { direct })?);

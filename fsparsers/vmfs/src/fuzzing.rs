@@ -147,7 +147,11 @@ fn device(data: &[u8]) -> Source {
         let region = regions[rest[0] as usize % regions.len()];
         let off = u16::from_le_bytes([rest[1], rest[2]]) as u64;
         let len = (rest[3] as usize).min(rest.len() - 4);
-        let big = if rest[0] as usize >= regions.len() * 16 { off << 8 } else { off };
+        let big = if rest[0] as usize >= regions.len() * 16 {
+            off << 8
+        } else {
+            off
+        };
         patches.push((region + big, rest[4..4 + len].to_vec()));
         rest = &rest[4 + len..];
         count += 1;
@@ -172,7 +176,9 @@ pub fn volume(data: &[u8]) {
         if depth > 8 || !seen.insert(dir.clone()) || seen.len() > 64 {
             continue;
         }
-        let Ok(entries) = fs.read_dir(&dir) else { continue };
+        let Ok(entries) = fs.read_dir(&dir) else {
+            continue;
+        };
         for e in entries.into_iter().take(64) {
             if e.file_type == FileType::Dir {
                 stack.push((e.id.clone(), depth + 1));
@@ -195,7 +201,9 @@ mod tests {
         super::volume(&[]);
         super::volume(&[1]);
         super::volume(&[0, 3, 0x44, 0, 4, 0xd1, 0x10, 0, 0]);
-        let noise: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let noise: Vec<u8> = (0..4096u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
         super::volume(&noise);
         let mut v6 = noise.clone();
         v6[0] = 1;

@@ -58,7 +58,9 @@ pub const SBC_ADDR: u32 = 0x0100_0004;
 pub const PB2_ADDR: u32 = 0x0180_0004;
 
 /// Cached file maps per volume.
-const MAP_CACHE_ENTRIES: usize = 256;
+const MAP_CACHE_ENTRIES: usize = 128;
+/// Maps with more extents than this are not cached (bounds the cache near 128 × 1.5 MiB).
+const MAP_CACHE_MAX_EXTENTS: usize = 65_536;
 
 /// An opened VMFS5 or VMFS6 file system.
 pub struct Vmfs {
@@ -221,7 +223,8 @@ impl Vmfs {
     /// (default 1: no splitting; 4 helps on high-latency LUNs read with O_DIRECT). Applies
     /// to files opened afterwards.
     pub fn set_read_streams(&self, streams: usize) {
-        self.read_streams.store(streams.clamp(1, 16), Ordering::Relaxed);
+        self.read_streams
+            .store(streams.clamp(1, 16), Ordering::Relaxed);
     }
 
     /// The FS3 descriptor.
@@ -306,6 +309,12 @@ impl Vmfs {
             return Ok(m.clone());
         }
         let m = Arc::new(self.ctx().map(fd)?);
+        if let FileMap::Blocks { map, .. } = &*m
+            && map.extents().len() > MAP_CACHE_MAX_EXTENTS
+        {
+            // Badly fragmented files are mapped again when asked; the cache stays small.
+            return Ok(m);
+        }
         let mut c = self.cache.lock().expect("cache lock");
         if c.len() >= MAP_CACHE_ENTRIES {
             c.clear();
@@ -775,5 +784,18 @@ impl Filesystem for Vmfs {
             Some(r) if r.logical <= device_offset => (r.dev, r.phys + (device_offset - r.logical)),
             _ => (0, device_offset),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn vmfs_is_shareable_across_threads() {
+        fn assert_send_sync<T: Send + Sync + 'static>() {}
+        assert_send_sync::<super::Vmfs>();
+        fn as_dyn(fs: super::Vmfs) -> Box<dyn fscore::Filesystem> {
+            Box::new(fs)
+        }
+        let _ = as_dyn;
     }
 }

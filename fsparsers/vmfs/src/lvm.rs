@@ -360,7 +360,9 @@ pub(crate) fn assemble(devices: &[Source]) -> Result<Assembled> {
         let info = lvm_device_info(d.as_ref())?.ok_or_else(|| VmfsError::NotVmfs {
             device: d.name().to_string(),
             detail: format!(
-                "no LVM device header (magic {LVM_MAGIC:#x}) at byte {LVM_DEV_HEADER_OFFSET:#x}"
+                "no LVM device header (magic {LVM_MAGIC:#x}) at byte {LVM_DEV_HEADER_OFFSET:#x}; \
+                 a whole LUN must be opened at its VMFS partition (GPT type \
+                 AA31E02A-400F-11DB-9590-000C2911D1B8 or MBR type 0xfb, usually sector 2048)"
             ),
         })?;
         infos.push(info);

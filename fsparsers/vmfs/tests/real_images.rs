@@ -226,6 +226,8 @@ fn check_wrapped(test: &str, name: &str, layout: &str) {
         vmfs::lvm_device_info(lun.as_ref()).unwrap().is_none(),
         "LVM header found at LUN start"
     );
+    let whole = Vmfs::open(vec![lun.clone()]).unwrap_err().to_string();
+    assert!(whole.contains("VMFS partition"), "{whole}");
     let fs = Vmfs::open(vec![part.clone()]).expect("open wrapped");
     check_against_manifest(&fs, name);
     // Extents are partition-relative: add the partition start to read them from the LUN.

@@ -95,7 +95,7 @@ fn build_tree(dir: &Path, big: bool) {
         deep = deep.join(format!("level{i:02}"));
     }
     write(&deep.join("bottom.txt"), b"deep file\n");
-    for i in 0..2100 {
+    for i in 0..3000 {
         write(
             &dir.join(format!("many/f{i:05}.txt")),
             format!("file number {i}\n").as_bytes(),
@@ -249,8 +249,8 @@ struct Fixture {
 fn fixture(test: &str, vmfs: u8, big: bool, layout: &str) -> Option<Fixture> {
     let bin = mkvmfs(test)?;
     let base = testkit::fixture_dir("vmfs-reader");
-    let src = base.join(format!("tree-{}", if big { "big" } else { "small" }));
-    let marker = base.join(format!("tree-{}.done", if big { "big" } else { "small" }));
+    let src = base.join(format!("tree3k-{}", if big { "big" } else { "small" }));
+    let marker = base.join(format!("tree3k-{}.done", if big { "big" } else { "small" }));
     let src_done = {
         let src = src.clone();
         testkit::cached_fixture(&marker, move |tmp| {
@@ -261,7 +261,7 @@ fn fixture(test: &str, vmfs: u8, big: bool, layout: &str) -> Option<Fixture> {
     };
     let _ = src_done;
     let image = base.join(format!(
-        "rt-v{vmfs}-{}-{layout}.img",
+        "rt3k-v{vmfs}-{}-{layout}.img",
         if big { "big" } else { "small" }
     ));
     let image = {
@@ -321,7 +321,7 @@ fn roundtrip(test: &str, vmfs: u8, big: bool, layout: &str) {
     let fs = open_image(&fx, layout);
     assert_eq!(fs.info().label, format!("rt{vmfs}"));
     let n = compare_tree(&fs, &fx.src);
-    assert!(n > 2100, "{n} entries");
+    assert!(n > 3000, "{n} entries");
     // The lazy-zeroed file: allocated beyond its data, TBZ blocks read as zeros.
     let id = fs.lookup("/lazy/lazy-flat.vmdk").unwrap();
     let md = fs.metadata(&id).unwrap();
@@ -431,4 +431,80 @@ fn mkvmfs5_gpt_round_trips() {
 #[test]
 fn mkvmfs6_mbr_round_trips() {
     roundtrip("mkvmfs6_mbr_round_trips", 6, false, "mbr");
+}
+
+/// Device offsets of the pointer blocks named in a file's address array (those held in
+/// resource files), with the FD's address array itself.
+fn pointer_block_regions(fs: &Vmfs, path: &str) -> Vec<(u64, u64)> {
+    use vmfs::address::Addr;
+    let id = fs.lookup(path).unwrap();
+    let fd = fs.read_fd(id.ino as u32).unwrap();
+    let v6 = fs.descriptor().is_vmfs6();
+    let (_, fd_off) = fs.fd_location(fd.addr).unwrap();
+    let mut out = vec![if v6 {
+        (fd_off + 8192 - 2560, 2560)
+    } else {
+        (fd_off + 1024, 1024)
+    }];
+    for i in 0..8 {
+        let raw = fd.raw_addr(i);
+        let addr = if v6 {
+            Addr::decode6(raw)
+        } else {
+            Addr::decode5(raw as u32, fs.descriptor().dense_sb())
+        };
+        if let Addr::Resource {
+            kind,
+            cluster,
+            resource,
+        } = addr
+            && let Ok((_, off)) = fs.resource_location(kind, cluster, resource)
+        {
+            out.push((off, if v6 { 65536 } else { 4096 }));
+        }
+    }
+    out
+}
+
+fn mutate_pointer_blocks(test: &str, vmfs: u8, big: bool, path: &str, picks: &[(u64, u64, u8)]) {
+    let Some(fx) = fixture(test, vmfs, big, "bare") else {
+        return;
+    };
+    let base = source(&fx.image);
+    let fs = Vmfs::open(vec![base.clone()]).unwrap();
+    let regions = pointer_block_regions(&fs, path);
+    assert!(regions.len() > 1, "{path}: no pointer block found");
+    let mut o = common::Overlay::new(base);
+    for &(r, off, val) in picks {
+        let (start, len) = regions[(r % regions.len() as u64) as usize];
+        o.patch(start + off % len, &[val]);
+    }
+    let fs = match Vmfs::open(vec![Arc::new(o)]) {
+        Ok(fs) => fs,
+        Err(_) => return,
+    };
+    let Ok(id) = fs.lookup(path) else { return };
+    let _ = fs.metadata(&id);
+    if let Ok(FileMapping::Mapped(map)) = fs.extents(&id) {
+        let f = fs.open(&id).unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        for e in map.extents().iter().take(16) {
+            let n = e.length.min(buf.len() as u64) as usize;
+            let _ = f.read_exact_at(e.logical, &mut buf[..n]);
+        }
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 48, failure_persistence: None, ..Default::default() })]
+
+    #[test]
+    fn vmfs6_pointer_block_mutations_never_panic(picks in proptest::collection::vec((0u64..8, 0u64..65536, proptest::prelude::any::<u8>()), 1..16)) {
+        mutate_pointer_blocks("vmfs6_pointer_block_mutations_never_panic", 6, false, "/VMs/web01/web01-flat.vmdk", &picks);
+    }
+
+    #[test]
+    fn vmfs5_double_indirect_mutations_never_panic(picks in proptest::collection::vec((0u64..8, 0u64..4096, proptest::prelude::any::<u8>()), 1..16)) {
+        mutate_pointer_blocks("vmfs5_double_indirect_mutations_never_panic", 5, true, "/big/huge-flat.vmdk", &picks);
+    }
 }

@@ -119,9 +119,12 @@ fn walk_dir(
                 .iter()
                 .map(|s| (s.name.clone(), s.size))
                 .collect(),
+            mapping: "-",
         };
         if md.file_type == FileType::File {
-            seen.sha256 = Some(hash_and_check_extents(fs, raw, &ent.id, &path, md.size, w));
+            let (sha, mapping) = hash_and_check_extents(fs, raw, &ent.id, &path, md.size, w);
+            seen.sha256 = Some(sha);
+            seen.mapping = mapping;
         }
         for s in &md.streams {
             let sid = FileId {
@@ -346,7 +349,10 @@ pub fn compare(img: &NtfsImage, fs: &dyn Filesystem, w: &Walk) -> Vec<String> {
             && !p.starts_with("/compressed/")
             && s.mapping != "mapped"
         {
-            out.push(format!("{p}: {} bytes, extents() says {}", o.size, s.mapping));
+            out.push(format!(
+                "{p}: {} bytes, extents() says {}",
+                o.size, s.mapping
+            ));
         }
         if o.kind == 'f' && u64::from(s.links) != o.nlink {
             out.push(format!("{p}: {} links, ntfs-3g says {}", s.links, o.nlink));
