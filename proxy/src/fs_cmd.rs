@@ -308,9 +308,8 @@ const CAT_BUFFERS: usize = 3;
 /// pipe writes overlap. Memory is three chunks whatever the file size.
 pub fn cat(file: Source, out: &mut impl Write) -> anyhow::Result<()> {
     let size = file.size();
-    // Every spare buffer may wait filled: with room for only one, each chunk was a hand-off the
-    // reader blocked on until the writer thread got a CPU, which on a busy host cost more than
-    // the read itself.
+    // Every spare buffer may wait filled, so a writer thread slow to get a CPU does not stall
+    // the reader at each chunk (measured: no difference on the shared 2-core host, harmless).
     let (full_tx, full_rx) = mpsc::sync_channel::<lun::Result<Vec<u8>>>(CAT_BUFFERS - 1);
     let (empty_tx, empty_rx) = mpsc::sync_channel::<Vec<u8>>(CAT_BUFFERS);
     for _ in 0..CAT_BUFFERS {

@@ -58,8 +58,12 @@ bench_peak_rss_kib() {
 
 # cargo build --release of the given packages. The tree is shared and another crate may be broken
 # mid-edit: with BENCH_ALLOW_STALE=1 a failed build falls back to the binaries already in
-# target/release (loudly), otherwise it stops the benchmark.
+# target/release (loudly), otherwise it stops the benchmark. BENCH_NO_BUILD=1 skips the build.
 bench_build() {
+  if [ "${BENCH_NO_BUILD:-0}" = 1 ]; then
+    echo "BENCH_NO_BUILD=1: measuring the binaries already in target/release" >&2
+    return 0
+  fi
   if cargo build --release -q "$@"; then return 0; fi
   if [ "${BENCH_ALLOW_STALE:-0}" = 1 ]; then
     echo "WARNING: cargo build failed; measuring the binaries already in target/release" >&2

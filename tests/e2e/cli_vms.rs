@@ -540,6 +540,11 @@ fn mkvmfs(version: &str, label: &str, tree: fn(&Path)) -> PathBuf {
     )
 }
 
+/// The source tree a datastore image was made of.
+fn src(label: &str) -> PathBuf {
+    fixture_dir("e2e-vms").join(format!("src-{label}-{VERSION}"))
+}
+
 fn mk_ntfs() -> PathBuf {
     let dir = fixture_dir("e2e-vms");
     let src = cached_fixture(&dir.join(format!("src-hvstore-{VERSION}")), |tmp| {
@@ -646,8 +651,9 @@ fn expect_roles(vm: &Value, want: &[(&str, &str)]) {
     }
 }
 
-/// Every found file of every VM has the size `lunproxy fs ls` gives for it on its LUN.
-fn check_sizes(vms: &[Value], images: &[&Path]) {
+/// Every found file of every VM has the size `lunproxy fs ls` gives for it on its LUN, and the
+/// size of the source file it was copied from (`sources`: the trees the images were made of).
+fn check_sizes(vms: &[Value], images: &[&Path], sources: &[PathBuf], min_checked: usize) {
     let mut listing: BTreeMap<String, u64> = BTreeMap::new();
     for img in images {
         for e in json_lines(&lunproxy_ok(&["fs", "ls", s(img), "/", "-r", "--json"])) {
@@ -674,6 +680,16 @@ fn check_sizes(vms: &[Value], images: &[&Path]) {
                     "VM {}: size of {path}",
                     vm["name"]
                 );
+                let src = sources
+                    .iter()
+                    .map(|r| r.join(path.trim_start_matches('/')))
+                    .find(|p| p.exists())
+                    .unwrap_or_else(|| panic!("{path} is in no source tree"));
+                assert_eq!(
+                    fs::metadata(&src).unwrap().len(),
+                    size,
+                    "source size of {path}"
+                );
                 checked += 1;
             } else {
                 panic!(
@@ -683,7 +699,7 @@ fn check_sizes(vms: &[Value], images: &[&Path]) {
             }
         }
     }
-    assert!(checked > 30, "only {checked} file sizes checked");
+    assert!(checked >= min_checked, "only {checked} file sizes checked");
 }
 
 /// The disk of `vm` attached at `device`.
@@ -910,7 +926,12 @@ fn vmware_on_vmfs5_and_vmfs6() {
         span["problems"]
     );
 
-    check_sizes(&vms, &[&st.vmfs5, &st.vmfs6]);
+    check_sizes(
+        &vms,
+        &[&st.vmfs5, &st.vmfs6],
+        &[src("ds-a"), src("ds-b")],
+        50,
+    );
 }
 
 #[test]
@@ -1151,7 +1172,7 @@ fn ntfs_workstation_hyperv_and_virtual_server() {
             v["problems"]
         );
     }
-    check_sizes(&vms, &[&st.ntfs]);
+    check_sizes(&vms, &[&st.ntfs], &[src("hvstore")], 15);
 }
 
 #[test]

@@ -1,10 +1,9 @@
 //! The scan: walk each datastore once, index every name, then assemble VMs from their
 //! configurations. Only configurations, descriptors and virtual disk headers are read.
 
-use std::cell::{OnceCell, RefCell};
 use std::collections::{HashMap, HashSet};
-use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use fscore::{FileId, FileType, Filesystem, FsKind, VolumeInfo};
 use lun::{ReadAt, ReadAtExt};
@@ -79,9 +78,11 @@ pub fn scan_with(datastores: &[Datastore], limits: &Limits) -> Inventory {
         ds: datastores,
         idx: indexes,
         limits: limits.clone(),
-        claimed: RefCell::new(HashSet::new()),
-        layers: RefCell::new(HashMap::new()),
+        claimed: Mutex::new(HashSet::new()),
+        layers: Mutex::new(HashMap::new()),
+        configs: Mutex::new(HashMap::new()),
     };
+    scanner.prefetch();
     let mut vms = scanner.vms();
     vms.sort_by(|a, b| {
         (a.lun.as_str(), a.config.as_str()).cmp(&(b.lun.as_str(), b.config.as_str()))
@@ -119,7 +120,7 @@ struct Index {
     entries: Vec<Entry>,
     by_key: HashMap<String, u32>,
     children: HashMap<u32, Vec<u32>>,
-    meta: Vec<OnceCell<(u64, u64)>>,
+    meta: Vec<OnceLock<(u64, u64)>>,
 }
 
 const ROOT: u32 = 0;
@@ -239,7 +240,7 @@ impl Index {
                 break;
             }
         }
-        ix.meta = (0..ix.entries.len()).map(|_| OnceCell::new()).collect();
+        ix.meta = (0..ix.entries.len()).map(|_| OnceLock::new()).collect();
         ix
     }
 
@@ -376,9 +377,28 @@ struct Scanner<'a> {
     ds: &'a [Datastore],
     idx: Vec<Index>,
     limits: Limits,
-    claimed: RefCell<HashSet<(usize, u32)>>,
-    layers: RefCell<HashMap<(usize, u32), Rc<LayerParse>>>,
+    claimed: Mutex<HashSet<(usize, u32)>>,
+    layers: Mutex<HashMap<(usize, u32), Arc<LayerParse>>>,
+    /// `.vmx` files parsed ahead by [`Scanner::prefetch`], taken once by their VM.
+    configs: Mutex<HashMap<(usize, u32), ParsedVmx>>,
 }
+
+/// A parsed `.vmx`, or the problem kind and error that stopped it.
+type ParsedVmx = Result<vmx::Vmx, (&'static str, InventoryError)>;
+
+/// Locks a scan cache. The caches only ever hold finished values, so a worker that panicked
+/// cannot have left one half-written: a poisoned lock is still usable.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Below this many VM folders the prefetch threads cost more than they save.
+const PREFETCH_MIN_CONFIGS: usize = 32;
+/// Most prefetch threads (the work is a mix of small device reads and parsing).
+const PREFETCH_MAX_THREADS: usize = 4;
+/// Largest `.vmx` parsed ahead and held until its VM is assembled; larger ones are read
+/// when the VM is assembled, so the held memory stays small whatever the datastore holds.
+const PREFETCH_MAX_CONFIG_BYTES: u64 = 64 << 10;
 
 /// A VM (or orphan disk) being assembled.
 struct Build {
@@ -596,13 +616,80 @@ impl Scanner<'_> {
         Ok(src.read_vec(0, n as usize)?)
     }
 
-    fn layer(&self, ds: usize, i: u32) -> Rc<LayerParse> {
-        if let Some(l) = self.layers.borrow().get(&(ds, i)) {
+    fn layer(&self, ds: usize, i: u32) -> Arc<LayerParse> {
+        if let Some(l) = lock(&self.layers).get(&(ds, i)) {
             return l.clone();
         }
-        let l = Rc::new(self.parse_layer(ds, i).unwrap_or_else(LayerParse::Failed));
-        self.layers.borrow_mut().insert((ds, i), l.clone());
-        l
+        let l = Arc::new(self.parse_layer(ds, i).unwrap_or_else(LayerParse::Failed));
+        lock(&self.layers).entry((ds, i)).or_insert(l).clone()
+    }
+
+    /// Reads and parses a `.vmx`.
+    fn parse_vmx(&self, d: usize, cfg: u32) -> ParsedVmx {
+        self.read_small(d, cfg, self.limits.max_config_bytes)
+            .map_err(|e| match e {
+                InventoryError::Limit { .. } => ("config-too-large", e),
+                InventoryError::Fs(_) => ("config-unreadable", e),
+                other => ("config-invalid", other),
+            })
+            .and_then(|bytes| vmx::Vmx::parse(&bytes).map_err(|e| ("config-invalid", e)))
+    }
+
+    /// Does, on several threads, the order-independent part of assembling VMware VMs:
+    /// file sizes of every file beside a `.vmx`, the `.vmx` parse, and the parse of every
+    /// descriptor and virtual disk header there. Each device read waits for the LUN; several
+    /// in flight overlap those waits, and the parsing runs on every core. The assembly
+    /// that follows stays sequential (which VM claims which file depends on the order) and
+    /// finds these results cached. Every result equals what the assembly would compute.
+    fn prefetch(&self) {
+        let mut jobs: Vec<(usize, u32)> = Vec::new();
+        for (d, ix) in self.idx.iter().enumerate() {
+            for (i, e) in ix.entries.iter().enumerate() {
+                if !e.dir && matches!(ext_of(&e.name).as_str(), "vmx" | "vmtx") {
+                    jobs.push((d, i as u32));
+                }
+            }
+        }
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(PREFETCH_MAX_THREADS);
+        if jobs.len() < PREFETCH_MIN_CONFIGS || threads < 2 {
+            return;
+        }
+        let next = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| {
+                    while let Some(&(d, cfg)) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        self.prefetch_vm(d, cfg);
+                    }
+                });
+            }
+        });
+    }
+
+    fn prefetch_vm(&self, d: usize, cfg: u32) {
+        let (size, _) = self.meta(d, cfg);
+        if size <= PREFETCH_MAX_CONFIG_BYTES {
+            let parsed = self.parse_vmx(d, cfg);
+            lock(&self.configs).insert((d, cfg), parsed);
+        }
+        let ix = &self.idx[d];
+        for &k in ix.kids(ix.entries[cfg as usize].parent) {
+            let e = self.entry(d, k);
+            if e.dir || k == cfg {
+                continue;
+            }
+            self.meta(d, k);
+            let disk = match ext_of(&e.name).as_str() {
+                "vmdk" => !is_extent_name(&e.name),
+                "vhd" | "avhd" | "vhdx" | "avhdx" => true,
+                _ => false,
+            };
+            if disk {
+                self.layer(d, k);
+            }
+        }
     }
 
     fn parse_layer(&self, ds: usize, i: u32) -> Result<LayerParse, InventoryError> {
@@ -1084,7 +1171,7 @@ impl Scanner<'_> {
     }
 
     fn claim(&self, b: &Build) {
-        let mut c = self.claimed.borrow_mut();
+        let mut c = lock(&self.claimed);
         for l in &b.locs {
             c.insert(*l);
         }
@@ -1142,7 +1229,7 @@ impl Scanner<'_> {
             if matches!(
                 ext.as_str(),
                 "vmdk" | "vhd" | "vhdx" | "avhd" | "avhdx" | "vmx" | "vmtx" | "vmc" | "vmcx"
-            ) || self.claimed.borrow().contains(&(d, k))
+            ) || lock(&self.claimed).contains(&(d, k))
             {
                 continue;
             }
@@ -1240,14 +1327,8 @@ impl Scanner<'_> {
         let stem = stem_of(&e.name).to_string();
         let template = ext_of(&e.name) == "vmtx";
         self.add(&mut b, &Loc::Found(d, cfg), Role::Config);
-        let parsed = self
-            .read_small(d, cfg, self.limits.max_config_bytes)
-            .map_err(|e| match e {
-                InventoryError::Limit { .. } => ("config-too-large", e),
-                InventoryError::Fs(_) => ("config-unreadable", e),
-                other => ("config-invalid", other),
-            })
-            .and_then(|bytes| vmx::Vmx::parse(&bytes).map_err(|e| ("config-invalid", e)));
+        let prefetched = lock(&self.configs).remove(&(d, cfg));
+        let parsed = prefetched.unwrap_or_else(|| self.parse_vmx(d, cfg));
         let mut name = stem.clone();
         let mut snapshot_stems = HashSet::new();
         let mut snaps = Vec::new();
@@ -1618,7 +1699,7 @@ impl Scanner<'_> {
         let mut extents_only = Vec::new();
         for d in 0..self.ds.len() {
             for (i, e) in self.idx[d].entries.iter().enumerate() {
-                if e.dir || self.claimed.borrow().contains(&(d, i as u32)) {
+                if e.dir || lock(&self.claimed).contains(&(d, i as u32)) {
                     continue;
                 }
                 let ext = ext_of(&e.name);
@@ -1681,7 +1762,7 @@ impl Scanner<'_> {
             });
         }
         for (d, i) in extents_only {
-            if self.claimed.borrow().contains(&(d, i)) {
+            if lock(&self.claimed).contains(&(d, i)) {
                 continue;
             }
             let mut b = Build::new();

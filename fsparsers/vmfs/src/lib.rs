@@ -619,6 +619,9 @@ impl ReadAt for ParallelFile {
     fn name(&self) -> &str {
         self.file.name()
     }
+    fn splice_to_pipe(&self, offset: u64, len: usize, pipe: std::os::fd::BorrowedFd<'_>) -> usize {
+        self.file.splice_to_pipe(offset, len, pipe)
+    }
 }
 
 fn file_type(fd: &Fd) -> FileType {
