@@ -304,17 +304,24 @@ const CAT_CHUNK: usize = 4 << 20;
 /// Chunk buffers in flight between the reader thread and the writer.
 const CAT_BUFFERS: usize = 3;
 
+/// Alignment of the chunk buffers. The kernel copies page-cache pages into user memory several
+/// times slower when the destination is not cache-line aligned (measured on this AMD EPYC host:
+/// 1.5 GB/s at malloc's 16-byte offset, 7.7 GB/s page-aligned), and `vec![0; 4 MiB]` comes from
+/// malloc at such an offset. Page alignment also suits O_DIRECT LUNs.
+const CAT_ALIGN: usize = 4096;
+
 /// Streams a source to `out` with a reader thread up to two chunks ahead, so device reads and
 /// pipe writes overlap. Memory is three chunks whatever the file size.
 pub fn cat(file: Source, out: &mut impl Write) -> anyhow::Result<()> {
     let size = file.size();
     // Every spare buffer may wait filled, so a writer thread slow to get a CPU does not stall
     // the reader at each chunk (measured: no difference on the shared 2-core host, harmless).
-    let (full_tx, full_rx) = mpsc::sync_channel::<lun::Result<Vec<u8>>>(CAT_BUFFERS - 1);
-    let (empty_tx, empty_rx) = mpsc::sync_channel::<Vec<u8>>(CAT_BUFFERS);
+    let (full_tx, full_rx) =
+        mpsc::sync_channel::<lun::Result<(lun::AlignedBuf, usize)>>(CAT_BUFFERS - 1);
+    let (empty_tx, empty_rx) = mpsc::sync_channel::<lun::AlignedBuf>(CAT_BUFFERS);
     for _ in 0..CAT_BUFFERS {
         empty_tx
-            .send(vec![0u8; CAT_CHUNK])
+            .send(lun::AlignedBuf::new(CAT_CHUNK, CAT_ALIGN))
             .expect("channel has room");
     }
     let reader_file = Arc::clone(&file);
@@ -323,8 +330,9 @@ pub fn cat(file: Source, out: &mut impl Write) -> anyhow::Result<()> {
         while pos < size {
             let Ok(mut buf) = empty_rx.recv() else { return };
             let n = (size - pos).min(CAT_CHUNK as u64) as usize;
-            buf.truncate(n);
-            let r = reader_file.read_exact_at(pos, &mut buf).map(|()| buf);
+            let r = reader_file
+                .read_exact_at(pos, &mut buf[..n])
+                .map(|()| (buf, n));
             let failed = r.is_err();
             if full_tx.send(r).is_err() || failed {
                 return;
@@ -335,12 +343,11 @@ pub fn cat(file: Source, out: &mut impl Write) -> anyhow::Result<()> {
     let mut result: anyhow::Result<()> = Ok(());
     for chunk in full_rx.iter() {
         match chunk {
-            Ok(mut buf) => {
-                if let Err(e) = out.write_all(&buf) {
+            Ok((buf, n)) => {
+                if let Err(e) = out.write_all(&buf[..n]) {
                     result = Err(e.into());
                     break;
                 }
-                buf.resize(CAT_CHUNK, 0);
                 let _ = empty_tx.send(buf);
             }
             Err(e) => {

@@ -135,7 +135,7 @@ if [[ " $FS " == *" ntfs "* ]]; then
 fi
 
 # hyperfine: one JSON export per (fs, cache); commands named so the table can find them.
-declare -A MEAN=() SD=()
+declare -A MEAN=() SD=() CPU=()
 for cache in warm cold; do
   if [ "$cache" = warm ]; then
     opts=(--warmup 2)
@@ -148,9 +148,9 @@ for cache in warm cold; do
     [ "$fs" = ntfs ] && cmds+=(-n fls "fls -r '$img' > /dev/null")
     json=$W/hyperfine-$fs-$cache.json
     hyperfine --style basic --runs "$RUNS" "${opts[@]}" --export-json "$json" "${cmds[@]}"
-    while read -r name mean sd; do
-      MEAN[$fs/$cache/$name]=$mean SD[$fs/$cache/$name]=$sd
-    done < <(jq -r '.results[] | "\(.command) \(.mean) \(.stddev)"' "$json")
+    while read -r name mean sd cpu; do
+      MEAN[$fs/$cache/$name]=$mean SD[$fs/$cache/$name]=$sd CPU[$fs/$cache/$name]=$cpu
+    done < <(jq -r '.results[] | "\(.command) \(.mean) \(.stddev) \(.user + .system)"' "$json")
   done
 done
 
@@ -158,20 +158,21 @@ echo
 bench_machine
 echo "datastore: $VMS VMs, $FILES files (10 a VM, thin -flat.vmdk extents); hyperfine, $RUNS runs each"
 echo "goal: lunproxy < 0.5 s and >= 5x faster than fls -r (ratio = t(fls -r) / t(lunproxy vms))"
+echo "cpu s = user + system time (less disturbed by other load than the wall-clock mean)"
 echo
-row() { printf '| %-6s | %-5s | %-20s | %9s | %8s | %-20s |\n' "$@"; }
-row fs cache command "mean s" "± s" "goal"
-row ------ ----- -------------------- --------- -------- --------------------
+row() { printf '| %-6s | %-5s | %-20s | %9s | %8s | %8s | %-20s |\n' "$@"; }
+row fs cache command "mean s" "± s" "cpu s" "goal"
+row ------ ----- -------------------- --------- -------- -------- --------------------
 for fs in $FS; do
   for cache in warm cold; do
     lp=${MEAN[$fs/$cache/lunproxy]}
     under=$(awk -v t="$lp" 'BEGIN { print (t < 0.5 ? "< 0.5 s met" : "< 0.5 s MISSED") }')
     row "$fs" "$cache" "lunproxy vms --json" "$(printf %.3f "$lp")" \
-      "$(printf %.3f "${SD[$fs/$cache/lunproxy]}")" "$under"
+      "$(printf %.3f "${SD[$fs/$cache/lunproxy]}")" "$(printf %.3f "${CPU[$fs/$cache/lunproxy]}")" "$under"
     if [ "$fs" = ntfs ]; then
       f=${MEAN[$fs/$cache/fls]}
       row "$fs" "$cache" "fls -r" "$(printf %.3f "$f")" "$(printf %.3f "${SD[$fs/$cache/fls]}")" \
-        "$(awk -v a="$f" -v b="$lp" 'BEGIN { printf "%.1fx %s", a / b, (a / b >= 5 ? "met" : "MISSED") }')"
+        "$(printf %.3f "${CPU[$fs/$cache/fls]}")" "$(awk -v a="$f" -v b="$lp" 'BEGIN { printf "%.1fx %s", a / b, (a / b >= 5 ? "met" : "MISSED") }')"
     fi
   done
 done

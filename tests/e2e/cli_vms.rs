@@ -468,8 +468,7 @@ fn tree_ntfs(root: &Path) {
             .arg(vm.join("Virtual Hard Disks/legacy.vhdx"))
             .arg("64M"),
     );
-    let xml = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-16\" standalone=\"yes\"?>\r\n<configuration>\r\n\
+    let xml = "<?xml version=\"1.0\" encoding=\"UTF-16\" standalone=\"yes\"?>\r\n<configuration>\r\n\
          <properties><name type=\"string\">Legacy 2012</name></properties>\r\n<settings>\r\n\
          <processors><count type=\"integer\">2</count></processors>\r\n\
          <memory><bank><size type=\"integer\">2048</size></bank></memory>\r\n</settings>\r\n\
@@ -477,11 +476,10 @@ fn tree_ntfs(root: &Path) {
          <pathname type=\"string\">E:\\Hyper-V\\Legacy\\Virtual Hard Disks\\legacy.vhdx</pathname>\
          <type type=\"string\">VHD</type></drive0><drive1><pathname type=\"string\">E:\\iso\\x.iso</pathname>\
          <type type=\"string\">ISO</type></drive1></controller0></_83f8638b-8dca-4152-9eda-2ca8b33039b4_>\r\n\
-         </configuration>\r\n"
-    );
+         </configuration>\r\n";
     write(
         &vm.join(format!("Virtual Machines/{HV_XML_GUID}.xml")),
-        utf16le_bom(&xml),
+        utf16le_bom(xml),
     );
 
     // Virtual Server 2005: .vmc in UTF-16LE with BOM, a qemu-img dynamic VHD.
@@ -518,6 +516,15 @@ fn mkvmfs(version: &str, label: &str, tree: fn(&Path)) -> PathBuf {
     let m = fs::metadata(&bin).unwrap();
     let stamp = format!("{VERSION}-{:x}-{:x}", m.len(), m.mtime());
     let dir = fixture_dir("e2e-vms");
+    // Images of an older mkvmfs or tree version are stale: drop them so the cache stays small.
+    let prefix = format!("{label}-vmfs{version}-");
+    let current = format!("{prefix}{stamp}.img");
+    for e in fs::read_dir(&dir).unwrap().flatten() {
+        let f = e.file_name().to_string_lossy().into_owned();
+        if f.starts_with(&prefix) && f.ends_with(".img") && f != current {
+            let _ = fs::remove_file(e.path());
+        }
+    }
     let src = cached_fixture(&dir.join(format!("src-{label}-{VERSION}")), |tmp| {
         fs::create_dir_all(tmp).unwrap();
         tree(tmp);

@@ -16,16 +16,29 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let img = args.next().expect("usage: scan_image IMAGE [RUNS]");
     let runs: usize = args.next().map(|r| r.parse().expect("RUNS")).unwrap_or(11);
-    let (mut scan, mut fls) = (Vec::new(), Vec::new());
+    let (mut scan, mut single, mut fls) = (Vec::new(), Vec::new(), Vec::new());
+    let one_thread = inventory::Limits {
+        threads: 1,
+        ..Default::default()
+    };
+    // One prefetch thread per core (at most 4).
+    let per_core = inventory::Limits {
+        threads: 0,
+        ..Default::default()
+    };
     for _ in 0..runs {
-        let t = Instant::now();
-        let src: lun::Source = Arc::new(lun::DevicePath::open(&img).expect("open image"));
-        let fs = Arc::new(ntfs::Ntfs::open(src).expect("NTFS"));
-        let inv = inventory::scan(&[inventory::Datastore::new("bench", fs)]);
-        scan.push(t.elapsed());
-        let files: usize = inv.vms.iter().map(|v| v.files.len()).sum();
-        assert!(!inv.vms.is_empty() || files == 0);
-        drop(inv);
+        for (limits, out) in [
+            (per_core.clone(), &mut scan),
+            (one_thread.clone(), &mut single),
+        ] {
+            let t = Instant::now();
+            let src: lun::Source = Arc::new(lun::DevicePath::open(&img).expect("open image"));
+            let fs = Arc::new(ntfs::Ntfs::open(src).expect("NTFS"));
+            let inv = inventory::scan_with(&[inventory::Datastore::new("bench", fs)], &limits);
+            out.push(t.elapsed());
+            let files: usize = inv.vms.iter().map(|v| v.files.len()).sum();
+            assert!(!inv.vms.is_empty() || files == 0);
+        }
         let t = Instant::now();
         let ok = Command::new("fls")
             .arg("-r")
@@ -37,11 +50,14 @@ fn main() {
         fls.push(t.elapsed());
         assert!(ok, "fls -r failed");
     }
-    let (s, f) = (median(&mut scan), median(&mut fls));
+    let (s, o, f) = (median(&mut scan), median(&mut single), median(&mut fls));
     println!(
-        "runs {runs}: open+scan median {s:?} (min {:?}), fls -r median {f:?} (min {:?}), speed-up {:.1}x",
+        "runs {runs}: open+scan per-core threads {s:?} (min {:?}), one thread {o:?} (min {:?}), \
+         fls -r median {f:?} (min {:?}), speed-up per-core {:.1}x, one thread {:.1}x",
         scan[0],
+        single[0],
         fls[0],
-        f.as_secs_f64() / s.as_secs_f64()
+        f.as_secs_f64() / s.as_secs_f64(),
+        f.as_secs_f64() / o.as_secs_f64()
     );
 }

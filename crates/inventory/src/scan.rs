@@ -47,6 +47,11 @@ pub struct Limits {
     pub max_depth: usize,
     /// Layers followed in one disk chain.
     pub max_chain: usize,
+    /// Threads that read and parse VMware folders ahead of the assembly: 0 picks the number
+    /// of cores (at most 4); 1, the default, does everything on the calling thread. More
+    /// threads overlap device waits on high-latency LUNs; on a loaded 2-core host reading a
+    /// local image they were slower (docs/benchmarks.md, Inventory).
+    pub threads: usize,
 }
 
 impl Default for Limits {
@@ -57,6 +62,7 @@ impl Default for Limits {
             max_entries: 5_000_000,
             max_depth: 64,
             max_chain: 255,
+            threads: 1,
         }
     }
 }
@@ -650,9 +656,12 @@ impl Scanner<'_> {
                 }
             }
         }
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(PREFETCH_MAX_THREADS);
+        let threads = match self.limits.threads {
+            0 => std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(PREFETCH_MAX_THREADS),
+            n => n,
+        };
         if jobs.len() < PREFETCH_MIN_CONFIGS || threads < 2 {
             return;
         }
@@ -866,7 +875,23 @@ impl Scanner<'_> {
                     for w in &descriptor.warnings {
                         b.problem("descriptor-warning", Some(&path), w.clone());
                     }
-                    if descriptor.extents_dropped > 0 {
+                    let listed = descriptor.extents.len() + descriptor.extents_dropped;
+                    let single = descriptor
+                        .create_type
+                        .as_deref()
+                        .is_some_and(vmdk::is_single_extent_type);
+                    if single && listed > 1 {
+                        // ESXi writes exactly one extent line for these types: more is a
+                        // damaged or forged descriptor, and only the first line is trusted.
+                        b.problem(
+                            "extents-capped",
+                            Some(&path),
+                            format!(
+                                "createType {} has a single extent but the descriptor lists {listed}; only the first is used",
+                                descriptor.create_type.as_deref().unwrap_or_default()
+                            ),
+                        );
+                    } else if descriptor.extents_dropped > 0 {
                         b.problem(
                             "extents-capped",
                             Some(&path),
@@ -877,7 +902,14 @@ impl Scanner<'_> {
                             ),
                         );
                     }
-                    for x in &descriptor.extents {
+                    let trusted = if single { 1 } else { descriptor.extents.len() };
+                    if single {
+                        layer.capacity = descriptor
+                            .extents
+                            .first()
+                            .map(|x| x.sectors.saturating_mul(512));
+                    }
+                    for x in descriptor.extents.iter().take(trusted) {
                         let file = x.file_name.as_ref().map(|f| {
                             let mut l = self.resolve(d, &dir, f);
                             if matches!(l, Loc::Missing { .. }) && f.contains('|') {

@@ -192,6 +192,24 @@ pub struct Descriptor {
     pub warnings: Vec<String>,
 }
 
+/// True for the `createType`s whose disk is one extent by definition (ESXi's `vmfs`, the hosted
+/// monolithic types, sparse deltas); the `twoGbMaxExtent*` and `custom` types may list many.
+pub fn is_single_extent_type(create_type: &str) -> bool {
+    const SINGLE: [&str; 10] = [
+        "vmfs",
+        "vmfsthin",
+        "vmfssparse",
+        "sesparse",
+        "vmfsraw",
+        "vmfsrawdevicemap",
+        "vmfspassthroughrawdevicemap",
+        "monolithicflat",
+        "monolithicsparse",
+        "streamoptimized",
+    ];
+    SINGLE.iter().any(|t| t.eq_ignore_ascii_case(create_type.trim()))
+}
+
 impl Descriptor {
     /// Capacity in bytes: the sum of the extents.
     pub fn capacity(&self) -> u64 {

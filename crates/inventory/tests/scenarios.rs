@@ -867,3 +867,33 @@ fn templates_rdms_and_independent_disks() {
     );
     assert_eq!(r.disks[1].mode.as_deref(), Some("independent-persistent"));
 }
+
+/// Prefetching VM folders on several threads gives exactly the one-thread inventory,
+/// including a broken VM, a shared disk (claimed by the first VM only) and a folder with two
+/// configurations.
+#[test]
+fn prefetch_threads_give_the_same_inventory() {
+    let mut b = common::vmfs("par", "5f9a1c2e-7d3b4a10-1e2f-000c29aabb01");
+    for n in 0..48 {
+        let name = format!("vm{n:02}");
+        let dir = common::esxi_vm(&mut b, &format!("/{name}"), &name, &[1, 2]);
+        b.file(&format!("{dir}/vmware-1.log"), "log\n");
+    }
+    b.file(
+        "/vm00/second.vmx",
+        "displayName = \"second\"\nscsi0:0.fileName = \"vm00.vmdk\"\n",
+    );
+    b.file("/broken/broken.vmx", vec![0xFFu8; 300]);
+    let ds = common::ds("par", b);
+    let run = |threads| {
+        let limits = inventory::Limits {
+            threads,
+            ..Default::default()
+        };
+        serde_json::to_string(&inventory::scan_with(std::slice::from_ref(&ds), &limits)).unwrap()
+    };
+    let one = run(1);
+    assert!(one.contains("\"broken\""));
+    assert_eq!(run(2), one);
+    assert_eq!(run(4), one);
+}

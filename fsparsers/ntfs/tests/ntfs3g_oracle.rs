@@ -251,7 +251,9 @@ fn ntfs3g_lookup_in_a_large_directory_is_fast() {
 #[test]
 fn ntfs3g_comparison_detects_planted_differences() {
     let test = "ntfs3g_comparison_detects_planted_differences";
-    let Some(mut img) = mixed(test, 4096) else { return };
+    let Some(mut img) = mixed(test, 4096) else {
+        return;
+    };
     let fs = open(&img.image);
     let w = walk(&fs, None);
     assert_clean("untouched", &compare(&img, &fs, &w));
@@ -264,7 +266,9 @@ fn ntfs3g_comparison_detects_planted_differences() {
         }
     }
     img.entries.retain(|e| e.path != "/names/casetest.txt");
-    img.fls = img.fls.replace("\tdocs/document-0007.txt\n", "\tdocs/document-0007.TXT\n");
+    img.fls = img
+        .fls
+        .replace("\tdocs/document-0007.txt\n", "\tdocs/document-0007.TXT\n");
     let diffs = compare(&img, &fs, &w).join("\n");
     for needle in [
         "/data/a.bin: SHA-256",
