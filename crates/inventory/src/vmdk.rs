@@ -207,7 +207,9 @@ pub fn is_single_extent_type(create_type: &str) -> bool {
         "monolithicsparse",
         "streamoptimized",
     ];
-    SINGLE.iter().any(|t| t.eq_ignore_ascii_case(create_type.trim()))
+    SINGLE
+        .iter()
+        .any(|t| t.eq_ignore_ascii_case(create_type.trim()))
 }
 
 impl Descriptor {
