@@ -405,6 +405,9 @@ const PREFETCH_MAX_THREADS: usize = 4;
 /// Largest `.vmx` parsed ahead and held until its VM is assembled; larger ones are read
 /// when the VM is assembled, so the held memory stays small whatever the datastore holds.
 const PREFETCH_MAX_CONFIG_BYTES: u64 = 64 << 10;
+/// Most parsed `.vmx` files held at once (with the size cap above: at most 256 MiB of input,
+/// far less parsed); configurations past it are parsed when their VM is assembled.
+const PREFETCH_MAX_HELD: usize = 4096;
 
 /// A VM (or orphan disk) being assembled.
 struct Build {
@@ -679,7 +682,7 @@ impl Scanner<'_> {
 
     fn prefetch_vm(&self, d: usize, cfg: u32) {
         let (size, _) = self.meta(d, cfg);
-        if size <= PREFETCH_MAX_CONFIG_BYTES {
+        if size <= PREFETCH_MAX_CONFIG_BYTES && lock(&self.configs).len() < PREFETCH_MAX_HELD {
             let parsed = self.parse_vmx(d, cfg);
             lock(&self.configs).insert((d, cfg), parsed);
         }
