@@ -293,6 +293,15 @@ impl ReadAt for MappedFile {
     fn name(&self) -> &str {
         &self.name
     }
+    fn is_hole(&self, offset: u64, len: usize) -> bool {
+        if len == 0 || check_range(&self.name, offset, len, self.map.size).is_err() {
+            return false;
+        }
+        self.map.index_of(offset).is_some_and(|i| {
+            let e = &self.map.extents[i];
+            e.physical.is_none() && e.end() >= offset + len as u64
+        })
+    }
     fn splice_to_pipe(&self, offset: u64, len: usize, pipe: BorrowedFd<'_>) -> usize {
         if len == 0 || check_range(&self.name, offset, len, self.map.size).is_err() {
             return 0;

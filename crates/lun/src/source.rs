@@ -29,6 +29,14 @@ pub trait ReadAt: Send + Sync {
         let _ = (offset, len, pipe);
         0
     }
+
+    /// True when every byte of `[offset, offset + len)` is known to be a hole, so a streamer can
+    /// send zeros without reading (or zero-filling) anything. `false` means "read it", never
+    /// "it holds data".
+    fn is_hole(&self, offset: u64, len: usize) -> bool {
+        let _ = (offset, len);
+        false
+    }
 }
 
 /// The shared handle every layer passes around.
@@ -37,6 +45,9 @@ pub type Source = Arc<dyn ReadAt>;
 impl<T: ReadAt + ?Sized> ReadAt for Arc<T> {
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         (**self).read_exact_at(offset, buf)
+    }
+    fn is_hole(&self, offset: u64, len: usize) -> bool {
+        (**self).is_hole(offset, len)
     }
     fn splice_to_pipe(&self, offset: u64, len: usize, pipe: BorrowedFd<'_>) -> usize {
         (**self).splice_to_pipe(offset, len, pipe)
@@ -53,6 +64,9 @@ impl<T: ReadAt + ?Sized> ReadAt for &T {
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         (**self).read_exact_at(offset, buf)
     }
+    fn is_hole(&self, offset: u64, len: usize) -> bool {
+        (**self).is_hole(offset, len)
+    }
     fn splice_to_pipe(&self, offset: u64, len: usize, pipe: BorrowedFd<'_>) -> usize {
         (**self).splice_to_pipe(offset, len, pipe)
     }
@@ -67,6 +81,9 @@ impl<T: ReadAt + ?Sized> ReadAt for &T {
 impl<T: ReadAt + ?Sized> ReadAt for Box<T> {
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         (**self).read_exact_at(offset, buf)
+    }
+    fn is_hole(&self, offset: u64, len: usize) -> bool {
+        (**self).is_hole(offset, len)
     }
     fn splice_to_pipe(&self, offset: u64, len: usize, pipe: BorrowedFd<'_>) -> usize {
         (**self).splice_to_pipe(offset, len, pipe)

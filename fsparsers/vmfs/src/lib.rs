@@ -622,6 +622,9 @@ impl ReadAt for ParallelFile {
     fn splice_to_pipe(&self, offset: u64, len: usize, pipe: std::os::fd::BorrowedFd<'_>) -> usize {
         self.file.splice_to_pipe(offset, len, pipe)
     }
+    fn is_hole(&self, offset: u64, len: usize) -> bool {
+        self.file.is_hole(offset, len)
+    }
 }
 
 fn file_type(fd: &Fd) -> FileType {
