@@ -182,8 +182,13 @@ fn ls(
             .with_context(|| format!("reading directory {}", display_dir(&dir_path)))?;
         entries.retain(|e| all || !(e.metadata_file || e.short_name));
         let mut subdirs = Vec::new();
+        // One path buffer per directory: only subdirectories keep a copy.
+        let mut p = String::with_capacity(dir_path.len() + 64);
         for e in entries {
-            let p = format!("{dir_path}/{}", e.name);
+            p.clear();
+            p.push_str(&dir_path);
+            p.push('/');
+            p.push_str(&e.name);
             print_entry(fs, &p, &e.id, json, out)?;
             if recursive && e.file_type == FileType::Dir && !e.short_name {
                 if !visited.insert(e.id.ino) {
@@ -195,7 +200,7 @@ fn ls(
                 if depth + 1 >= MAX_DEPTH {
                     bail!("{p}: directory tree deeper than {MAX_DEPTH} levels");
                 }
-                subdirs.push((p, e.id, depth + 1));
+                subdirs.push((p.clone(), e.id, depth + 1));
             }
         }
         stack.extend(subdirs.into_iter().rev());

@@ -1,5 +1,5 @@
-//! A VMFS5 datastore spanning two LUNs (written by `mkvmfs --extent`, whose images vmfs-tools
-//! and dissect.vmfs read back in the mkvmfs tests): `lunproxy fs` and `lunproxy vms` assemble
+//! VMFS5 and VMFS6 datastores spanning two LUNs (written by `mkvmfs --extent`, whose images
+//! vmfs-tools, vmfs6-tools and dissect.vmfs read back in the mkvmfs tests): `lunproxy fs` and `lunproxy vms` assemble
 //! it from both LUNs in either order, report extents on the right LUN, and refuse clearly when
 //! an extent is missing.
 
@@ -73,14 +73,29 @@ fn source_tree() -> PathBuf {
     })
 }
 
-/// `lun1.img` (head extent) and `lun2.img` of one VMFS5 volume, for the given `--layout`,
-/// rebuilt when the mkvmfs binary changes.
-fn spanned_luns(layout: &str) -> [PathBuf; 2] {
+/// Image size that leaves one 256 MiB PE (plus the 17 MiB LVM header) per LUN with `layout`.
+/// mkvmfs sizes a VMFS6 volume with slack for its metadata, which would put the whole tree on
+/// the head extent; one PE per LUN makes the thin disk cross onto the second.
+fn one_pe_image(layout: &str) -> u64 {
+    if layout == "bare" {
+        273 * MIB
+    } else {
+        275 * MIB
+    }
+}
+
+/// `lun1.img` (head extent) and `lun2.img` of one VMFS `vmfs` ("5" or "6") volume, for the
+/// given `--layout`, rebuilt when the mkvmfs binary changes.
+fn spanned_luns(vmfs: &str, layout: &str) -> [PathBuf; 2] {
     let bin = release_bin("mkvmfs");
     let m = fs::metadata(&bin).unwrap();
     let stamp = format!("{:x}-{:x}", m.len(), m.mtime());
     let root = fixture_dir("e2e");
-    let prefix = format!("spanned-{layout}-");
+    // VMFS5 keeps its original fixture name.
+    let prefix = match vmfs {
+        "5" => format!("spanned-{layout}-"),
+        _ => format!("spanned{vmfs}-{layout}-"),
+    };
     for e in fs::read_dir(&root).unwrap().flatten() {
         let f = e.file_name().to_string_lossy().into_owned();
         if f.starts_with(&prefix) && !f.ends_with(&stamp) {
@@ -90,10 +105,13 @@ fn spanned_luns(layout: &str) -> [PathBuf; 2] {
     let src = source_tree();
     let dir = cached_fixture(&root.join(format!("{prefix}{stamp}")), |tmp| {
         fs::create_dir_all(tmp).unwrap();
-        let out = Command::new(&bin)
-            .args([
-                "--vmfs", "5", "--label", "spanned", "--layout", layout, "--extent",
-            ])
+        let mut cmd = Command::new(&bin);
+        cmd.args(["--vmfs", vmfs, "--label", "spanned", "--layout", layout]);
+        if vmfs == "6" {
+            cmd.args(["--size", &one_pe_image(layout).to_string()]);
+        }
+        let out = cmd
+            .arg("--extent")
             .arg(tmp.join("lun2.img"))
             .arg(&src)
             .arg(tmp.join("lun1.img"))
@@ -132,8 +150,8 @@ fn source_files(root: &Path) -> BTreeMap<String, (String, u64, String)> {
 }
 
 /// `fs ls`, `fs cat` and `fs extents` on the volume given as `luns` (first LUN positional, the
-/// others as --extent-lun).
-fn check_spanned(luns: &[&Path]) {
+/// others as --extent-lun), which must be of type `fs` ("vmfs5" or "vmfs6").
+fn check_spanned(fs: &str, luns: &[&Path]) {
     let src = source_tree();
     let want = source_files(&src);
     let mut base: Vec<String> = vec![luns[0].to_string_lossy().into_owned()];
@@ -153,7 +171,7 @@ fn check_spanned(luns: &[&Path]) {
     };
 
     let info = json_lines(&run_ok(with("info", &["--json"])));
-    assert_eq!(info[0]["fs"], "vmfs5", "{luns:?}");
+    assert_eq!(info[0]["fs"], fs, "{luns:?}");
     assert_eq!(info[0]["label"], "spanned");
 
     let listing = json_lines(&run_ok(with("ls", &["/", "-r", "--json"])));
@@ -228,15 +246,33 @@ fn check_spanned(luns: &[&Path]) {
 #[test]
 fn fs_commands_assemble_a_volume_spanning_two_luns_in_either_order() {
     for layout in ["bare", "gpt"] {
-        let [a, b] = spanned_luns(layout);
-        check_spanned(&[&a, &b]);
-        check_spanned(&[&b, &a]);
+        let [a, b] = spanned_luns("5", layout);
+        check_spanned("vmfs5", &[&a, &b]);
+        check_spanned("vmfs5", &[&b, &a]);
+    }
+}
+
+#[test]
+fn fs_commands_assemble_a_vmfs6_volume_spanning_two_luns_in_either_order() {
+    for layout in ["bare", "gpt"] {
+        let [a, b] = spanned_luns("6", layout);
+        check_spanned("vmfs6", &[&a, &b]);
+        check_spanned("vmfs6", &[&b, &a]);
     }
 }
 
 #[test]
 fn vms_lists_the_spanned_datastore_once() {
-    let [a, b] = spanned_luns("bare");
+    check_vms_lists_once(spanned_luns("5", "bare"));
+}
+
+#[test]
+fn vms_lists_the_spanned_vmfs6_datastore_once() {
+    check_vms_lists_once(spanned_luns("6", "bare"));
+}
+
+/// `lunproxy vms LUN1 LUN2`, in either order, lists the one VM of the spanned datastore once.
+fn check_vms_lists_once([a, b]: [PathBuf; 2]) {
     for order in [[&a, &b], [&b, &a]] {
         let args: Vec<&str> = std::iter::once("vms")
             .chain(order.iter().map(|p| p.to_str().unwrap()))
@@ -255,12 +291,18 @@ fn vms_lists_the_spanned_datastore_once() {
     }
 }
 
-/// The volume UUID as stored in the LVM header (the volume name ESXi writes there).
+/// The volume UUID as stored in the LVM header (the volume name ESXi writes there). The volume
+/// table follows the 512-byte device metadata on LVM5, the 4 KiB-aligned one on LVM6.
 fn volume_uuid(image: &Path) -> String {
+    let file = File::open(image).unwrap();
+    let mut major = [0u8; 4];
+    file.read_exact_at(&mut major, 0x10_0000 + 4).unwrap();
+    let vol_table = match u32::from_le_bytes(major) {
+        6 => 0x1000,
+        _ => 0x200,
+    };
     let mut name = [0u8; 64];
-    File::open(image)
-        .unwrap()
-        .read_exact_at(&mut name, 0x10_0000 + 0x200 + 0x14)
+    file.read_exact_at(&mut name, 0x10_0000 + vol_table + 0x14)
         .unwrap();
     let end = name.iter().position(|&b| b == 0).unwrap_or(64);
     String::from_utf8(name[..end].to_vec()).unwrap()
@@ -268,7 +310,17 @@ fn volume_uuid(image: &Path) -> String {
 
 #[test]
 fn a_missing_extent_is_one_clear_error() {
-    let [a, b] = spanned_luns("bare");
+    check_missing_extent(spanned_luns("5", "bare"));
+}
+
+#[test]
+fn a_missing_vmfs6_extent_is_one_clear_error() {
+    check_missing_extent(spanned_luns("6", "bare"));
+}
+
+/// Every command given only one LUN of the two fails with one error line naming the volume
+/// UUID (and, from the head extent, the missing image).
+fn check_missing_extent([a, b]: [PathBuf; 2]) {
     let uuid = volume_uuid(&a);
     assert_eq!(uuid.len(), 35, "{uuid}");
     let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());

@@ -43,7 +43,7 @@ pub struct Options {
     pub src: PathBuf,
     /// The image to create: the head extent of a spanned volume.
     pub image: PathBuf,
-    /// Further images of a volume spanning several LUNs (VMFS5), in volume order.
+    /// Further images of a volume spanning several LUNs, in volume order.
     pub extents: Vec<PathBuf>,
     /// Image size in bytes of each further extent; `None` splits the volume evenly (or, with
     /// `size`, makes them as large as the first image).
@@ -68,9 +68,6 @@ impl Options {
 /// Scans the source tree and writes the image described by `opts`.
 pub fn run(opts: &Options) -> anyhow::Result<()> {
     refuse_image_inside_source(opts)?;
-    if !opts.extents.is_empty() && opts.vmfs != 5 {
-        anyhow::bail!("--extent (a volume spanning several images) is written for VMFS5 only");
-    }
     if opts.extents.is_empty() && opts.extent_size.is_some() {
         anyhow::bail!("--extent-size needs at least one --extent IMAGE");
     }

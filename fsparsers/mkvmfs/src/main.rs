@@ -31,7 +31,7 @@ struct Cli {
     /// one path component, `**` crosses them; a pattern without `/` also matches base names.
     #[arg(long, value_name = "GLOB")]
     lazy_zeroed: Vec<String>,
-    /// Another image of the same VMFS5 volume (repeatable): the volume spans IMAGE and every
+    /// Another image of the same VMFS volume (repeatable): the volume spans IMAGE and every
     /// --extent, in that order, each a separate LVM device with the layout of --layout.
     #[arg(long = "extent", value_name = "IMAGE")]
     extents: Vec<PathBuf>,

@@ -111,7 +111,7 @@ pub fn write(opts: &Options, tree: &Tree, image: &Path) -> Result<()> {
 
 /// PEs of each device: from the image sizes given, else just enough for the tree, split
 /// evenly (the head takes the remainder) with at least one PE per device.
-fn device_pes(opts: &Options, devices: u64, needed: u64) -> Result<Vec<u64>> {
+pub(crate) fn device_pes(opts: &Options, devices: u64, needed: u64) -> Result<Vec<u64>> {
     let pes_of = |partition: u64, what: &str| -> Result<u64> {
         let n = lvm::pes_for_partition(partition);
         ensure!(
@@ -156,7 +156,7 @@ fn device_pes(opts: &Options, devices: u64, needed: u64) -> Result<Vec<u64>> {
 
 /// The device name the head extent lists for an image: ESXi lists `naa.…:1`; mkvmfs names the
 /// image file, so a missing extent can be told by name.
-fn device_name(image: &Path, devices: usize) -> String {
+pub(crate) fn device_name(image: &Path, devices: usize) -> String {
     if devices == 1 {
         return "mkvmfs:C0:T0:L0:1".into();
     }

@@ -18,6 +18,10 @@
 //! blocks and no interior hole, else through 64 KiB pointer blocks (held in `.sbc.sf`, as on
 //! VMFS6). Lazy-zeroed files get every block, LFBs for whole 512 MiB chunks, and to-be-zeroed
 //! addresses over garbage where the source has no data.
+//!
+//! With `--extent` the logical volume spans several images: each gets its own LVM6 header
+//! (own device UUID and segment range, shared volume metadata) and the layout above is planned
+//! over the whole volume, writes being split at device boundaries ([`crate::lvm::LogicalVolume`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::FileExt;
@@ -27,6 +31,7 @@ use anyhow::{Context, Result, ensure};
 
 use crate::Options;
 use crate::layout::{self, Volume};
+use crate::lvm::{DeviceExtent, LogicalVolume, SpannedVolume, VmwareUuid};
 use crate::tree::{Kind, Node, Segment, Tree};
 use crate::v6_dir::{self, DirEntryIn};
 use crate::v6_format::*;
@@ -346,29 +351,50 @@ pub fn write(opts: &Options, tree: &Tree, image: &Path) -> Result<()> {
         + jbc_meta.file_len().div_ceil(SFB_SIZE)
         + planned_root_sfbs(&items)
         + 1;
-    let partition_len = match opts.partition_len()? {
-        Some(p) => p,
-        None => {
-            // fbb: at most a few SFBs; 64 SFBs of slack for it and rounding.
-            let sfb_total = meta_sfbs_without_fbb + 4 + sfb_data + 64;
-            let dev_sfbs = if lfb_chunks > 0 {
-                (sfb_total - lfb_chunks * SFBS_PER_LFB).div_ceil(SFBS_PER_LFB) * SFBS_PER_LFB
-                    + lfb_chunks * SFBS_PER_LFB
-            } else {
-                sfb_total
-            };
-            let segs = (dev_sfbs * SFB_SIZE).div_ceil(PE_SIZE).max(1);
-            LVM_DATA_OFFSET + segs * PE_SIZE
-        }
+    let segments_needed = {
+        // fbb: at most a few SFBs; 64 SFBs of slack for it and rounding.
+        let sfb_total = meta_sfbs_without_fbb + 4 + sfb_data + 64;
+        let dev_sfbs = if lfb_chunks > 0 {
+            (sfb_total - lfb_chunks * SFBS_PER_LFB).div_ceil(SFBS_PER_LFB) * SFBS_PER_LFB
+                + lfb_chunks * SFBS_PER_LFB
+        } else {
+            sfb_total
+        };
+        (dev_sfbs * SFB_SIZE).div_ceil(PE_SIZE).max(1)
     };
-    ensure!(
-        partition_len >= LVM_DATA_OFFSET + PE_SIZE,
-        "a VMFS6 partition needs at least {} MiB (17 MiB of LVM header and one 256 MiB segment); \
-         got {} bytes",
-        (LVM_DATA_OFFSET + PE_SIZE) / MIB,
-        partition_len
-    );
-    let segments = (partition_len - LVM_DATA_OFFSET) / PE_SIZE;
+    let images: Vec<&Path> = std::iter::once(image)
+        .chain(opts.extents.iter().map(std::path::PathBuf::as_path))
+        .collect();
+    // Partition length and 256 MiB segments of each device, in volume order.
+    let devices: Vec<(u64, u64)> = if images.len() == 1 {
+        let partition_len = opts
+            .partition_len()?
+            .unwrap_or(LVM_DATA_OFFSET + segments_needed * PE_SIZE);
+        ensure!(
+            partition_len >= LVM_DATA_OFFSET + PE_SIZE,
+            "a VMFS6 partition needs at least {} MiB (17 MiB of LVM header and one 256 MiB \
+             segment); got {} bytes",
+            (LVM_DATA_OFFSET + PE_SIZE) / MIB,
+            partition_len
+        );
+        vec![(partition_len, (partition_len - LVM_DATA_OFFSET) / PE_SIZE)]
+    } else {
+        let pes = crate::v5::device_pes(opts, images.len() as u64, segments_needed)?;
+        let head_partition = opts.partition_len()?;
+        let extent_partition = opts.extent_partition_len()?;
+        pes.iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                let fixed = if i == 0 {
+                    head_partition
+                } else {
+                    extent_partition
+                };
+                (fixed.unwrap_or(LVM_DATA_OFFSET + n * PE_SIZE), n)
+            })
+            .collect()
+    };
+    let segments: u64 = devices.iter().map(|&(_, n)| n).sum();
     let dev_sfbs = segments * PE_SIZE / SFB_SIZE;
     let num_lfbs = dev_sfbs.div_ceil(SFBS_PER_LFB);
     let full_regions = dev_sfbs / SFBS_PER_LFB;
@@ -448,13 +474,42 @@ pub fn write(opts: &Options, tree: &Tree, image: &Path) -> Result<()> {
     }
 
     // 8. Write.
-    let vol = layout::create(image, opts.layout, partition_len)
-        .with_context(|| format!("create image {}", image.display()))?;
-    let dev = Dev { vol: &vol };
     let fs_uuid = Uuid::generate(now as u32);
     let lvm_uuid = Uuid::generate(now as u32);
-    let dev_uuid = Uuid::generate(now as u32);
-    write_lvm(&vol, partition_len, segments, lvm_uuid, dev_uuid, now)?;
+    let mut first_pe = 0;
+    let span = SpannedVolume {
+        major_version: 6,
+        minor_version: 0x15,
+        volume_uuid: VmwareUuid(lvm_uuid.0),
+        time_us: now * 1_000_000,
+        devices: devices
+            .iter()
+            .zip(&images)
+            .map(|(&(_, num_pes), img)| {
+                let d = DeviceExtent {
+                    device_uuid: VmwareUuid(Uuid::generate(now as u32).0),
+                    first_pe,
+                    num_pes,
+                    name: if images.len() == 1 {
+                        "mkvmfs".into()
+                    } else {
+                        crate::v5::device_name(img, images.len())
+                    },
+                };
+                first_pe += num_pes;
+                d
+            })
+            .collect(),
+    };
+    let mut vols = Vec::with_capacity(images.len());
+    for (i, (img, &(partition_len, _))) in images.iter().zip(&devices).enumerate() {
+        let vol = layout::create(img, opts.layout, partition_len)
+            .with_context(|| format!("create image {}", img.display()))?;
+        write_lvm(&vol, &span, i).with_context(|| format!("LVM header of {}", img.display()))?;
+        vols.push(vol);
+    }
+    let lv = LogicalVolume::new(&span, &vols)?;
+    let dev = Dev { vol: &lv };
 
     let fd_dev = |index: u32| -> u64 {
         fdc.dev(fdc_meta.resource_offset(
@@ -565,7 +620,11 @@ pub fn write(opts: &Options, tree: &Tree, image: &Path) -> Result<()> {
         write_item(&mut writer, item)?;
     }
 
-    vol.finish()
+    drop(lv);
+    for vol in vols {
+        vol.finish()?;
+    }
+    Ok(())
 }
 
 /// Gives `item` its blocks: SFBs, LFBs (lazy-zeroed whole chunks while `lfb_avail` lasts)
@@ -1063,12 +1122,12 @@ impl Alloc {
 
 /// Device (logical volume) writes on top of the partition.
 struct Dev<'a> {
-    vol: &'a Volume,
+    vol: &'a LogicalVolume<'a>,
 }
 
 impl Dev<'_> {
     fn write(&self, dev_off: u64, buf: &[u8]) -> Result<()> {
-        self.vol.write_at(LVM_DATA_OFFSET + dev_off, buf)
+        self.vol.write_at(dev_off, buf)
     }
 
     /// Writes only the non-zero 4 KiB pieces so the image stays sparse.
@@ -1339,68 +1398,87 @@ fn write_descriptor(
     dev.write(FS_DESCRIPTOR_OFFSET, &d)
 }
 
-/// The LVM6 device header at partition offset 1 MiB: device metadata, one volume, the
-/// device name table, the PE bitmap and one PE covering every 256 MiB segment.
-fn write_lvm(
-    vol: &Volume,
-    partition_len: u64,
-    segments: u64,
-    lvm_uuid: Uuid,
-    dev_uuid: Uuid,
-    now: u64,
-) -> Result<()> {
-    let now_us = now * 1_000_000;
-    let name = b"mkvmfs";
+/// The LVM6 device header of device `index` of `span`, at partition offset 1 MiB: device
+/// metadata, the volume (the same on every device but for this device's PE range), the
+/// device-name table (all devices, on the head extent only), the PE bitmap and one PE entry
+/// covering this device's 256 MiB segments.
+fn write_lvm(vol: &Volume, span: &SpannedVolume, index: usize) -> Result<()> {
+    let dev = span
+        .devices
+        .get(index)
+        .ok_or_else(|| anyhow::anyhow!("internal: no LVM device {index}"))?;
+    let num_devs = span.devices.len();
+    ensure!(
+        (1..=32).contains(&num_devs),
+        "a volume spans 1 to 32 devices, not {num_devs}"
+    );
+    ensure!(
+        dev.num_pes >= 1 && LVM_DATA_OFFSET + dev.num_pes * PE_SIZE <= vol.len(),
+        "LVM device of {} segments does not fit its partition of {} bytes",
+        dev.num_pes,
+        vol.len()
+    );
+    let total = span.total_pes();
+    let disk_id = b"mkvmfs";
     let mut h = vec![0u8; 0x200];
     put_u32(&mut h, 0x00, LVM_MAGIC);
-    put_u32(&mut h, 0x04, 6);
-    put_u32(&mut h, 0x08, 0x15);
-    h[0x0d] = name.len() as u8;
-    h[0x2e..0x2e + name.len()].copy_from_slice(name);
+    put_u32(&mut h, 0x04, span.major_version);
+    put_u32(&mut h, 0x08, span.minor_version);
+    h[0x0d] = disk_id.len() as u8;
+    h[0x2e..0x2e + disk_id.len()].copy_from_slice(disk_id);
     put_u32(&mut h, 0x5a, 512);
-    put_u64(&mut h, 0x5e, partition_len);
+    put_u64(&mut h, 0x5e, vol.len());
     put_u32(&mut h, 0x66, 1);
     put_u32(&mut h, 0x6a, 1);
     put_u32(&mut h, 0x6e, 0);
     put_u64(&mut h, 0x72, 1);
     put_u64(&mut h, 0x7a, LVM_DATA_OFFSET);
-    h[0x82..0x92].copy_from_slice(&dev_uuid.0);
-    put_u64(&mut h, 0x92, now_us);
-    put_u64(&mut h, 0x9a, now_us);
+    h[0x82..0x92].copy_from_slice(&dev.device_uuid.0);
+    put_u64(&mut h, 0x92, span.time_us);
+    put_u64(&mut h, 0x9a, span.time_us);
     put_u32(&mut h, 0xca, MD_ALIGN as u32);
-    put_u32(&mut h, 0xce, segments as u32);
+    put_u32(&mut h, 0xce, dev.num_pes as u32);
     vol.write_at(LVM_HEADER_OFFSET, &h)?;
 
     let mut v = vec![0u8; 0x200];
-    put_u64(&mut v, 0x00, segments * PE_SIZE);
+    put_u64(&mut v, 0x00, total * PE_SIZE);
+    // generation: vmfs6-tools insists that every extent carries the same value.
     put_u64(&mut v, 0x08, 1);
     put_u32(&mut v, 0x10, 1);
-    let text = lvm_uuid.to_vmfs_string();
+    let text = span.volume_uuid.to_text();
     v[0x14..0x14 + text.len()].copy_from_slice(text.as_bytes());
-    v[0x54..0x64].copy_from_slice(&lvm_uuid.0);
+    v[0x54..0x64].copy_from_slice(&span.volume_uuid.0);
     put_u32(&mut v, 0x64, 1);
-    put_u64(&mut v, 0x68, now_us);
+    put_u64(&mut v, 0x68, span.time_us);
     put_u32(&mut v, 0x70, 0);
-    put_u32(&mut v, 0x74, segments as u32);
-    put_u64(&mut v, 0x78, 0);
-    put_u64(&mut v, 0x80, segments - 1);
-    put_u64(&mut v, 0x88, now_us);
-    put_u32(&mut v, 0x90, 1);
+    put_u32(&mut v, 0x74, dev.num_pes as u32);
+    put_u64(&mut v, 0x78, dev.first_pe);
+    put_u64(&mut v, 0x80, dev.first_pe + dev.num_pes - 1);
+    put_u64(&mut v, 0x88, span.time_us);
+    put_u32(&mut v, 0x90, num_devs as u32);
     put_u32(&mut v, 0x110, 1);
     vol.write_at(LVM_HEADER_OFFSET + MD_ALIGN, &v)?;
 
-    // Device name table, PE bitmap, PE table (LVM6 offsets: see docs).
-    let mut sd = vec![0u8; 256];
-    sd[..name.len()].copy_from_slice(name);
-    vol.write_at(LVM_HEADER_OFFSET + LVM6_SD_TABLE, &sd)?;
+    // Device name table (LVM6 offsets: see docs): the head extent names every device.
+    let mut sd = vec![0u8; 256 * num_devs];
+    if dev.first_pe == 0 {
+        for (i, d) in span.devices.iter().enumerate() {
+            let n = d.name.as_bytes();
+            let n = &n[..n.len().min(255)];
+            sd[256 * i..256 * i + n.len()].copy_from_slice(n);
+        }
+        vol.write_at(LVM_HEADER_OFFSET + LVM6_SD_TABLE, &sd)?;
+    }
     vol.write_at(LVM_HEADER_OFFSET + LVM6_PE_BITMAP, &[1])?;
+    // One PE entry for the whole device: ids and device offsets count from this device's
+    // start, the logical offset from the volume's.
     let mut pe = vec![0u8; 0x25];
     pe[0] = 1;
     put_u32(&mut pe, 0x01, 0);
     put_u32(&mut pe, 0x05, 0);
     put_u64(&mut pe, 0x09, LVM_DATA_OFFSET);
-    put_u64(&mut pe, 0x11, 0);
-    put_u64(&mut pe, 0x19, segments * PE_SIZE);
+    put_u64(&mut pe, 0x11, dev.first_pe * PE_SIZE);
+    put_u64(&mut pe, 0x19, dev.num_pes * PE_SIZE);
     put_u32(&mut pe, 0x21, 1);
     vol.write_at(LVM_HEADER_OFFSET + LVM6_PE_TABLE, &pe)
 }

@@ -1,7 +1,8 @@
-//! mkvmfs --vmfs 5 --extent: one VMFS5 volume spanning several LUN images, checked by other
-//! implementations. vmfs-tools (`vmfs-fuse IMG1 IMG2 MNT`, `debugvmfs IMG1 IMG2 …`) and
-//! dissect.vmfs (`LVM([dev1, dev2])`) assemble the extents and must read the source tree back
-//! byte for byte, whatever order the images are given in.
+//! mkvmfs --extent: one VMFS5 or VMFS6 volume spanning several LUN images, checked by other
+//! implementations. vmfs-tools (`vmfs-fuse IMG1 IMG2 MNT`, `debugvmfs IMG1 IMG2 …`),
+//! vmfs6-tools (`vmfs6-fuse IMG1 IMG2 MNT`) and dissect.vmfs (`LVM([dev1, dev2])`) assemble
+//! the extents and must read the source tree back byte for byte, whatever order the images
+//! are given in.
 
 mod common;
 
@@ -107,19 +108,24 @@ struct MultiMount {
 
 impl MultiMount {
     fn mount(images: &[&Path]) -> MultiMount {
+        MultiMount::mount_with("vmfs-fuse", images)
+    }
+
+    /// Mounts `images` with `tool` (vmfs-fuse or vmfs6-fuse).
+    fn mount_with(tool: &str, images: &[&Path]) -> MultiMount {
         let dir = tempfile::Builder::new()
             .prefix("mkvmfs-span-")
             .tempdir()
             .unwrap();
-        let out = Command::new("vmfs-fuse")
+        let out = Command::new(tool)
             .args(images)
             .arg(dir.path())
             .output()
-            .expect("run vmfs-fuse");
+            .expect("run the FUSE reader");
         let m = MultiMount { dir };
         assert!(
             out.status.success(),
-            "vmfs-fuse {images:?} failed: {}",
+            "{tool} {images:?} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         m
@@ -302,6 +308,43 @@ fn debugvmfs_lists_the_spanned_tree_with_consistent_bitmaps() {
 
 /// Walks the volume assembled by dissect.vmfs from all images given, printing `d PATH`,
 /// `l SIZE PATH -> TARGET` and `f SIZE PATH SHA256` lines.
+/// True when dissect.vmfs can be imported; else the test is skipped.
+fn have_dissect(test: &str) -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", "import dissect.vmfs"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        testkit::skip(
+            test,
+            "python3 with dissect.vmfs is missing (pip install dissect.vmfs)",
+        );
+    }
+    ok
+}
+
+/// Runs [`DISSECT_SCRIPT`] over `images` (in that order) and compares with the source tree.
+fn check_dissect(src: &Path, images: &[&Path]) {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(DISSECT_SCRIPT)
+        .args(images)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "dissect.vmfs failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut got: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    got.sort();
+    assert_eq!(got, source_listing(src), "dissect.vmfs with {images:?}");
+}
+
 const DISSECT_SCRIPT: &str = r#"
 import sys, hashlib
 from dissect.vmfs import VMFS, LVM
@@ -363,39 +406,13 @@ fn source_listing(root: &Path) -> Vec<String> {
 
 #[test]
 fn dissect_vmfs_assembles_the_extents_in_either_order() {
-    let test = "dissect_vmfs_assembles_the_extents_in_either_order";
-    let ok = Command::new("python3")
-        .args(["-c", "import dissect.vmfs"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        testkit::skip(
-            test,
-            "python3 with dissect.vmfs is missing (pip install dissect.vmfs)",
-        );
+    if !have_dissect("dissect_vmfs_assembles_the_extents_in_either_order") {
         return;
     }
     let (src, images) = two_extents();
-    let want = source_listing(&src);
-    for order in [[&images[0], &images[1]], [&images[1], &images[0]]] {
-        let out = Command::new("python3")
-            .arg("-c")
-            .arg(DISSECT_SCRIPT)
-            .args(order)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "dissect.vmfs failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let mut got: Vec<String> = String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(str::to_string)
-            .collect();
-        got.sort();
-        assert_eq!(got, want, "dissect.vmfs with {order:?}");
+    let (a, b) = (images[0].as_path(), images[1].as_path());
+    for order in [[a, b], [b, a]] {
+        check_dissect(&src, &order);
     }
 }
 
@@ -473,8 +490,10 @@ fn bad_extent_options_give_one_clear_error_line() {
                 "6".into(),
                 "--extent".into(),
                 b.display().to_string(),
+                "--extent-size".into(),
+                (100 * MIB).to_string(),
             ],
-            "VMFS5 only",
+            "--extent-size leaves no room",
         ),
         (
             vec![
@@ -520,5 +539,138 @@ fn bad_extent_options_give_one_clear_error_line() {
             err.starts_with("error: ") && err.contains(want),
             "{args:?}: {err}"
         );
+    }
+}
+
+// VMFS6: the same volume shape with the LVM6 header layout (tables aligned to mdAlignment
+// 4096: volume table at +0x1000, device names at +0x7f000, PE bitmap at +0x81000, PE table at
+// +0x82000) and one PE entry per device covering its 256 MiB segments.
+
+/// LVM6 volume table, relative to the device header.
+const LVM6_VOL_TABLE: u64 = 0x1000;
+/// LVM6 device-name table.
+const LVM6_SD_TABLE: u64 = 0x7_F000;
+/// LVM6 PE table.
+const LVM6_PE_TABLE: u64 = 0x8_2000;
+/// A bare image holding the 17 MiB LVM header and exactly one 256 MiB segment. mkvmfs sizes
+/// a VMFS6 volume with slack for its metadata, which would keep a small tree on the head
+/// extent; one segment per image makes the 400-block disk cross onto the second.
+const ONE_SEGMENT_IMAGE: u64 = DATA_OFFSET + PE;
+
+fn two_v6_extents() -> (PathBuf, Vec<PathBuf>) {
+    let src = span_tree("span2", 400);
+    let size = ONE_SEGMENT_IMAGE.to_string();
+    let images = spanned_images(
+        "v6-two",
+        &src,
+        2,
+        &["--vmfs", "6", "--label", "spanned6", "--size", &size],
+    );
+    (src, images)
+}
+
+fn have_vmfs6_fuse(test: &str) -> bool {
+    if !testkit::is_root() {
+        testkit::skip(test, "FUSE mounts need root");
+        return false;
+    }
+    if !testkit::have_tool("vmfs6-fuse") {
+        testkit::skip(
+            test,
+            "vmfs6-fuse (Debian package vmfs6-tools) is not installed",
+        );
+        return false;
+    }
+    true
+}
+
+#[test]
+fn vmfs6_lvm_headers_describe_one_volume_over_two_devices() {
+    let (_, images) = two_v6_extents();
+    let dev = |i: usize| read(&images[i], 0x10_0000, 0x200);
+    let vol = |i: usize| read(&images[i], 0x10_0000 + LVM6_VOL_TABLE, 0x200);
+    for (i, image) in images.iter().enumerate() {
+        let (h, v) = (dev(i), vol(i));
+        assert_eq!(u32_at(&h, 0), 0xC001_D00D, "LVM magic");
+        assert_eq!(u32_at(&h, 4), 6, "majorVersion");
+        assert_eq!(u32_at(&h, 0xca), 4096, "mdAlignment");
+        assert_eq!(u64_at(&h, 0x7a), DATA_OFFSET, "dataOffset");
+        assert_eq!(u64_at(&h, 0x5e), ONE_SEGMENT_IMAGE, "totalBytes");
+        assert_eq!(u64_at(&v, 0), 2 * PE, "logicalSize: the whole volume");
+        assert_eq!(u32_at(&v, 0x90), 2, "numDevs");
+        assert_eq!(u32_at(&v, 0x74), 1, "segments on the device");
+        assert_eq!(
+            (u64_at(&v, 0x78), u64_at(&v, 0x80)),
+            (i as u64, i as u64),
+            "firstPE, lastPE of device {i}"
+        );
+        let e = read(image, 0x10_0000 + LVM6_PE_TABLE, 0x25);
+        assert_eq!(e[0], 1, "PE in use");
+        assert_eq!(u64_at(&e, 9), DATA_OFFSET, "pOffset");
+        assert_eq!(u64_at(&e, 0x11), i as u64 * PE, "lOffset");
+        assert_eq!(u64_at(&e, 0x19), PE, "length");
+    }
+    assert_eq!(vol(0)[0x54..0x64], vol(1)[0x54..0x64], "one volume UUID");
+    assert_eq!(vol(0)[0x14..0x37], vol(1)[0x14..0x37], "one volume name");
+    assert_ne!(dev(0)[0x82..0x92], dev(1)[0x82..0x92], "own device UUIDs");
+    let sd = read(&images[0], 0x10_0000 + LVM6_SD_TABLE, 512);
+    assert!(sd.starts_with(b"mkvmfs:lun1.img:1\0"), "{:?}", &sd[..32]);
+    assert!(sd[256..].starts_with(b"mkvmfs:lun2.img:1\0"));
+    assert!(
+        read(&images[1], 0x10_0000 + LVM6_SD_TABLE, 512)
+            .iter()
+            .all(|&b| b == 0),
+        "only the head extent lists the devices"
+    );
+}
+
+#[test]
+fn vmfs6_file_data_lands_on_the_second_extent() {
+    let (_, images) = two_v6_extents();
+    let wanted: Vec<Vec<u8>> = straddling_pieces(400)[1..]
+        .iter()
+        .map(|&(_, seed, len)| pattern(seed, len)[2048..].to_vec())
+        .collect();
+    let f = fs::File::open(&images[1]).unwrap();
+    let mut buf = vec![0u8; 2048];
+    let found = (0..PE / MIB)
+        .filter(|b| {
+            f.read_exact_at(&mut buf, DATA_OFFSET + b * MIB).unwrap();
+            wanted.contains(&buf)
+        })
+        .count();
+    assert!(
+        found > 100,
+        "only {found} blocks of the disk lie on the second extent"
+    );
+}
+
+#[test]
+fn vmfs6_two_extents_read_back_through_vmfs6_fuse_in_either_order() {
+    if !have_vmfs6_fuse("vmfs6_two_extents_read_back_through_vmfs6_fuse_in_either_order") {
+        return;
+    }
+    let (src, images) = two_v6_extents();
+    let (a, b) = (images[0].as_path(), images[1].as_path());
+    for order in [[a, b], [b, a]] {
+        let m = MultiMount::mount_with("vmfs6-fuse", &order);
+        let errors = compare_trees(&src, m.dir.path(), &[]);
+        assert!(
+            errors.is_empty(),
+            "vmfs6-fuse {order:?} sees a different tree:\n{}",
+            errors.join("\n")
+        );
+    }
+}
+
+#[test]
+fn vmfs6_dissect_vmfs_assembles_the_extents_in_either_order() {
+    if !have_dissect("vmfs6_dissect_vmfs_assembles_the_extents_in_either_order") {
+        return;
+    }
+    let (src, images) = two_v6_extents();
+    let (a, b) = (images[0].as_path(), images[1].as_path());
+    for order in [[a, b], [b, a]] {
+        check_dissect(&src, &order);
     }
 }

@@ -103,9 +103,23 @@ pub struct FileName {
 impl FileName {
     /// Decodes a $FILE_NAME value.
     pub fn parse(v: &[u8]) -> Result<Self, Corrupt> {
+        let mut f = Self::parse_without_name(v)?;
+        let name_len = usize::from(le::u8_at(v, 0x40).unwrap_or(0));
+        f.name = le::bytes_at(v, 0x42, name_len * 2)
+            .unwrap_or_default()
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        Ok(f)
+    }
+
+    /// Validates a $FILE_NAME value exactly as [`FileName::parse`] does but leaves `name`
+    /// empty: link counting and parent lookups run once per file in a recursive listing and
+    /// need no name, so they skip its allocation.
+    pub fn parse_without_name(v: &[u8]) -> Result<Self, Corrupt> {
         let name_len = le::u8_at(v, 0x40).ok_or_else(|| corrupt(0, "$FILE_NAME too short"))?;
         let ns = le::u8_at(v, 0x41).unwrap_or(0);
-        let raw = le::bytes_at(v, 0x42, usize::from(name_len) * 2)
+        le::bytes_at(v, 0x42, usize::from(name_len) * 2)
             .ok_or_else(|| corrupt(0x40, format!("name of {name_len} characters exceeds value")))?;
         if name_len == 0 {
             return Err(corrupt(0x40, "empty file name"));
@@ -125,10 +139,7 @@ impl FileName {
             file_attributes: le::u32_at(v, 0x38).unwrap_or(0),
             reparse_tag: le::u32_at(v, 0x3C).unwrap_or(0),
             namespace,
-            name: raw
-                .chunks_exact(2)
-                .map(|c| u16::from_le_bytes([c[0], c[1]]))
-                .collect(),
+            name: Vec::new(),
         })
     }
 

@@ -104,6 +104,29 @@ pub fn apply_fixups(rec: &mut [u8]) -> Result<(), Corrupt> {
     Ok(())
 }
 
+/// True when [`apply_fixups`] would succeed on `rec`. Lets a caller apply fixups in place
+/// only to intact records, leaving a torn one untouched so that reading it later reports the
+/// precise error.
+pub fn fixups_intact(rec: &[u8]) -> bool {
+    let (Some(usa_ofs), Some(usa_count)) = (le::u16_at(rec, 4), le::u16_at(rec, 6)) else {
+        return false;
+    };
+    let (usa_ofs, usa_count) = (usize::from(usa_ofs), usize::from(usa_count));
+    if !rec.len().is_multiple_of(FIXUP_STRIDE)
+        || usa_count != rec.len() / FIXUP_STRIDE + 1
+        || !usa_ofs.is_multiple_of(2)
+        || usa_ofs < 8
+        || usa_ofs + usa_count * 2 > FIXUP_STRIDE - 2
+    {
+        return false;
+    }
+    let usn = &rec[usa_ofs..usa_ofs + 2];
+    (1..usa_count).all(|i| {
+        let end = i * FIXUP_STRIDE - 2;
+        &rec[end..end + 2] == usn
+    })
+}
+
 /// Header of a FILE record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileRecordHeader {
@@ -264,7 +287,8 @@ pub fn parse_attributes(
     record: u64,
     total_clusters: u64,
 ) -> Result<Vec<Attribute>, Corrupt> {
-    let mut attrs = Vec::new();
+    // A typical record holds 3 to 6 attributes: reserving avoids regrowing the vector.
+    let mut attrs = Vec::with_capacity(8);
     let mut off = hdr.attrs_offset;
     let end = hdr.bytes_in_use;
     // Each attribute takes at least 16 bytes, so the loop is bounded by the record size.
@@ -543,20 +567,24 @@ mod tests {
         rec[0x34..0x36].copy_from_slice(&[0xCC, 0xDD]);
         rec[510..512].copy_from_slice(&[0x07, 0x00]);
         rec[1022..1024].copy_from_slice(&[0x07, 0x00]);
+        assert!(fixups_intact(&rec));
         let mut ok = rec.clone();
         apply_fixups(&mut ok).unwrap();
         assert_eq!(&ok[510..512], &[0xAA, 0xBB]);
         assert_eq!(&ok[1022..1024], &[0xCC, 0xDD]);
         let mut torn = rec.clone();
         torn[1023] = 0x01;
+        assert!(!fixups_intact(&torn));
         let e = apply_fixups(&mut torn).unwrap_err();
         assert!(e.detail.contains("update sequence mismatch"));
         assert_eq!(e.offset, 1022);
         let mut bad_count = rec.clone();
         bad_count[6] = 9;
+        assert!(!fixups_intact(&bad_count));
         assert!(apply_fixups(&mut bad_count).is_err());
         let mut bad_ofs = rec;
         bad_ofs[4..6].copy_from_slice(&0x1F0u16.to_le_bytes());
+        assert!(!fixups_intact(&bad_ofs));
         assert!(apply_fixups(&mut bad_ofs).is_err());
     }
 

@@ -91,8 +91,17 @@ struct Mft {
 
 #[derive(Default)]
 struct ChunkCache {
-    chunks: HashMap<u64, Arc<Vec<u8>>>,
+    chunks: HashMap<u64, Arc<MftChunk>>,
     order: VecDeque<u64>,
+}
+
+/// Bytes of $MFT as read, except that every intact FILE record has its fixups applied in
+/// place (once per load instead of once per record read).
+struct MftChunk {
+    data: Vec<u8>,
+    /// Per record slot: fixups applied. Other slots (never written, torn, not a FILE record)
+    /// hold the raw bytes, so reading them reports exactly what is wrong.
+    fixed: Vec<bool>,
 }
 
 /// A FILE record with its attributes, gathered from the base record and, through
@@ -108,12 +117,14 @@ impl File {
         self.header.flags & MFT_RECORD_IS_DIRECTORY != 0
     }
 
+    /// The valid $FILE_NAME values, with `name` left empty: callers need the parent, the
+    /// namespace and the times, and skipping the name saves an allocation per link.
     fn names(&self) -> impl Iterator<Item = FileName> + '_ {
         self.attrs
             .iter()
             .filter(|a| a.type_code == AT_FILE_NAME)
             .filter_map(|a| match &a.body {
-                AttrBody::Resident(v) => FileName::parse(v).ok(),
+                AttrBody::Resident(v) => FileName::parse_without_name(v).ok(),
                 AttrBody::NonResident(_) => None,
             })
     }
@@ -268,7 +279,8 @@ impl Ntfs {
                 );
                 self.mft.runs = contiguous_runs(&extents);
             }
-            let merged = self.merge_extents(0, &extents)?;
+            let refs: Vec<&Attribute> = extents.iter().collect();
+            let merged = self.merge_extents(0, &refs)?;
             self.mft.runs = merged.runs;
         }
         self.mft.size = first.initialized_size.min(self.mft_mapped_bytes());
@@ -333,7 +345,7 @@ impl Ntfs {
     }
 
     /// Reads the chunk of $MFT holding byte `pos`, through the cache.
-    fn mft_chunk(&self, chunk: u64) -> Result<Arc<Vec<u8>>> {
+    fn mft_chunk(&self, chunk: u64) -> Result<Arc<MftChunk>> {
         if let Some(c) = self
             .mft
             .cache
@@ -376,7 +388,19 @@ impl Ntfs {
                 .read_exact_at(dev, &mut buf[off..off + n as usize])?;
             pos += n;
         }
-        let buf = Arc::new(buf);
+        let rs = self.mft.record_size as usize;
+        let fixed = if chunk_bytes.is_multiple_of(self.mft.record_size) {
+            buf.chunks_exact_mut(rs)
+                .map(|rec| {
+                    rec.starts_with(b"FILE")
+                        && record::fixups_intact(rec)
+                        && record::apply_fixups(rec).is_ok()
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let buf = Arc::new(MftChunk { data: buf, fixed });
         let mut c = self.mft.cache.lock().expect("cache lock");
         if c.chunks.len() >= MFT_CACHE_CHUNKS
             && let Some(old) = c.order.pop_front()
@@ -388,8 +412,8 @@ impl Ntfs {
         Ok(buf)
     }
 
-    /// Reads MFT record `record` with its fixups applied. `None` for a record never written.
-    fn read_record(&self, record: u64) -> Result<Option<Vec<u8>>> {
+    /// Reads and decodes MFT record `record`: its header and its own attributes.
+    fn read_record_attrs(&self, record: u64) -> Result<(FileRecordHeader, Vec<Attribute>)> {
         let rs = self.mft.record_size;
         let pos = record
             .checked_mul(rs)
@@ -401,9 +425,20 @@ impl Ntfs {
         let chunk_bytes = MFT_CHUNK.max(rs);
         let chunk = self.mft_chunk(pos / chunk_bytes)?;
         let off = (pos % chunk_bytes) as usize;
-        let mut rec = chunk[off..off + rs as usize].to_vec();
+        let raw = &chunk.data[off..off + rs as usize];
+        if chunk.fixed.get(off / rs as usize) == Some(&true) {
+            return self.decode_record(record, raw);
+        }
+        // Not fixed up at load: never written, or corrupt; a copy gets the checks again so the
+        // error names what is wrong.
+        let mut rec = raw.to_vec();
         match record::record_kind(&rec) {
-            Ok(record::RecordKind::Empty) => return Ok(None),
+            Ok(record::RecordKind::Empty) => {
+                return Err(NtfsError::NotInUse {
+                    device: self.name.clone(),
+                    record,
+                });
+            }
             Ok(record::RecordKind::File) => {}
             Err(c) => {
                 return Err(self.corrupt_rec("FILE record", record, c.offset as u64, c.detail));
@@ -411,17 +446,12 @@ impl Ntfs {
         }
         record::apply_fixups(&mut rec)
             .map_err(|c| self.corrupt_rec("FILE record", record, c.offset as u64, c.detail))?;
-        Ok(Some(rec))
+        self.decode_record(record, &rec)
     }
 
-    fn read_record_attrs(&self, record: u64) -> Result<(FileRecordHeader, Vec<Attribute>)> {
-        let rec = self
-            .read_record(record)?
-            .ok_or_else(|| NtfsError::NotInUse {
-                device: self.name.clone(),
-                record,
-            })?;
-        let hdr = record::parse_file_header(&rec)
+    /// Decodes FILE record `record` whose fixups are applied.
+    fn decode_record(&self, record: u64, rec: &[u8]) -> Result<(FileRecordHeader, Vec<Attribute>)> {
+        let hdr = record::parse_file_header(rec)
             .map_err(|c| self.corrupt_rec("FILE record", record, c.offset as u64, c.detail))?;
         if let Some(n) = hdr.mft_record_number
             && u64::from(n) != record & 0xFFFF_FFFF
@@ -433,7 +463,7 @@ impl Ntfs {
                 format!("record says it is number {n}"),
             ));
         }
-        let attrs = record::parse_attributes(&rec, &hdr, record, self.boot.total_clusters())
+        let attrs = record::parse_attributes(rec, &hdr, record, self.boot.total_clusters())
             .map_err(|c| self.corrupt_rec("attribute", record, c.offset as u64, c.detail))?;
         Ok((hdr, attrs))
     }
@@ -451,7 +481,7 @@ impl Ntfs {
                         format!("attribute list of {} bytes", nr.data_size),
                     ));
                 }
-                let s = self.merge_extents(record, std::slice::from_ref(a))?;
+                let s = self.merge_extents(record, &[a])?;
                 let src =
                     self.stream_source(record, "$ATTRIBUTE_LIST", StreamValue::NonResident(s))?;
                 Ok(src.read_vec(0, src.size() as usize)?)
@@ -564,9 +594,10 @@ impl Ntfs {
     }
 
     /// Merges the non-resident extents among `attrs` (all of one attribute) into one stream.
-    fn merge_extents(&self, ino: u64, attrs: &[Attribute]) -> Result<NonResidentStream> {
+    fn merge_extents(&self, ino: u64, attrs: &[&Attribute]) -> Result<NonResidentStream> {
         let mut ext: Vec<(&Attribute, &record::NonResident)> = attrs
             .iter()
+            .copied()
             .filter_map(|a| match &a.body {
                 AttrBody::NonResident(nr) => Some((a, nr)),
                 AttrBody::Resident(_) => None,
@@ -648,11 +679,10 @@ impl Ntfs {
         type_code: u32,
         name: &[u16],
     ) -> Result<Option<StreamValue>> {
-        let parts: Vec<Attribute> = file
+        let parts: Vec<&Attribute> = file
             .attrs
             .iter()
             .filter(|a| a.type_code == type_code && a.name == name)
-            .cloned()
             .collect();
         let Some(first) = parts.first() else {
             return Ok(None);
@@ -662,6 +692,33 @@ impl Ntfs {
         }
         Ok(Some(StreamValue::NonResident(
             self.merge_extents(file.ino, &parts)?,
+        )))
+    }
+
+    /// Logical size and allocated bytes (holes excluded) of attribute (`type_code`, `name`)
+    /// of `file`, validated as [`Ntfs::stream_value`] does but without copying a resident
+    /// value: metadata needs only the sizes.
+    fn stream_sizes(
+        &self,
+        file: &File,
+        type_code: u32,
+        name: &[u16],
+    ) -> Result<Option<(u64, u64)>> {
+        let parts: Vec<&Attribute> = file
+            .attrs
+            .iter()
+            .filter(|a| a.type_code == type_code && a.name == name)
+            .collect();
+        let Some(first) = parts.first() else {
+            return Ok(None);
+        };
+        if let AttrBody::Resident(v) = &first.body {
+            return Ok(Some((v.len() as u64, 0)));
+        }
+        let s = self.merge_extents(file.ino, &parts)?;
+        Ok(Some((
+            s.data_size,
+            s.allocated_bytes(self.boot.cluster_size),
         )))
     }
 
@@ -1075,7 +1132,19 @@ impl Ntfs {
         let si = f
             .resident(AT_STANDARD_INFORMATION, &[])
             .and_then(|v| StandardInformation::parse(v).ok());
-        let names: Vec<FileName> = f.names().collect();
+        // One pass over the names: the first one's creation time is the fallback when
+        // $STANDARD_INFORMATION is unreadable; DOS names are not links; the first non-DOS
+        // name's parent decides whether the file is metadata.
+        let mut fallback_creation_time = None;
+        let mut links = 0u32;
+        let mut parent = None;
+        for n in f.names() {
+            fallback_creation_time.get_or_insert(n.creation_time);
+            if n.namespace != Namespace::Dos {
+                links += 1;
+                parent.get_or_insert(n.parent_record());
+            }
+        }
         let mut symlink_target = None;
         if let Some(v) = f.resident(AT_REPARSE_POINT, &[]) {
             let (_, target) = attr::parse_reparse_point(v).map_err(|c| {
@@ -1104,19 +1173,22 @@ impl Ntfs {
         } else {
             FileType::File
         };
-        let cs = self.boot.cluster_size;
         let (size, allocated) = if f.is_dir() && id.stream.is_none() {
-            let alloc = match self.stream_value(&f, AT_INDEX_ALLOCATION, &I30)? {
-                Some(StreamValue::NonResident(s)) => s.allocated_bytes(cs),
-                _ => 0,
-            };
+            let alloc = self
+                .stream_sizes(&f, AT_INDEX_ALLOCATION, &I30)?
+                .map_or(0, |(_, alloc)| alloc);
             (0, alloc)
         } else {
-            match self.data_of(&f, id)? {
-                Some(StreamValue::Resident(v)) => (v.len() as u64, 0),
-                Some(StreamValue::NonResident(s)) => (s.data_size, s.allocated_bytes(cs)),
-                None => (0, 0),
-            }
+            let sizes = match &id.stream {
+                None => self.stream_sizes(&f, AT_DATA, &[])?,
+                Some(s) => {
+                    let name = self.find_stream(&f, s).ok_or_else(|| NtfsError::NotFound {
+                        path: format!("MFT record {}:{s}", id.ino),
+                    })?;
+                    self.stream_sizes(&f, AT_DATA, &name)?
+                }
+            };
+            sizes.unwrap_or((0, 0))
         };
         let mut streams: Vec<StreamInfo> = Vec::new();
         for a in f
@@ -1129,24 +1201,18 @@ impl Ntfs {
                 continue;
             }
             let size = self
-                .stream_value(&f, AT_DATA, &a.name)?
-                .map_or(0, |v| v.size());
+                .stream_sizes(&f, AT_DATA, &a.name)?
+                .map_or(0, |(size, _)| size);
             streams.push(StreamInfo { name, size });
         }
         let t = |v: Option<u64>| v.and_then(attr::ntfs_time_to_unix_ns);
-        let fallback = names.first();
         Ok(Metadata {
             id: id.clone(),
             file_type,
             size,
             allocated,
-            links: names
-                .iter()
-                .filter(|n| n.namespace != Namespace::Dos)
-                .count() as u32,
-            created: t(si
-                .map(|s| s.creation_time)
-                .or(fallback.map(|n| n.creation_time))),
+            links,
+            created: t(si.map(|s| s.creation_time).or(fallback_creation_time)),
             modified: t(si.map(|s| s.last_data_change_time)),
             accessed: t(si.map(|s| s.last_access_time)),
             changed: t(si.map(|s| s.last_mft_change_time)),
@@ -1157,10 +1223,7 @@ impl Ntfs {
             metadata_file: if id.ino < FIRST_USER_RECORD {
                 id.ino != ROOT_RECORD
             } else {
-                names
-                    .iter()
-                    .find(|n| n.namespace != Namespace::Dos)
-                    .is_some_and(|n| self.is_metadata(n.parent_record()))
+                parent.is_some_and(|p| self.is_metadata(p))
             },
         })
     }
