@@ -1015,7 +1015,9 @@ fn bad_inputs_give_problems_and_the_other_vms_are_still_listed() {
     let started = std::time::Instant::now();
     let (vms, _) = vms(&[s(&st.vmfs5)], false);
     let elapsed = started.elapsed();
-    assert!(elapsed.as_secs() < 10, "inventory took {elapsed:?}");
+    // A hang guard (the bad inputs must not make the scan loop or read 1 GiB), not a
+    // performance measure: tests/bench/inventory.sh measures speed.
+    assert!(elapsed.as_secs() < 120, "inventory took {elapsed:?}");
     let by_config = |c: &str| {
         vms.iter()
             .find(|v| v["config"] == c)

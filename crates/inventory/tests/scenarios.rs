@@ -672,7 +672,9 @@ fn one_gib_vmx_is_not_read() {
     );
     let t = std::time::Instant::now();
     let inv = scan(&[ds("l", b)]);
-    assert!(t.elapsed().as_secs_f64() < 1.0);
+    // A hang guard, not a performance measure (that is benches/): reading the whole GiB would
+    // still finish, so the problem kind below is what proves it was not parsed.
+    assert!(t.elapsed().as_secs_f64() < 30.0);
     let v = vm(&inv, "big");
     assert!(
         v.problems.iter().any(|p| p.kind == "config-too-large"),
@@ -706,7 +708,8 @@ fn ten_thousand_extents() {
     assert_eq!(v.disks[0].chain[0].extents.len(), 10_000);
     assert_eq!(v.files.len(), 10_002);
     assert!(v.problems.is_empty(), "{:?}", v.problems);
-    assert!(secs < 2.0, "{secs} s");
+    // A hang guard against quadratic work, not a performance measure (that is benches/).
+    assert!(secs < 60.0, "{secs} s");
 }
 
 #[test]
