@@ -76,23 +76,7 @@ impl DevicePath {
             path: path.clone(),
             source,
         })?;
-        let meta = file.metadata().map_err(|source| LunError::Query {
-            path: path.clone(),
-            what: "metadata",
-            source,
-        })?;
-        let ft = meta.file_type();
-        let (kind, size, sector_size) = if ft.is_block_device() {
-            (
-                DeviceKind::BlockDevice,
-                block_size_of(&file, &path)?,
-                block_sector_size(&file, &path)?,
-            )
-        } else if ft.is_file() {
-            (DeviceKind::ImageFile, meta.len(), 512)
-        } else {
-            return Err(LunError::NotADevice { path });
-        };
+        let (kind, size, sector_size) = geometry_of(&file, &path)?;
         let mut dev = DevicePath {
             name: path.display().to_string(),
             path,
@@ -349,6 +333,30 @@ impl ReadAt for DevicePath {
             }
         }
         done
+    }
+}
+
+/// Kind, size and logical sector size of an opened descriptor. Taken from the descriptor, not
+/// the path, so a path swapped between a check and the open cannot change what is trusted.
+pub(crate) fn geometry_of(file: &File, path: &Path) -> Result<(DeviceKind, u64, u32)> {
+    let meta = file.metadata().map_err(|source| LunError::Query {
+        path: path.to_path_buf(),
+        what: "metadata",
+        source,
+    })?;
+    let ft = meta.file_type();
+    if ft.is_block_device() {
+        Ok((
+            DeviceKind::BlockDevice,
+            block_size_of(file, path)?,
+            block_sector_size(file, path)?,
+        ))
+    } else if ft.is_file() {
+        Ok((DeviceKind::ImageFile, meta.len(), 512))
+    } else {
+        Err(LunError::NotADevice {
+            path: path.to_path_buf(),
+        })
     }
 }
 

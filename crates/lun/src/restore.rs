@@ -1,9 +1,9 @@
 use std::fs::{File, OpenOptions as StdOpenOptions};
 use std::io;
-use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::path::{block_sector_size, block_size_of};
+use crate::path::geometry_of;
 use crate::{DeviceKind, ExtentMap, LunError, Result};
 
 /// The only writable device type in lunproxy: a restore destination (an image file or a block
@@ -56,23 +56,7 @@ impl RestoreTarget {
             })?;
         // The kind is taken from the opened descriptor, not from the path, so that a path swapped
         // between a check and the open cannot turn a block device into an unchecked one.
-        let meta = file.metadata().map_err(|source| LunError::Query {
-            path: path.clone(),
-            what: "metadata",
-            source,
-        })?;
-        let ft = meta.file_type();
-        let (kind, size, sector_size) = if ft.is_block_device() {
-            (
-                DeviceKind::BlockDevice,
-                block_size_of(&file, &path)?,
-                block_sector_size(&file, &path)?,
-            )
-        } else if ft.is_file() {
-            (DeviceKind::ImageFile, meta.len(), 512)
-        } else {
-            return Err(LunError::NotADevice { path });
-        };
+        let (kind, size, sector_size) = geometry_of(&file, &path)?;
         let name = path.display().to_string();
         let map = ExtentMap::new(&name, map.size(), map.extents().to_vec(), size)?;
         let allowed = merged_data_ranges(&map);
