@@ -10,6 +10,7 @@ pub mod le;
 pub mod partition;
 mod path;
 pub mod probe;
+mod tree;
 
 use std::fmt;
 
@@ -18,6 +19,7 @@ use serde::Serialize;
 
 pub use error::FsError;
 pub use path::{split_path, split_stream};
+pub use tree::{Tree, TreeEntry, TreeLimits, TreeProblem, walk_tree};
 
 /// Result type of this crate and of the [`Filesystem`] trait.
 pub type Result<T, E = FsError> = std::result::Result<T, E>;
@@ -220,6 +222,13 @@ pub trait Filesystem: Send + Sync {
         (0, device_offset)
     }
 
+    /// Every name under the root with its size and allocation, in depth-first pre-order
+    /// (see [`Tree`]). The default is [`walk_tree`] ([`Filesystem::read_dir`] plus
+    /// [`Filesystem::metadata`] per entry); a format that can list faster overrides it and
+    /// must return the same entries in the same order.
+    fn list_tree(&self, limits: &TreeLimits) -> Tree {
+        walk_tree(self, limits)
+    }
     /// Resolves an absolute path (`/a/b`, `/a/b:stream` for NTFS named streams). The default
     /// walks [`Filesystem::read_dir`] with exact-case matching; case-insensitive formats
     /// override it.

@@ -1,0 +1,339 @@
+//! Whole-tree listings: every name under the root with its size, in one call.
+//!
+//! An inventory needs every file's name, parent and size. Asking [`Filesystem::read_dir`] and
+//! then [`Filesystem::metadata`] for each file works everywhere, and is what
+//! [`walk_tree`] does; a format that can do better (NTFS reads its whole MFT in one sequential
+//! pass) overrides [`Filesystem::list_tree`]. Both produce the same entries in the same order,
+//! so callers never see which one ran.
+
+use crate::{DirEntry, FileId, FileType, Filesystem, FsError};
+
+/// Bounds of one tree listing. A LUN is untrusted: a directory tree may be absurdly wide,
+/// deep, or loop onto itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TreeLimits {
+    /// Entries listed at most (the root excluded); the listing stops there with
+    /// [`TreeProblem::TooManyEntries`].
+    pub max_entries: usize,
+    /// Directory levels below the root that are expanded; deeper directories are listed but
+    /// not entered ([`TreeProblem::TooDeep`]).
+    pub max_depth: usize,
+    /// Also list filesystem metadata files and NTFS DOS short names
+    /// ([`DirEntry::metadata_file`], [`DirEntry::short_name`]).
+    pub include_hidden: bool,
+}
+
+impl Default for TreeLimits {
+    fn default() -> Self {
+        TreeLimits {
+            max_entries: 4_000_000,
+            max_depth: 64,
+            include_hidden: false,
+        }
+    }
+}
+
+/// One entry of a tree listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TreeEntry {
+    /// Index in [`Tree::entries`] of the directory holding this name. The root is entry 0
+    /// and is its own parent.
+    pub parent: u32,
+    /// Depth below the root (the root is 0, its children 1).
+    pub depth: u32,
+    /// The name, id, type and flags, as [`Filesystem::read_dir`] gives them. The root's name
+    /// is empty.
+    pub entry: DirEntry,
+    /// Logical size of the default stream, as [`Filesystem::metadata`] reports it.
+    pub size: u64,
+    /// Allocated bytes, as [`Filesystem::metadata`] reports them.
+    pub allocated: u64,
+}
+
+/// Something a listing could not list. The listing goes on past every problem except
+/// [`TreeProblem::TooManyEntries`].
+#[derive(Debug)]
+pub enum TreeProblem {
+    /// A directory could not be read; its contents are missing from the listing.
+    UnreadableDir {
+        /// Index of the directory in [`Tree::entries`].
+        dir: u32,
+        /// Why.
+        error: FsError,
+    },
+    /// The metadata of a file could not be read; its size and allocation are listed as 0.
+    UnreadableFile {
+        /// Index of the file in [`Tree::entries`].
+        entry: u32,
+        /// Why.
+        error: FsError,
+    },
+    /// A directory appears a second time (a cycle, or a directory with two names); the second
+    /// occurrence is not listed.
+    Cycle {
+        /// Index of the directory holding the second occurrence.
+        dir: u32,
+        /// The name of the second occurrence.
+        name: String,
+    },
+    /// A directory deeper than [`TreeLimits::max_depth`]: listed, not entered.
+    TooDeep {
+        /// Index of the directory.
+        dir: u32,
+    },
+    /// [`TreeLimits::max_entries`] was reached; the listing stopped.
+    TooManyEntries {
+        /// The bound.
+        limit: usize,
+    },
+}
+
+/// A listing of a whole directory tree.
+///
+/// Order: depth-first pre-order from the root; the children of a directory come in
+/// [`Filesystem::read_dir`] order, each directory's subtree right after its own entry.
+/// Symbolic links are listed, never followed.
+#[derive(Debug, Default)]
+pub struct Tree {
+    /// Entry 0 is the root.
+    pub entries: Vec<TreeEntry>,
+    /// What could not be listed.
+    pub problems: Vec<TreeProblem>,
+}
+
+impl Tree {
+    /// The absolute path of entry `i` (`/` for the root), built from the parent links.
+    pub fn path(&self, i: u32) -> String {
+        let mut names = Vec::new();
+        let mut cur = i;
+        // Parents always precede their children, so this walk ends; the bound is a guard.
+        while cur != 0 && names.len() <= self.entries.len() {
+            let e = &self.entries[cur as usize];
+            names.push(e.entry.name.as_str());
+            cur = e.parent;
+        }
+        if names.is_empty() {
+            return "/".into();
+        }
+        let mut p = String::new();
+        for n in names.iter().rev() {
+            p.push('/');
+            p.push_str(n);
+        }
+        p
+    }
+}
+
+/// Lists a tree through [`Filesystem::read_dir`] and [`Filesystem::metadata`]: the reference
+/// behaviour of [`Filesystem::list_tree`], which every override must reproduce.
+pub fn walk_tree<F: Filesystem + ?Sized>(fs: &F, limits: &TreeLimits) -> Tree {
+    let root = fs.root();
+    let (size, allocated) = match fs.metadata(&root) {
+        Ok(m) => (m.size, m.allocated),
+        Err(_) => (0, 0),
+    };
+    let mut tree = Tree {
+        entries: vec![TreeEntry {
+            parent: 0,
+            depth: 0,
+            entry: DirEntry {
+                name: String::new(),
+                id: root.clone(),
+                file_type: FileType::Dir,
+                metadata_file: false,
+                short_name: false,
+            },
+            size,
+            allocated,
+        }],
+        problems: Vec::new(),
+    };
+    let mut seen_dirs = std::collections::HashSet::new();
+    seen_dirs.insert(root);
+    // Depth-first pre-order with an explicit stack of (directory, its remaining listing).
+    let mut stack: Vec<(u32, std::vec::IntoIter<DirEntry>)> = Vec::new();
+    match fs.read_dir(&tree.entries[0].entry.id) {
+        Ok(l) => stack.push((0, l.into_iter())),
+        Err(error) => tree
+            .problems
+            .push(TreeProblem::UnreadableDir { dir: 0, error }),
+    }
+    while let Some((dir, listing)) = stack.last_mut() {
+        let dir = *dir;
+        let Some(e) = listing.next() else {
+            stack.pop();
+            continue;
+        };
+        if e.name.is_empty() || e.name == "." || e.name == ".." {
+            continue;
+        }
+        if !limits.include_hidden && (e.metadata_file || e.short_name) {
+            continue;
+        }
+        if e.file_type == FileType::Dir && !seen_dirs.insert(e.id.clone()) {
+            tree.problems.push(TreeProblem::Cycle { dir, name: e.name });
+            continue;
+        }
+        if tree.entries.len() > limits.max_entries {
+            tree.problems.push(TreeProblem::TooManyEntries {
+                limit: limits.max_entries,
+            });
+            break;
+        }
+        let n = tree.entries.len() as u32;
+        let depth = tree.entries[dir as usize].depth + 1;
+        let (size, allocated) = match fs.metadata(&e.id) {
+            Ok(m) => (m.size, m.allocated),
+            Err(error) => {
+                tree.problems
+                    .push(TreeProblem::UnreadableFile { entry: n, error });
+                (0, 0)
+            }
+        };
+        let is_dir = e.file_type == FileType::Dir;
+        tree.entries.push(TreeEntry {
+            parent: dir,
+            depth,
+            entry: e,
+            size,
+            allocated,
+        });
+        if is_dir {
+            if depth as usize >= limits.max_depth {
+                tree.problems.push(TreeProblem::TooDeep { dir: n });
+            } else {
+                match fs.read_dir(&tree.entries[n as usize].entry.id) {
+                    Ok(l) => stack.push((n, l.into_iter())),
+                    Err(error) => tree
+                        .problems
+                        .push(TreeProblem::UnreadableDir { dir: n, error }),
+                }
+            }
+        }
+    }
+    tree
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{FileMapping, Metadata, Result, VolumeInfo};
+    use lun::Source;
+    use std::collections::HashMap;
+
+    /// A filesystem made of a map: directory ino -> entries. Directory 2 holds itself.
+    struct MapFs {
+        dirs: HashMap<u64, Vec<DirEntry>>,
+    }
+
+    fn ent(name: &str, ino: u64, dir: bool) -> DirEntry {
+        DirEntry {
+            name: name.into(),
+            id: FileId::new(ino),
+            file_type: if dir { FileType::Dir } else { FileType::File },
+            metadata_file: false,
+            short_name: false,
+        }
+    }
+
+    impl Filesystem for MapFs {
+        fn info(&self) -> VolumeInfo {
+            unimplemented!()
+        }
+        fn root(&self) -> FileId {
+            FileId::new(1)
+        }
+        fn read_dir(&self, dir: &FileId) -> Result<Vec<DirEntry>> {
+            self.dirs
+                .get(&dir.ino)
+                .cloned()
+                .ok_or_else(|| FsError::NotFound {
+                    path: format!("#{}", dir.ino),
+                })
+        }
+        fn metadata(&self, id: &FileId) -> Result<Metadata> {
+            Ok(Metadata {
+                id: id.clone(),
+                file_type: FileType::File,
+                size: id.ino * 10,
+                allocated: id.ino,
+                links: 1,
+                created: None,
+                modified: None,
+                accessed: None,
+                changed: None,
+                mode: None,
+                symlink_target: None,
+                streams: Vec::new(),
+                metadata_file: false,
+            })
+        }
+        fn open(&self, _: &FileId) -> Result<Source> {
+            unimplemented!()
+        }
+        fn extents(&self, _: &FileId) -> Result<FileMapping> {
+            unimplemented!()
+        }
+        fn device(&self) -> Source {
+            unimplemented!()
+        }
+    }
+
+    fn sample() -> MapFs {
+        let mut dirs = HashMap::new();
+        dirs.insert(
+            1,
+            vec![ent("a", 2, true), ent("f", 3, false), ent("gone", 9, true)],
+        );
+        dirs.insert(
+            2,
+            vec![ent("x", 4, false), ent("self", 2, true), ent("d", 5, true)],
+        );
+        dirs.insert(5, vec![ent("y", 6, false)]);
+        MapFs { dirs }
+    }
+
+    #[test]
+    fn pre_order_with_sizes_and_problems() {
+        let t = walk_tree(&sample(), &TreeLimits::default());
+        let paths: Vec<String> = (0..t.entries.len() as u32).map(|i| t.path(i)).collect();
+        assert_eq!(paths, ["/", "/a", "/a/x", "/a/d", "/a/d/y", "/f", "/gone"]);
+        assert_eq!(t.entries[4].depth, 3);
+        assert_eq!((t.entries[4].size, t.entries[4].allocated), (60, 6));
+        assert!(matches!(t.problems[0], TreeProblem::Cycle { dir: 1, ref name } if name == "self"));
+        assert!(matches!(
+            t.problems[1],
+            TreeProblem::UnreadableDir { dir: 6, .. }
+        ));
+        assert_eq!(t.problems.len(), 2);
+    }
+
+    #[test]
+    fn limits_stop_the_walk() {
+        let limits = TreeLimits {
+            max_entries: 3,
+            max_depth: 1,
+            include_hidden: false,
+        };
+        let t = walk_tree(&sample(), &limits);
+        let paths: Vec<String> = (0..t.entries.len() as u32).map(|i| t.path(i)).collect();
+        assert_eq!(paths, ["/", "/a", "/f", "/gone"]);
+        assert!(
+            t.problems
+                .iter()
+                .any(|p| matches!(p, TreeProblem::TooDeep { dir: 1 }))
+        );
+        let t = walk_tree(
+            &sample(),
+            &TreeLimits {
+                max_entries: 2,
+                ..TreeLimits::default()
+            },
+        );
+        assert_eq!(t.entries.len(), 3);
+        assert!(matches!(
+            t.problems.last(),
+            Some(TreeProblem::TooManyEntries { limit: 2 })
+        ));
+    }
+}
