@@ -261,6 +261,22 @@ impl MappedFile {
 }
 
 impl ReadAt for MappedFile {
+    fn will_need(&self, offset: u64, len: u64) {
+        let end = offset.saturating_add(len).min(self.map.size);
+        let Some(first) = self.map.index_of(offset) else {
+            return;
+        };
+        for e in self.map.extents[first..]
+            .iter()
+            .take_while(|e| e.logical < end)
+        {
+            if let Some(p) = e.physical {
+                let from = offset.max(e.logical);
+                let to = end.min(e.logical + e.length);
+                self.base.will_need(p + (from - e.logical), to - from);
+            }
+        }
+    }
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         check_range(&self.name, offset, buf.len(), self.map.size)?;
         if buf.is_empty() {
@@ -470,5 +486,50 @@ mod tests {
                 prop_assert!(r.is_err());
             }
         }
+    }
+
+    /// Records the read-ahead hints it is given.
+    struct Hints(std::sync::Mutex<Vec<(u64, u64)>>, u64);
+    impl ReadAt for Hints {
+        fn read_exact_at(&self, _: u64, _: &mut [u8]) -> Result<()> {
+            Ok(())
+        }
+        fn size(&self) -> u64 {
+            self.1
+        }
+        fn name(&self) -> &str {
+            "hints"
+        }
+        fn will_need(&self, offset: u64, len: u64) {
+            self.0.lock().unwrap().push((offset, len));
+        }
+    }
+
+    #[test]
+    fn will_need_reaches_the_device_ranges_of_data_only() {
+        let dev = Arc::new(Hints(Default::default(), 1 << 20));
+        let map = ExtentMap::new(
+            "f",
+            300,
+            vec![
+                ext(0, 100, Some(5000)),
+                ext(100, 100, None),
+                ext(200, 100, Some(9000)),
+            ],
+            1 << 20,
+        )
+        .unwrap();
+        // Through a partition window at 4096 as well: offsets add up.
+        let part: Source = Arc::new(crate::Window::new(dev.clone(), 4096, 1 << 19, "p").unwrap());
+        let f = MappedFile::new(part, map, "f").unwrap();
+        f.will_need(50, 200);
+        assert_eq!(
+            *dev.0.lock().unwrap(),
+            [(4096 + 5050, 50), (4096 + 9000, 50)]
+        );
+        dev.0.lock().unwrap().clear();
+        f.will_need(400, 10);
+        f.will_need(290, u64::MAX);
+        assert_eq!(*dev.0.lock().unwrap(), [(4096 + 9090, 10)]);
     }
 }

@@ -283,6 +283,14 @@ fn check_same_bytes(name: &str, devices: &[Box<dyn ReadAt>], sample_len: usize) 
 }
 
 impl ReadAt for Lun {
+    fn will_need(&self, offset: u64, len: u64) {
+        let i = self.preferred.load(Ordering::Relaxed);
+        if let Some(slot) = self.paths.get(i)
+            && slot.up.load(Ordering::SeqCst)
+        {
+            slot.device.will_need(offset, len);
+        }
+    }
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         check_range(&self.name, offset, buf.len(), self.size)?;
         self.probe_due_paths();

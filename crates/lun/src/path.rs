@@ -307,6 +307,23 @@ impl ReadAt for DevicePath {
     fn name(&self) -> &str {
         &self.name
     }
+    fn will_need(&self, offset: u64, len: u64) {
+        // O_DIRECT reads bypass the page cache, so readahead into it would be wasted.
+        if self.direct || offset >= self.size {
+            return;
+        }
+        let len = len.min(self.size - offset);
+        if let (Ok(off), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) {
+            // A hint: the kernel may ignore it, and so may we when it fails.
+            use std::os::fd::AsRawFd;
+            let _ = nix::fcntl::posix_fadvise(
+                self.file.as_raw_fd(),
+                off,
+                len,
+                nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED,
+            );
+        }
+    }
     fn splice_to_pipe(&self, offset: u64, len: usize, pipe: BorrowedFd<'_>) -> usize {
         // O_DIRECT promises to keep the page cache cold; splice would fill it.
         if self.direct || check_range(&self.name, offset, len, self.size).is_err() {

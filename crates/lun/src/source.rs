@@ -30,6 +30,14 @@ pub trait ReadAt: Send + Sync {
         0
     }
 
+    /// Says that `[offset, offset + len)` will be read soon, so the source can start fetching it
+    /// in the background (the kernel's readahead, `POSIX_FADV_WILLNEED`). Many small reads
+    /// announced at once reach a cold LUN as one deep queue instead of one read at a time.
+    /// Only a hint: it never fails and never changes what a read returns.
+    fn will_need(&self, offset: u64, len: u64) {
+        let _ = (offset, len);
+    }
+
     /// True when every byte of `[offset, offset + len)` is known to be a hole, so a streamer can
     /// send zeros without reading (or zero-filling) anything. `false` means "read it", never
     /// "it holds data".
@@ -49,6 +57,9 @@ impl<T: ReadAt + ?Sized> ReadAt for Arc<T> {
     fn is_hole(&self, offset: u64, len: usize) -> bool {
         (**self).is_hole(offset, len)
     }
+    fn will_need(&self, offset: u64, len: u64) {
+        (**self).will_need(offset, len)
+    }
     fn splice_to_pipe(&self, offset: u64, len: usize, pipe: BorrowedFd<'_>) -> usize {
         (**self).splice_to_pipe(offset, len, pipe)
     }
@@ -67,6 +78,9 @@ impl<T: ReadAt + ?Sized> ReadAt for &T {
     fn is_hole(&self, offset: u64, len: usize) -> bool {
         (**self).is_hole(offset, len)
     }
+    fn will_need(&self, offset: u64, len: u64) {
+        (**self).will_need(offset, len)
+    }
     fn splice_to_pipe(&self, offset: u64, len: usize, pipe: BorrowedFd<'_>) -> usize {
         (**self).splice_to_pipe(offset, len, pipe)
     }
@@ -84,6 +98,9 @@ impl<T: ReadAt + ?Sized> ReadAt for Box<T> {
     }
     fn is_hole(&self, offset: u64, len: usize) -> bool {
         (**self).is_hole(offset, len)
+    }
+    fn will_need(&self, offset: u64, len: u64) {
+        (**self).will_need(offset, len)
     }
     fn splice_to_pipe(&self, offset: u64, len: usize, pipe: BorrowedFd<'_>) -> usize {
         (**self).splice_to_pipe(offset, len, pipe)
@@ -187,6 +204,12 @@ impl ReadAt for Window {
             return 0;
         }
         self.base.splice_to_pipe(self.start + offset, len, pipe)
+    }
+    fn will_need(&self, offset: u64, len: u64) {
+        if offset < self.len {
+            self.base
+                .will_need(self.start + offset, len.min(self.len - offset));
+        }
     }
     fn size(&self) -> u64 {
         self.len

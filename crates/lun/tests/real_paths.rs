@@ -335,3 +335,75 @@ fn restore_target_refuses_a_mounted_block_device() {
     assert!(buf[1..4097].iter().all(|&b| b == 0x5A));
     assert_eq!(buf[4097], 0);
 }
+
+/// Pages of `file` in `[offset, offset + len)` that sit in the page cache (mincore).
+fn resident_pages(file: &File, offset: u64, len: u64) -> usize {
+    use std::os::fd::AsRawFd;
+    let page = 4096u64;
+    // SAFETY: a read-only shared mapping of a file we hold open, unmapped before returning;
+    // mincore only writes into `vec`, which has one byte per page of the mapping.
+    unsafe {
+        let addr = libc::mmap(
+            std::ptr::null_mut(),
+            len as usize,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            offset as libc::off_t,
+        );
+        assert_ne!(addr, libc::MAP_FAILED, "mmap");
+        let mut vec = vec![0u8; len.div_ceil(page) as usize];
+        let rc = libc::mincore(addr, len as usize, vec.as_mut_ptr());
+        libc::munmap(addr, len as usize);
+        assert_eq!(rc, 0, "mincore");
+        vec.iter().filter(|&&v| v & 1 == 1).count()
+    }
+}
+
+/// `will_need` starts reading the announced range into the page cache (a cold LUN then serves
+/// many small reads as one deep queue); O_DIRECT paths leave the cache alone.
+#[test]
+fn will_need_reads_ahead_into_the_page_cache() {
+    use std::os::fd::AsRawFd;
+    let dir = fixture_dir("lun-will-need");
+    let path = dir.join("cold.img");
+    write_pattern(&path, 8 << 20);
+    let file = File::open(&path).unwrap();
+    let evict = || {
+        // SAFETY: plain syscall on a file descriptor we own.
+        let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert_eq!(rc, 0);
+    };
+    evict();
+    if resident_pages(&file, 0, 8 << 20) > 16 {
+        skip(
+            "will_need_reads_ahead_into_the_page_cache",
+            "the page cache does not drop this file's pages (tmpfs?)",
+        );
+        return;
+    }
+    let direct = DevicePath::open_with(
+        &path,
+        OpenOptions {
+            direct: true,
+            ..OpenOptions::default()
+        },
+    );
+    if let Ok(direct) = direct {
+        direct.will_need(2 << 20, 1 << 20);
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            resident_pages(&file, 2 << 20, 1 << 20) < 16,
+            "O_DIRECT path read ahead"
+        );
+    }
+    let dev = DevicePath::open(&path).unwrap();
+    dev.will_need(2 << 20, 1 << 20);
+    dev.will_need(u64::MAX - 5, 100); // past the end: ignored, no panic
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while resident_pages(&file, 2 << 20, 1 << 20) < 256 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(resident_pages(&file, 2 << 20, 1 << 20), 256);
+    evict();
+}

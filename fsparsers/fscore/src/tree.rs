@@ -6,7 +6,7 @@
 //! pass) overrides [`Filesystem::list_tree`]. Both produce the same entries in the same order,
 //! so callers never see which one ran.
 
-use crate::{DirEntry, FileId, FileType, Filesystem, FsError};
+use crate::{DirEntry, FileType, Filesystem, FsError};
 
 /// Bounds of one tree listing. A LUN is untrusted: a directory tree may be absurdly wide,
 /// deep, or loop onto itself.
@@ -217,7 +217,7 @@ pub fn walk_tree<F: Filesystem + ?Sized>(fs: &F, limits: &TreeLimits) -> Tree {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{FileMapping, Metadata, Result, VolumeInfo};
+    use crate::{FileId, FileMapping, Metadata, Result, VolumeInfo};
     use lun::Source;
     use std::collections::HashMap;
 
