@@ -382,13 +382,7 @@ fn will_need_reads_ahead_into_the_page_cache() {
         );
         return;
     }
-    let direct = DevicePath::open_with(
-        &path,
-        OpenOptions {
-            direct: true,
-            ..OpenOptions::default()
-        },
-    );
+    let direct = DevicePath::open_with(&path, OpenOptions { direct: true });
     if let Ok(direct) = direct {
         direct.will_need(2 << 20, 1 << 20);
         std::thread::sleep(Duration::from_millis(200));
