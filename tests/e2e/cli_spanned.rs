@@ -4,32 +4,17 @@
 //! an extent is missing.
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::fs::{self, File};
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use e2e::{json_lines, lunproxy, lunproxy_ok, release_bin};
+use e2e::{json_lines, lunproxy, lunproxy_ok, mkvmfs, mkvmfs_stamp, noise};
 use testkit::{cached_fixture, fixture_dir, sha256_hex, sha256_reader};
 
 const MIB: u64 = 1 << 20;
 /// Blocks of the thin disk: more than one 256 MiB extent holds.
 const DISK_BLOCKS: u64 = 400;
-
-/// Deterministic bytes (splitmix64), seeded per piece.
-fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = x;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
 
 /// The source tree: one VM whose thin disk has a 4 KiB piece across every 1 MiB boundary (so
 /// it allocates 400 blocks and crosses the extent boundary, while images stay small), a file
@@ -57,15 +42,15 @@ fn source_tree() -> PathBuf {
         .unwrap();
         let disk = File::create(vm.join("span-vm-flat.vmdk")).unwrap();
         disk.set_len(DISK_BLOCKS * MIB).unwrap();
-        disk.write_all_at(&pattern(1, 2048), 0).unwrap();
+        disk.write_all_at(&noise(1, 2048), 0).unwrap();
         for i in 1..DISK_BLOCKS {
-            disk.write_all_at(&pattern(1 + i, 4096), i * MIB - 2048)
+            disk.write_all_at(&noise(1 + i, 4096), i * MIB - 2048)
                 .unwrap();
         }
-        fs::write(vm.join("vmware.log"), pattern(999, 70_000)).unwrap();
+        fs::write(vm.join("vmware.log"), noise(999, 70_000)).unwrap();
         fs::write(
             d.join("zz-after-the-disk.bin"),
-            pattern(777, 3 * MIB as usize + 5),
+            noise(777, 3 * MIB as usize + 5),
         )
         .unwrap();
         fs::write(d.join("resident.txt"), b"lives in its file descriptor\n").unwrap();
@@ -87,41 +72,31 @@ fn one_pe_image(layout: &str) -> u64 {
 /// `lun1.img` (head extent) and `lun2.img` of one VMFS `vmfs` ("5" or "6") volume, for the
 /// given `--layout`, rebuilt when the mkvmfs binary changes.
 fn spanned_luns(vmfs: &str, layout: &str) -> [PathBuf; 2] {
-    let bin = release_bin("mkvmfs");
-    let m = fs::metadata(&bin).unwrap();
-    let stamp = format!("{:x}-{:x}", m.len(), m.mtime());
+    let stamp = mkvmfs_stamp();
     let root = fixture_dir("e2e");
     // VMFS5 keeps its original fixture name.
     let prefix = match vmfs {
         "5" => format!("spanned-{layout}-"),
         _ => format!("spanned{vmfs}-{layout}-"),
     };
-    for e in fs::read_dir(&root).unwrap().flatten() {
-        let f = e.file_name().to_string_lossy().into_owned();
-        if f.starts_with(&prefix) && !f.ends_with(&stamp) {
-            let _ = fs::remove_dir_all(e.path());
-        }
-    }
+    testkit::stamp::remove_stale(&root, &prefix, "", &stamp);
     let src = source_tree();
     let dir = cached_fixture(&root.join(format!("{prefix}{stamp}")), |tmp| {
         fs::create_dir_all(tmp).unwrap();
-        let mut cmd = Command::new(&bin);
-        cmd.args(["--vmfs", vmfs, "--label", "spanned", "--layout", layout]);
+        let size = one_pe_image(layout).to_string();
+        let mut args = vec!["--vmfs", vmfs, "--label", "spanned", "--layout", layout];
         if vmfs == "6" {
-            cmd.args(["--size", &one_pe_image(layout).to_string()]);
+            args.extend(["--size", &size]);
         }
-        let out = cmd
-            .arg("--extent")
-            .arg(tmp.join("lun2.img"))
-            .arg(&src)
-            .arg(tmp.join("lun1.img"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "mkvmfs failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let mut args: Vec<&OsStr> = args.into_iter().map(OsStr::new).collect();
+        let (lun1, lun2) = (tmp.join("lun1.img"), tmp.join("lun2.img"));
+        args.extend([
+            OsStr::new("--extent"),
+            lun2.as_os_str(),
+            src.as_os_str(),
+            lun1.as_os_str(),
+        ]);
+        mkvmfs(&args);
     });
     [dir.join("lun1.img"), dir.join("lun2.img")]
 }
@@ -243,36 +218,49 @@ fn check_spanned(fs: &str, luns: &[&Path]) {
     );
 }
 
-#[test]
-fn fs_commands_assemble_a_volume_spanning_two_luns_in_either_order() {
+/// Two tests, `$v5` and `$v6`, running `$check` on the VMFS5 and the VMFS6 datastore.
+macro_rules! vmfs5_and_vmfs6_tests {
+    ($check:ident: $v5:ident, $v6:ident) => {
+        #[test]
+        fn $v5() {
+            $check("5");
+        }
+
+        #[test]
+        fn $v6() {
+            $check("6");
+        }
+    };
+}
+
+vmfs5_and_vmfs6_tests!(
+    check_fs_commands: fs_commands_assemble_a_volume_spanning_two_luns_in_either_order,
+    fs_commands_assemble_a_vmfs6_volume_spanning_two_luns_in_either_order
+);
+vmfs5_and_vmfs6_tests!(
+    check_vms_lists_once: vms_lists_the_spanned_datastore_once,
+    vms_lists_the_spanned_vmfs6_datastore_once
+);
+vmfs5_and_vmfs6_tests!(
+    check_missing_extent: a_missing_extent_is_one_clear_error,
+    a_missing_vmfs6_extent_is_one_clear_error
+);
+
+/// The `fs` commands on the VMFS `vmfs` datastore, bare and in a GPT, with its LUNs given in
+/// either order.
+fn check_fs_commands(vmfs: &str) {
     for layout in ["bare", "gpt"] {
-        let [a, b] = spanned_luns("5", layout);
-        check_spanned("vmfs5", &[&a, &b]);
-        check_spanned("vmfs5", &[&b, &a]);
+        let [a, b] = spanned_luns(vmfs, layout);
+        let fs = format!("vmfs{vmfs}");
+        check_spanned(&fs, &[&a, &b]);
+        check_spanned(&fs, &[&b, &a]);
     }
 }
 
-#[test]
-fn fs_commands_assemble_a_vmfs6_volume_spanning_two_luns_in_either_order() {
-    for layout in ["bare", "gpt"] {
-        let [a, b] = spanned_luns("6", layout);
-        check_spanned("vmfs6", &[&a, &b]);
-        check_spanned("vmfs6", &[&b, &a]);
-    }
-}
-
-#[test]
-fn vms_lists_the_spanned_datastore_once() {
-    check_vms_lists_once(spanned_luns("5", "bare"));
-}
-
-#[test]
-fn vms_lists_the_spanned_vmfs6_datastore_once() {
-    check_vms_lists_once(spanned_luns("6", "bare"));
-}
-
-/// `lunproxy vms LUN1 LUN2`, in either order, lists the one VM of the spanned datastore once.
-fn check_vms_lists_once([a, b]: [PathBuf; 2]) {
+/// `lunproxy vms LUN1 LUN2`, in either order, lists the one VM of the VMFS `vmfs` spanned
+/// datastore once.
+fn check_vms_lists_once(vmfs: &str) {
+    let [a, b] = spanned_luns(vmfs, "bare");
     for order in [[&a, &b], [&b, &a]] {
         let args: Vec<&str> = std::iter::once("vms")
             .chain(order.iter().map(|p| p.to_str().unwrap()))
@@ -308,19 +296,10 @@ fn volume_uuid(image: &Path) -> String {
     String::from_utf8(name[..end].to_vec()).unwrap()
 }
 
-#[test]
-fn a_missing_extent_is_one_clear_error() {
-    check_missing_extent(spanned_luns("5", "bare"));
-}
-
-#[test]
-fn a_missing_vmfs6_extent_is_one_clear_error() {
-    check_missing_extent(spanned_luns("6", "bare"));
-}
-
-/// Every command given only one LUN of the two fails with one error line naming the volume
-/// UUID (and, from the head extent, the missing image).
-fn check_missing_extent([a, b]: [PathBuf; 2]) {
+/// Every command given only one LUN of the two of the VMFS `vmfs` datastore fails with one
+/// error line naming the volume UUID (and, from the head extent, the missing image).
+fn check_missing_extent(vmfs: &str) {
+    let [a, b] = spanned_luns(vmfs, "bare");
     let uuid = volume_uuid(&a);
     assert_eq!(uuid.len(), 35, "{uuid}");
     let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());

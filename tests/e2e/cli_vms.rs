@@ -16,13 +16,14 @@
 //! second run and a read-only loop device.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
 use std::fs::{self, File};
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use e2e::{json_lines, lunproxy, lunproxy_ok, release_bin};
+use e2e::{json_lines, lunproxy, lunproxy_ok, mkvmfs_stamp, noise};
 use serde_json::Value;
 use testkit::{LoopDevice, cached_fixture, fixture_dir, have_tool, skip};
 
@@ -38,21 +39,6 @@ const APP: &str = "app server ☃";
 const XP: &str = "WinXP Pro";
 const HV_GUID: &str = "8F2A6C1E-3B4D-4E5F-9A0B-1C2D3E4F5A6B";
 const HV_XML_GUID: &str = "5D7E9F01-2345-4678-89AB-CDEF01234567";
-
-/// Deterministic bytes (splitmix64).
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = x;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
 
 /// A sparse file of `len` bytes with a little data at a few offsets.
 fn thin(path: &Path, len: u64, seed: u64) {
@@ -99,6 +85,17 @@ fn vmx(name: &str, cpus: u32, mem: u32, uuid_seed: u8, extra: &str) -> String {
     )
 }
 
+/// The folder `<root>/<name>` of a VMware VM holding `<name>.vmx` as ESXi 7 writes it (see
+/// [`vmx`]). Returns the folder.
+fn vm_dir(root: &Path, name: &str, cpus: u32, mem: u32, uuid_seed: u8, extra: &str) -> PathBuf {
+    let d = root.join(name);
+    write(
+        &d.join(format!("{name}.vmx")),
+        vmx(name, cpus, mem, uuid_seed, extra),
+    );
+    d
+}
+
 /// A text descriptor as ESXi writes it.
 fn descriptor(
     cid: &str,
@@ -121,12 +118,17 @@ fn descriptor(
     )
 }
 
+/// The content ID of the base disk made with `seed`.
+fn base_cid(seed: u64) -> String {
+    format!("{:08x}", 0x1000_0000 + seed)
+}
+
 /// A base disk `<stem>.vmdk` + thin `<stem>-flat.vmdk`, optionally with `<stem>-ctk.vmdk`.
 fn base_disk(dir: &Path, stem: &str, seed: u64, ctk: bool) {
     write(
         &dir.join(format!("{stem}.vmdk")),
         descriptor(
-            &format!("{:08x}", 0x1000_0000 + seed),
+            &base_cid(seed),
             "ffffffff",
             "vmfs",
             &format!("RW {DISK_SECTORS} VMFS \"{stem}-flat.vmdk\""),
@@ -170,6 +172,33 @@ fn snapshot_layer(dir: &Path, stem: &str, parent_cid: &str, kind: &str, data_fil
     f.write_all_at(&noise(77, 4096), 2 * MIB).unwrap();
 }
 
+/// A base disk (`seed`, with CBT if `ctk`) under a `kind` snapshot layer whose data is
+/// `<stem>-000001-<data_suffix>.vmdk`.
+fn snapshotted_disk(dir: &Path, stem: &str, seed: u64, ctk: bool, kind: &str, data_suffix: &str) {
+    base_disk(dir, stem, seed, ctk);
+    let data_file = format!("{stem}-000001-{data_suffix}.vmdk");
+    snapshot_layer(dir, stem, &base_cid(seed), kind, &data_file);
+}
+
+/// The nvram (noise from `seed`) of a VM with one snapshot named `snapshot` over its first
+/// disk, its `.vmsd` and its `.vmsn` (`vmsn_len` bytes of noise from `seed + 1`).
+fn snapshot_files(dir: &Path, stem: &str, snapshot: &str, seed: u64, vmsn_len: usize) {
+    write(&dir.join(format!("{stem}.nvram")), noise(seed, 8684));
+    write(
+        &dir.join(format!("{stem}.vmsd")),
+        vmsd(
+            snapshot,
+            &format!("{stem}-000001.vmdk"),
+            &format!("{stem}.vmdk"),
+            &format!("{stem}-Snapshot1.vmsn"),
+        ),
+    );
+    write(
+        &dir.join(format!("{stem}-Snapshot1.vmsn")),
+        noise(seed + 1, vmsn_len),
+    );
+}
+
 fn vmsd(snapshot: &str, vmdk_top: &str, vmdk_base: &str, vmsn: &str) -> String {
     format!(
         ".encoding = \"UTF-8\"\nsnapshot.lastUID = \"1\"\nsnapshot.current = \"1\"\n\
@@ -184,19 +213,16 @@ fn vmsd(snapshot: &str, vmdk_top: &str, vmdk_base: &str, vmsn: &str) -> String {
 /// The VMFS5 datastore `ds-a`.
 fn tree_vmfs5(root: &Path) {
     // web01: powered off, two thin disks with CBT, a CD-ROM and an absent disk to skip.
-    let d = root.join("web01");
-    write(
-        &d.join("web01.vmx"),
-        vmx(
-            "web01",
-            2,
-            4096,
-            1,
-            "nvram = \"web01.nvram\"\nscsi0:0.fileName = \"web01.vmdk\"\nscsi0:0.present = \"TRUE\"\n\
+    let d = vm_dir(
+        root,
+        "web01",
+        2,
+        4096,
+        1,
+        "nvram = \"web01.nvram\"\nscsi0:0.fileName = \"web01.vmdk\"\nscsi0:0.present = \"TRUE\"\n\
              scsi0:0.ctkEnabled = \"TRUE\"\nscsi0:1.fileName = \"web01_1.vmdk\"\n\
              scsi0:1.present = \"TRUE\"\nscsi0:1.mode = \"persistent\"\n\
              scsi0:2.fileName = \"gone.vmdk\"\nscsi0:2.present = \"FALSE\"\nctkEnabled = \"TRUE\"\n",
-        ),
     );
     write(&d.join("web01.nvram"), noise(11, 8684));
     write(&d.join("web01.vmsd"), "");
@@ -212,43 +238,23 @@ fn tree_vmfs5(root: &Path) {
     base_disk(&d, "web01_1", 200, true);
 
     // The running VM with a Unicode name, three disks, scsi0:0 on a snapshot.
-    let d = root.join(DB);
-    write(
-        &d.join(format!("{DB}.vmx")),
-        vmx(
-            DB,
-            4,
-            16384,
-            2,
-            &format!(
-                "nvram = \"{DB}.nvram\"\nscsi0:0.fileName = \"{DB}-000001.vmdk\"\nscsi0:0.present = \"TRUE\"\n\
+    let d = vm_dir(
+        root,
+        DB,
+        4,
+        16384,
+        2,
+        &format!(
+            "nvram = \"{DB}.nvram\"\nscsi0:0.fileName = \"{DB}-000001.vmdk\"\nscsi0:0.present = \"TRUE\"\n\
                  scsi0:1.fileName = \"{DB}_1.vmdk\"\nscsi0:1.present = \"TRUE\"\n\
                  sata0.present = \"TRUE\"\nsata0:0.fileName = \"{DB}_2.vmdk\"\nsata0:0.present = \"TRUE\"\n\
                  ide1:1.deviceType = \"cdrom-image\"\nide1:1.fileName = \"/vmfs/volumes/iso/w2019.iso\"\n\
                  ide1:1.present = \"TRUE\"\n"
-            ),
         ),
     );
-    write(&d.join(format!("{DB}.nvram")), noise(21, 8684));
-    write(
-        &d.join(format!("{DB}.vmsd")),
-        vmsd(
-            "before patch",
-            &format!("{DB}-000001.vmdk"),
-            &format!("{DB}.vmdk"),
-            &format!("{DB}-Snapshot1.vmsn"),
-        ),
-    );
-    write(&d.join(format!("{DB}-Snapshot1.vmsn")), noise(22, 40_000));
+    snapshot_files(&d, DB, "before patch", 21, 40_000);
     write(&d.join("vmware.log"), noise(23, 50_000));
-    base_disk(&d, DB, 300, false);
-    snapshot_layer(
-        &d,
-        DB,
-        &format!("{:08x}", 0x1000_0000u64 + 300),
-        "VMFSSPARSE",
-        &format!("{DB}-000001-delta.vmdk"),
-    );
+    snapshotted_disk(&d, DB, 300, false, "VMFSSPARSE", "delta");
     base_disk(&d, &format!("{DB}_1"), 400, false);
     base_disk(&d, &format!("{DB}_2"), 500, false);
     thin(&d.join(format!("{DB}-3f2a1b.vswp")), 64 * MIB, 24);
@@ -256,17 +262,14 @@ fn tree_vmfs5(root: &Path) {
     write(&d.join(format!("{DB}.vmx.lck/M58419.lck")), noise(26, 512));
 
     // A VM whose second disk lives on ds-b.
-    let d = root.join("span");
-    write(
-        &d.join("span.vmx"),
-        vmx(
-            "span",
-            1,
-            1024,
-            3,
-            "scsi0:0.fileName = \"span.vmdk\"\nscsi0:0.present = \"TRUE\"\n\
+    let d = vm_dir(
+        root,
+        "span",
+        1,
+        1024,
+        3,
+        "scsi0:0.fileName = \"span.vmdk\"\nscsi0:0.present = \"TRUE\"\n\
              scsi0:1.fileName = \"/vmfs/volumes/ds-b/span/span_1.vmdk\"\nscsi0:1.present = \"TRUE\"\n",
-        ),
     );
     base_disk(&d, "span", 600, false);
 
@@ -285,16 +288,13 @@ fn tree_vmfs5(root: &Path) {
         .unwrap()
         .set_len(1 << 30)
         .unwrap();
-    let d = root.join("manyext");
-    write(
-        &d.join("manyext.vmx"),
-        vmx(
-            "manyext",
-            1,
-            512,
-            4,
-            "scsi0:0.fileName = \"manyext.vmdk\"\nscsi0:0.present = \"TRUE\"\n",
-        ),
+    let d = vm_dir(
+        root,
+        "manyext",
+        1,
+        512,
+        4,
+        "scsi0:0.fileName = \"manyext.vmdk\"\nscsi0:0.present = \"TRUE\"\n",
     );
     let extents: String = (0..10_000u64)
         .map(|k| format!("RW 2048 FLAT \"manyext-flat.vmdk\" {}\n", k * 2048))
@@ -304,16 +304,13 @@ fn tree_vmfs5(root: &Path) {
         descriptor("3a3a3a3a", "ffffffff", "vmfs", &extents, None),
     );
     thin(&d.join("manyext-flat.vmdk"), 10_000 * 2048 * 512, 800);
-    let d = root.join("loop");
-    write(
-        &d.join("loop.vmx"),
-        vmx(
-            "loop",
-            1,
-            512,
-            5,
-            "scsi0:0.fileName = \"loop-000001.vmdk\"\nscsi0:0.present = \"TRUE\"\n",
-        ),
+    let d = vm_dir(
+        root,
+        "loop",
+        1,
+        512,
+        5,
+        "scsi0:0.fileName = \"loop-000001.vmdk\"\nscsi0:0.present = \"TRUE\"\n",
     );
     for (me, parent) in [
         ("loop-000001", "loop-000002"),
@@ -335,39 +332,19 @@ fn tree_vmfs5(root: &Path) {
 
 /// The VMFS6 datastore `ds-b`.
 fn tree_vmfs6(root: &Path) {
-    let d = root.join(APP);
-    write(
-        &d.join(format!("{APP}.vmx")),
-        vmx(
-            APP,
-            8,
-            32768,
-            6,
-            &format!(
-                "nvram = \"{APP}.nvram\"\nscsi0:0.fileName = \"{APP}-000001.vmdk\"\nscsi0:0.present = \"TRUE\"\n"
-            ),
-        ),
-    );
-    write(&d.join(format!("{APP}.nvram")), noise(41, 8684));
-    write(
-        &d.join(format!("{APP}.vmsd")),
-        vmsd(
-            "pre-upgrade",
-            &format!("{APP}-000001.vmdk"),
-            &format!("{APP}.vmdk"),
-            &format!("{APP}-Snapshot1.vmsn"),
-        ),
-    );
-    write(&d.join(format!("{APP}-Snapshot1.vmsn")), noise(42, 30_000));
-    write(&d.join("vmware.log"), noise(43, 20_000));
-    base_disk(&d, APP, 900, true);
-    snapshot_layer(
-        &d,
+    let d = vm_dir(
+        root,
         APP,
-        &format!("{:08x}", 0x1000_0000u64 + 900),
-        "SESPARSE",
-        &format!("{APP}-000001-sesparse.vmdk"),
+        8,
+        32768,
+        6,
+        &format!(
+            "nvram = \"{APP}.nvram\"\nscsi0:0.fileName = \"{APP}-000001.vmdk\"\nscsi0:0.present = \"TRUE\"\n"
+        ),
     );
+    snapshot_files(&d, APP, "pre-upgrade", 41, 30_000);
+    write(&d.join("vmware.log"), noise(43, 20_000));
+    snapshotted_disk(&d, APP, 900, true, "SESPARSE", "sesparse");
     thin(&d.join(format!("{APP}-9e8d7c.vswp")), 32 * MIB, 44);
     write(&d.join(format!("{APP}.vmx.lck")), noise(45, 512));
 
@@ -380,6 +357,17 @@ fn utf16le_bom(text: &str) -> Vec<u8> {
         b.extend_from_slice(&u.to_le_bytes());
     }
     b
+}
+
+/// `qemu-img create -q -f FORMAT OPTIONS… PATH SIZE`: disks made by a tool nobody here wrote.
+fn qemu_img_create(format: &str, options: &[&str], path: &Path, size: &str) {
+    testkit::run(
+        Command::new("qemu-img")
+            .args(["create", "-q", "-f", format])
+            .args(options)
+            .arg(path)
+            .arg(size),
+    );
 }
 
 /// The NTFS datastore `hvstore`, as a host directory to copy in.
@@ -401,24 +389,12 @@ fn tree_ntfs(root: &Path) {
     );
     write(&d.join(format!("{XP}.nvram")), noise(51, 8684));
     write(&d.join("vmware.log"), noise(52, 10_000));
-    testkit::run(
-        Command::new("qemu-img")
-            .args(["create", "-q", "-f", "vmdk"])
-            .arg(d.join(format!("{XP}.vmdk")))
-            .arg("64M"),
-    );
-    testkit::run(
-        Command::new("qemu-img")
-            .args([
-                "create",
-                "-q",
-                "-f",
-                "vmdk",
-                "-o",
-                "subformat=twoGbMaxExtentSparse",
-            ])
-            .arg(d.join(format!("{XP}-1.vmdk")))
-            .arg("32M"),
+    qemu_img_create("vmdk", &[], &d.join(format!("{XP}.vmdk")), "64M");
+    qemu_img_create(
+        "vmdk",
+        &["-o", "subformat=twoGbMaxExtentSparse"],
+        &d.join(format!("{XP}-1.vmdk")),
+        "32M",
     );
 
     // Hyper-V (2016+): binary .vmcx/.vmrs/.vmgs grouped by GUID, a qemu-img base VHDX and a
@@ -427,12 +403,7 @@ fn tree_ntfs(root: &Path) {
     let vm = root.join("Hyper-V/SQL 02");
     let vhds = vm.join("Virtual Hard Disks");
     fs::create_dir_all(&vhds).unwrap();
-    testkit::run(
-        Command::new("qemu-img")
-            .args(["create", "-q", "-f", "vhdx"])
-            .arg(vhds.join("sql02.vhdx"))
-            .arg("128M"),
-    );
+    qemu_img_create("vhdx", &[], &vhds.join("sql02.vhdx"), "128M");
     let child = format!("sql02_{HV_GUID}.avhdx");
     let win = "C:\\ClusterStorage\\Volume1\\Hyper-V\\SQL 02\\Virtual Hard Disks";
     write(
@@ -462,11 +433,11 @@ fn tree_ntfs(root: &Path) {
     // Hyper-V 2012: XML configuration (UTF-16LE with BOM) naming its disk.
     let vm = root.join("Hyper-V/Legacy");
     fs::create_dir_all(vm.join("Virtual Hard Disks")).unwrap();
-    testkit::run(
-        Command::new("qemu-img")
-            .args(["create", "-q", "-f", "vhdx"])
-            .arg(vm.join("Virtual Hard Disks/legacy.vhdx"))
-            .arg("64M"),
+    qemu_img_create(
+        "vhdx",
+        &[],
+        &vm.join("Virtual Hard Disks/legacy.vhdx"),
+        "64M",
     );
     let xml = "<?xml version=\"1.0\" encoding=\"UTF-16\" standalone=\"yes\"?>\r\n<configuration>\r\n\
          <properties><name type=\"string\">Legacy 2012</name></properties>\r\n<settings>\r\n\
@@ -485,12 +456,7 @@ fn tree_ntfs(root: &Path) {
     // Virtual Server 2005: .vmc in UTF-16LE with BOM, a qemu-img dynamic VHD.
     let d = root.join("Virtual Server/W2K3 DC");
     fs::create_dir_all(&d).unwrap();
-    testkit::run(
-        Command::new("qemu-img")
-            .args(["create", "-q", "-f", "vpc"])
-            .arg(d.join("W2K3 DC.vhd"))
-            .arg("48M"),
-    );
+    qemu_img_create("vpc", &[], &d.join("W2K3 DC.vhd"), "48M");
     let vmc = "<?xml version=\"1.0\" encoding=\"UTF-16\"?>\r\n<preferences>\r\n\
         <version type=\"string\">2.0</version>\r\n<hardware><memory><ram_size type=\"integer\">768</ram_size></memory>\r\n\
         <pci_bus><ide_adapter><ide_controller id=\"0\"><location id=\"0\">\
@@ -512,19 +478,11 @@ struct Stores {
 }
 
 fn mkvmfs(version: &str, label: &str, tree: fn(&Path)) -> PathBuf {
-    let bin = release_bin("mkvmfs");
-    let m = fs::metadata(&bin).unwrap();
-    let stamp = format!("{VERSION}-{:x}-{:x}", m.len(), m.mtime());
+    let stamp = format!("{VERSION}-{}", mkvmfs_stamp());
     let dir = fixture_dir("e2e-vms");
     // Images of an older mkvmfs or tree version are stale: drop them so the cache stays small.
     let prefix = format!("{label}-vmfs{version}-");
-    let current = format!("{prefix}{stamp}.img");
-    for e in fs::read_dir(&dir).unwrap().flatten() {
-        let f = e.file_name().to_string_lossy().into_owned();
-        if f.starts_with(&prefix) && f.ends_with(".img") && f != current {
-            let _ = fs::remove_file(e.path());
-        }
-    }
+    testkit::stamp::remove_stale(&dir, &prefix, ".img", &stamp);
     let src = cached_fixture(&dir.join(format!("src-{label}-{VERSION}")), |tmp| {
         fs::create_dir_all(tmp).unwrap();
         tree(tmp);
@@ -532,17 +490,8 @@ fn mkvmfs(version: &str, label: &str, tree: fn(&Path)) -> PathBuf {
     cached_fixture(
         &dir.join(format!("{label}-vmfs{version}-{stamp}.img")),
         |tmp| {
-            let out = Command::new(&bin)
-                .args(["--vmfs", version, "--label", label])
-                .arg(&src)
-                .arg(tmp)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "mkvmfs failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let args = ["--vmfs", version, "--label", label].map(OsStr::new);
+            e2e::mkvmfs(&[&args[..], &[src.as_os_str(), tmp.as_os_str()]].concat());
         },
     )
 }
@@ -644,6 +593,35 @@ fn roles(vm: &Value) -> BTreeMap<String, String> {
             )
         })
         .collect()
+}
+
+/// Asserts a VM's configuration file, vCPUs and memory.
+fn expect_config(vm: &Value, config: &str, cpus: u32, memory_mb: u32) {
+    assert_eq!(vm["config"], config, "VM {}", vm["name"]);
+    assert_eq!(vm["cpus"], cpus, "VM {}", vm["name"]);
+    assert_eq!(vm["memory_mb"], memory_mb, "VM {}", vm["name"]);
+}
+
+/// Asserts a VMware VM's configuration `<dir>/<stem>.vmx`, vCPUs and memory, and the roles of
+/// its configuration, nvram and log.
+fn expect_vm(vm: &Value, dir: &str, stem: &str, cpus: u32, memory_mb: u32) {
+    expect_config(vm, &format!("{dir}/{stem}.vmx"), cpus, memory_mb);
+    expect_stem_roles(vm, dir, stem, &[(".vmx", "config"), (".nvram", "nvram")]);
+    expect_roles(vm, &[(&format!("{dir}/vmware.log"), "log")]);
+}
+
+/// Asserts the role of each file `<dir>/<stem><suffix>` of `vm`, for each (suffix, role).
+fn expect_stem_roles(vm: &Value, dir: &str, stem: &str, want: &[(&str, &str)]) {
+    let paths: Vec<String> = want
+        .iter()
+        .map(|(suffix, _)| format!("{dir}/{stem}{suffix}"))
+        .collect();
+    let want: Vec<(&str, &str)> = paths
+        .iter()
+        .zip(want)
+        .map(|(p, (_, role))| (p.as_str(), *role))
+        .collect();
+    expect_roles(vm, &want);
 }
 
 fn expect_roles(vm: &Value, want: &[(&str, &str)]) {
@@ -775,9 +753,7 @@ fn vmware_on_vmfs5_and_vmfs6() {
     assert_eq!(id_set.len(), vms.len(), "ids are unique");
 
     let web = by_name(&vms, "web01");
-    assert_eq!(web["config"], "/web01/web01.vmx");
-    assert_eq!(web["cpus"], 2);
-    assert_eq!(web["memory_mb"], 4096);
+    expect_config(web, "/web01/web01.vmx", 2, 4096);
     assert_eq!(web["guest_os"], "windows2019srv-64");
     assert_eq!(web["datastore"], "ds-a");
     expect_roles(
@@ -838,28 +814,25 @@ fn vmware_on_vmfs5_and_vmfs6() {
     // Running, Unicode name, three disks, the first one on a snapshot.
     let db = by_name(&vms, DB);
     let dir = format!("/{DB}");
-    assert_eq!(db["config"], format!("{dir}/{DB}.vmx"));
-    assert_eq!(db["cpus"], 4);
-    assert_eq!(db["memory_mb"], 16384);
-    expect_roles(
+    expect_vm(db, &dir, DB, 4, 16384);
+    expect_stem_roles(
         db,
+        &dir,
+        DB,
         &[
-            (&format!("{dir}/{DB}.vmx"), "config"),
-            (&format!("{dir}/{DB}.nvram"), "nvram"),
-            (&format!("{dir}/{DB}.vmsd"), "snapshot-metadata"),
-            (&format!("{dir}/{DB}-Snapshot1.vmsn"), "snapshot-metadata"),
-            (&format!("{dir}/{DB}-000001.vmdk"), "disk-descriptor"),
-            (&format!("{dir}/{DB}-000001-delta.vmdk"), "snapshot-delta"),
-            (&format!("{dir}/{DB}.vmdk"), "disk-descriptor"),
-            (&format!("{dir}/{DB}-flat.vmdk"), "disk-extent"),
-            (&format!("{dir}/{DB}_1-flat.vmdk"), "disk-extent"),
-            (&format!("{dir}/{DB}_2-flat.vmdk"), "disk-extent"),
-            (&format!("{dir}/{DB}-3f2a1b.vswp"), "swap"),
-            (&format!("{dir}/vmx-{DB}-1234567-1.vswp"), "swap"),
-            (&format!("{dir}/{DB}.vmx.lck/M58419.lck"), "lock"),
-            (&format!("{dir}/vmware.log"), "log"),
+            (".vmsd", "snapshot-metadata"),
+            ("-Snapshot1.vmsn", "snapshot-metadata"),
+            ("-000001.vmdk", "disk-descriptor"),
+            ("-000001-delta.vmdk", "snapshot-delta"),
+            (".vmdk", "disk-descriptor"),
+            ("-flat.vmdk", "disk-extent"),
+            ("_1-flat.vmdk", "disk-extent"),
+            ("_2-flat.vmdk", "disk-extent"),
+            ("-3f2a1b.vswp", "swap"),
+            (".vmx.lck/M58419.lck", "lock"),
         ],
     );
+    expect_roles(db, &[(&format!("{dir}/vmx-{DB}-1234567-1.vswp"), "swap")]);
     let disks = db["disks"].as_array().unwrap();
     assert_eq!(disks.len(), 3, "{disks:#?}");
     let devs: Vec<&str> = disks
@@ -893,17 +866,16 @@ fn vmware_on_vmfs5_and_vmfs6() {
     assert_eq!(app["datastore"], "ds-b");
     assert_eq!(app["cpus"], 8);
     assert_eq!(app["memory_mb"], 32768);
-    expect_roles(
+    expect_stem_roles(
         app,
+        &dir,
+        APP,
         &[
-            (
-                &format!("{dir}/{APP}-000001-sesparse.vmdk"),
-                "snapshot-delta",
-            ),
-            (&format!("{dir}/{APP}-flat.vmdk"), "disk-extent"),
-            (&format!("{dir}/{APP}-ctk.vmdk"), "cbt"),
-            (&format!("{dir}/{APP}-9e8d7c.vswp"), "swap"),
-            (&format!("{dir}/{APP}.vmx.lck"), "lock"),
+            ("-000001-sesparse.vmdk", "snapshot-delta"),
+            ("-flat.vmdk", "disk-extent"),
+            ("-ctk.vmdk", "cbt"),
+            ("-9e8d7c.vswp", "swap"),
+            (".vmx.lck", "lock"),
         ],
     );
     let chain = app["disks"][0]["chain"].as_array().unwrap();
@@ -1077,19 +1049,16 @@ fn ntfs_workstation_hyperv_and_virtual_server() {
     let xp = by_name(&vms, XP);
     let dir = format!("/VMs/{XP}");
     assert_eq!(xp["platform"], "vmware");
-    assert_eq!(xp["config"], format!("{dir}/{XP}.vmx"));
-    assert_eq!(xp["memory_mb"], 1024);
-    assert_eq!(xp["cpus"], 1);
-    expect_roles(
+    expect_vm(xp, &dir, XP, 1, 1024);
+    expect_stem_roles(
         xp,
+        &dir,
+        XP,
         &[
-            (&format!("{dir}/{XP}.vmx"), "config"),
-            (&format!("{dir}/{XP}.nvram"), "nvram"),
             // monolithicSparse: the descriptor is embedded, the file is the extent.
-            (&format!("{dir}/{XP}.vmdk"), "disk-extent"),
-            (&format!("{dir}/{XP}-1.vmdk"), "disk-descriptor"),
-            (&format!("{dir}/{XP}-1-s001.vmdk"), "disk-extent"),
-            (&format!("{dir}/vmware.log"), "log"),
+            (".vmdk", "disk-extent"),
+            ("-1.vmdk", "disk-descriptor"),
+            ("-1-s001.vmdk", "disk-extent"),
         ],
     );
     let disks = xp["disks"].as_array().unwrap();

@@ -1,6 +1,7 @@
-//! Helpers for the end-to-end tests: locate the release binaries, run them, wrap partition
-//! images in GPT or MBR partition tables.
+//! Helpers for the end-to-end tests: locate the release binaries, run them, build datastore
+//! images with mkvmfs, wrap partition images in GPT or MBR partition tables.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -35,6 +36,33 @@ pub fn lunproxy_ok(args: &[&str]) -> Vec<u8> {
         String::from_utf8_lossy(&out.stderr)
     );
     out.stdout
+}
+
+/// A stamp of the release mkvmfs (size and mtime): part of the name of every image it built,
+/// so images are rebuilt when the writer changes.
+pub fn mkvmfs_stamp() -> String {
+    testkit::stamp::file_stamp(&release_bin("mkvmfs"))
+}
+
+/// Runs the release `mkvmfs ARGS…` and panics with its stderr on failure.
+pub fn mkvmfs<S: AsRef<OsStr>>(args: &[S]) {
+    testkit::run(Command::new(release_bin("mkvmfs")).args(args));
+}
+
+/// Deterministic, incompressible bytes (splitmix64), seeded per file, so the source trees of
+/// the images are reproducible.
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    out.truncate(len);
+    out
 }
 
 /// Parses JSON Lines output.

@@ -13,6 +13,7 @@ use std::process::Command;
 use sha2::{Digest, Sha256};
 
 pub mod ntfs;
+pub mod stamp;
 
 /// The workspace root (the directory holding the top-level Cargo.toml).
 pub fn workspace_root() -> PathBuf {

@@ -6,45 +6,22 @@
 mod common;
 
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::dissect::{assert_dissect_reads_back, dissect_ranges, have_dissect};
+use common::mount::{FuseMount, assert_same_tree, can_mount, debugvmfs, debugvmfs_bitmaps_ok};
 use common::v5check::V5Image;
 use common::*;
 use mkvmfs::v5_format::zla;
-
-const MIB: u64 = 1 << 20;
-const GIB: u64 = 1 << 30;
 
 /// A source tree shaped like a datastore: VM folders, 2,000 small files, deep directories,
 /// a 300 MiB file (pointer blocks), a lazy-zeroed disk, symlinks and odd names.
 fn vm_tree() -> PathBuf {
     let path = testkit::fixture_dir("mkvmfs").join("src-vmtree-v3");
     testkit::cached_fixture(&path, |d| {
-        let vm_a = d.join("VMs/vm-a");
-        fs::create_dir_all(&vm_a).unwrap();
-        fs::write(
-            vm_a.join("vm-a.vmx"),
-            "displayName = \"vm-a\"\nscsi0:0.fileName = \"vm-a.vmdk\"\n",
-        )
-        .unwrap();
-        fs::write(
-            vm_a.join("vm-a.vmdk"),
-            "# Disk DescriptorFile\nversion=1\ncreateType=\"vmfs\"\nRW 131072 VMFS \"vm-a-flat.vmdk\"\n",
-        )
-        .unwrap();
-        thin_file(
-            &vm_a.join("vm-a-flat.vmdk"),
-            64 * MIB,
-            &[
-                (0, 1, 65536),
-                (10 * MIB + 3, 2, MIB as usize + 3),
-                (63 * MIB, 3, MIB as usize),
-            ],
-        );
-        fs::write(vm_a.join("vm-a.nvram"), pattern(4, 8684)).unwrap();
-        fs::write(vm_a.join("vm-a.vmsd"), b"").unwrap();
-        fs::write(vm_a.join("vmware.log"), pattern(5, 30_000)).unwrap();
+        vm_a_folder(d);
 
         let vm_b = d.join("VMs/vm-b");
         fs::create_dir_all(&vm_b).unwrap();
@@ -138,71 +115,40 @@ fn huge_pieces() -> Vec<(u64, u64, usize)> {
     ]
 }
 
-fn debugvmfs_bitmaps_ok(image: &Path) {
-    let out = Command::new("debugvmfs")
-        .arg(image)
-        .arg("check_vol_bitmaps")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("Total errors: 0"),
-        "debugvmfs check_vol_bitmaps: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
+/// [`vm_tree`] and its image: labelled, with vm-b's disk lazy-zeroed.
+fn vm_tree_image() -> (PathBuf, PathBuf) {
+    let src = vm_tree();
+    let image = cached_image(
+        "vmtree",
+        &src,
+        &[
+            "--vmfs",
+            "5",
+            "--label",
+            "vm tree",
+            "--lazy-zeroed",
+            "VMs/vm-b/*-flat.vmdk",
+        ],
     );
+    (src, image)
 }
 
 #[test]
 fn vm_tree_reads_back_identically_through_vmfs_fuse() {
-    let test = "vm_tree_reads_back_identically_through_vmfs_fuse";
-    if !can_mount(test) {
+    if !can_mount("vm_tree_reads_back_identically_through_vmfs_fuse") {
         return;
     }
-    let src = vm_tree();
-    let image = cached_image(
-        "vmtree",
-        &src,
-        &[
-            "--vmfs",
-            "5",
-            "--label",
-            "vm tree",
-            "--lazy-zeroed",
-            "VMs/vm-b/*-flat.vmdk",
-        ],
-    );
-    debugvmfs_bitmaps_ok(&image);
+    let (src, image) = vm_tree_image();
+    debugvmfs_bitmaps_ok(&[&image]);
     let mnt = FuseMount::mount(&image);
-    let errors = compare_trees(&src, mnt.path(), &[]);
-    assert!(
-        errors.is_empty(),
-        "vmfs-fuse sees a different tree:\n{}",
-        errors.join("\n")
-    );
+    assert_same_tree(&src, mnt.path(), &[], "vmfs-fuse");
 }
 
 #[test]
 fn vm_tree_uses_every_addressing_mode_with_consistent_bitmaps() {
-    let src = vm_tree();
-    let image = cached_image(
-        "vmtree",
-        &src,
-        &[
-            "--vmfs",
-            "5",
-            "--label",
-            "vm tree",
-            "--lazy-zeroed",
-            "VMs/vm-b/*-flat.vmdk",
-        ],
-    );
+    let (_, image) = vm_tree_image();
     let img = V5Image::open(&image, 0);
-    let errors = img.check_allocation();
-    assert!(
-        errors.is_empty(),
-        "allocation inconsistent:\n{}",
-        errors.join("\n")
-    );
+    img.assert_allocation_consistent("vmtree");
 
     let zla_of = |p: &str| img.lookup(p).zla;
     assert_eq!(zla_of("many/f0001.dat"), zla::RESIDENT, "resident");
@@ -250,11 +196,7 @@ fn vm_tree_uses_every_addressing_mode_with_consistent_bitmaps() {
         .map(|(_, a)| u64::from(a >> 6))
         .collect();
     assert_eq!(tbz.len(), 22);
-    let raw = fs::File::open(&image).unwrap();
-    let mut buf = vec![0u8; 4096];
-    use std::os::unix::fs::FileExt;
-    raw.read_exact_at(&mut buf, img.block_image_offset(tbz[0]))
-        .unwrap();
+    let buf = read_exact(&image, img.block_image_offset(tbz[0]), 4096);
     assert!(buf.iter().all(|&b| b != 0), "garbage under a TBZ block");
     assert_eq!(
         img.read(&lazy, 0, 4096),
@@ -277,12 +219,7 @@ fn double_indirect_300g_thin_file_is_allocated_consistently() {
     );
 
     let img = V5Image::open(&image, 0);
-    let errors = img.check_allocation();
-    assert!(
-        errors.is_empty(),
-        "allocation inconsistent:\n{}",
-        errors.join("\n")
-    );
+    img.assert_allocation_consistent("huge");
     let fd = img.lookup("huge/huge-flat.vmdk");
     assert_eq!(fd.len, 300 * GIB);
     assert_eq!(fd.zla, zla::DOUBLE_POINTER_BLOCK);
@@ -298,7 +235,7 @@ fn double_indirect_300g_thin_file_is_allocated_consistently() {
     assert_eq!(img.block_map(&fd).0.len(), 6);
 
     if can_mount("double_indirect_300g_thin_file_is_allocated_consistently") {
-        debugvmfs_bitmaps_ok(&image);
+        debugvmfs_bitmaps_ok(&[&image]);
         // vmfs-fuse still lists the file with its size; its contents are beyond it.
         let mnt = FuseMount::mount(&image);
         assert_eq!(
@@ -311,8 +248,6 @@ fn double_indirect_300g_thin_file_is_allocated_consistently() {
         assert_eq!(vmx, b"displayName = \"huge\"\n");
     }
 }
-
-use std::os::unix::fs::MetadataExt;
 
 fn small_tree() -> PathBuf {
     let path = testkit::fixture_dir("mkvmfs").join("src-small-v1");
@@ -329,37 +264,14 @@ fn small_tree() -> PathBuf {
     })
 }
 
-/// A read-only loop device over part of an image, detached when dropped.
-struct OffsetLoop(PathBuf);
-
-impl OffsetLoop {
-    fn attach(image: &Path, offset: u64, size: u64) -> OffsetLoop {
-        let out = Command::new("losetup")
-            .args([
-                "-r",
-                "-f",
-                "--show",
-                "-o",
-                &offset.to_string(),
-                "--sizelimit",
-                &size.to_string(),
-            ])
-            .arg(image)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "losetup: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        OffsetLoop(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-    }
-}
-
-impl Drop for OffsetLoop {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").arg("-d").arg(&self.0).status();
-    }
+/// The standard output of `TOOL ARGS… IMAGE`: partition-table tools judging an image.
+fn stdout_of(tool: &str, args: &[&str], image: &Path) -> String {
+    let out = Command::new(tool)
+        .args(args)
+        .arg(image)
+        .output()
+        .unwrap_or_else(|e| panic!("run {tool}: {e}"));
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
@@ -376,24 +288,13 @@ fn bare_gpt_and_mbr_layouts_mount_with_vmfs_fuse() {
             &["--vmfs", "5", "--layout", layout],
         );
         let offset = if layout == "bare" { 0 } else { MIB };
-        let errors = V5Image::open(&image, offset).check_allocation();
-        assert!(errors.is_empty(), "{layout}: {}", errors.join("\n"));
-        let errors = if layout == "gpt" {
+        V5Image::open(&image, offset).assert_allocation_consistent(layout);
+        let mnt = if layout == "gpt" {
             // vmfs-fuse does not read GPTs: hand it the partition through a loop device.
             if testkit::have_tool("sgdisk") {
-                let out = Command::new("sgdisk")
-                    .arg("-v")
-                    .arg(&image)
-                    .output()
-                    .unwrap();
-                let text = String::from_utf8_lossy(&out.stdout);
+                let text = stdout_of("sgdisk", &["-v"], &image);
                 assert!(text.contains("No problems found"), "sgdisk -v: {text}");
-                let info = Command::new("sgdisk")
-                    .args(["-i", "1"])
-                    .arg(&image)
-                    .output()
-                    .unwrap();
-                let info = String::from_utf8_lossy(&info.stdout).to_uppercase();
+                let info = stdout_of("sgdisk", &["-i", "1"], &image).to_uppercase();
                 assert!(
                     info.contains("AA31E02A-400F-11DB-9590-000C2911D1B8"),
                     "partition type: {info}"
@@ -404,30 +305,28 @@ fn bare_gpt_and_mbr_layouts_mount_with_vmfs_fuse() {
                 );
             }
             let size = fs::metadata(&image).unwrap().len() - 2 * MIB;
-            let dev = OffsetLoop::attach(&image, MIB, size);
-            let mnt = FuseMount::mount(&dev.0);
-            compare_trees(&src, mnt.path(), &[])
+            let opts = [
+                "-r",
+                "-o",
+                &MIB.to_string(),
+                "--sizelimit",
+                &size.to_string(),
+            ];
+            let dev = testkit::LoopDevice::attach_with(test, &image, &opts)
+                .expect("a loop device over the GPT partition");
+            // The mount holds the device open; the guard detaches it after the unmount.
+            (FuseMount::mount(dev.path()), Some(dev))
         } else {
             if layout == "mbr" && testkit::have_tool("sfdisk") {
-                let out = Command::new("sfdisk")
-                    .arg("-d")
-                    .arg(&image)
-                    .output()
-                    .unwrap();
-                let text = String::from_utf8_lossy(&out.stdout);
+                let text = stdout_of("sfdisk", &["-d"], &image);
                 assert!(
                     text.contains("start=        2048") && text.contains("type=fb"),
                     "sfdisk -d: {text}"
                 );
             }
-            let mnt = FuseMount::mount(&image);
-            compare_trees(&src, mnt.path(), &[])
+            (FuseMount::mount(&image), None)
         };
-        assert!(
-            errors.is_empty(),
-            "{layout}: vmfs-fuse sees a different tree:\n{}",
-            errors.join("\n")
-        );
+        assert_same_tree(&src, mnt.0.path(), &[], &format!("{layout}: vmfs-fuse"));
     }
 }
 
@@ -456,71 +355,58 @@ fn explicit_size_and_block_size_are_honoured() {
         3 * 256 / 4,
         "three 256 MiB extents fit in 1 GiB after 17 MiB of LVM"
     );
-    let errors = img.check_allocation();
-    assert!(errors.is_empty(), "{}", errors.join("\n"));
+    img.assert_allocation_consistent("sized");
     let fd = img.lookup("vm1/vm1-flat.vmdk");
     assert_eq!(img.read(&fd, 3 * MIB + 1, 70_000), pattern(21, 70_000));
     if can_mount("explicit_size_and_block_size_are_honoured") {
         let mnt = FuseMount::mount(&image);
-        let errors = compare_trees(&src, mnt.path(), &[]);
-        assert!(errors.is_empty(), "{}", errors.join("\n"));
+        assert_same_tree(&src, mnt.path(), &[], "vmfs-fuse");
     }
 }
 
 #[test]
 fn bad_input_gives_one_clear_error_line() {
     let dir = tempfile::tempdir().unwrap();
-    let run = |args: &[&str]| {
-        let out = Command::new(mkvmfs_bin()).args(args).output().unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
     let img = dir.path().join("x.img");
     let img = img.to_str().unwrap();
-    let (ok, err) = run(&["--vmfs", "5", "/nonexistent/source", img]);
-    assert!(
-        !ok && err.starts_with("error: ") && err.contains("/nonexistent/source"),
-        "{err}"
-    );
-
     let src = small_tree();
-    let (ok, err) = run(&[
-        "--vmfs",
-        "5",
-        "--size",
-        "100000000",
-        src.to_str().unwrap(),
-        img,
-    ]);
-    assert!(
-        !ok && err.starts_with("error: ") && err.contains("--size"),
-        "{err}"
-    );
-
-    let (ok, err) = run(&[
-        "--vmfs",
-        "5",
-        "--block-size",
-        "12345",
-        src.to_str().unwrap(),
-        img,
-    ]);
-    assert!(!ok && err.contains("block size"), "{err}");
-
-    let inside = src.join("image.img");
-    let (ok, err) = run(&[
-        "--vmfs",
-        "5",
-        src.to_str().unwrap(),
-        inside.to_str().unwrap(),
-    ]);
-    assert!(!ok && err.contains("inside the source"), "{err}");
+    let src = src.to_str().unwrap();
+    let inside = Path::new(src).join("image.img");
+    // (arguments, what the error must say, whether it must start with "error: ").
+    let cases: [(&[&str], &str, bool); 5] = [
+        (
+            &["--vmfs", "5", "/nonexistent/source", img],
+            "/nonexistent/source",
+            true,
+        ),
+        (
+            &["--vmfs", "5", "--size", "100000000", src, img],
+            "--size",
+            true,
+        ),
+        (
+            &["--vmfs", "5", "--block-size", "12345", src, img],
+            "block size",
+            false,
+        ),
+        (
+            &["--vmfs", "5", src, inside.to_str().unwrap()],
+            "inside the source",
+            false,
+        ),
+        (&["--vmfs", "7", src, img], "", false),
+    ];
+    for (args, says, prefixed) in cases {
+        let out = mkvmfs_output(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success()
+                && err.contains(says)
+                && (!prefixed || err.starts_with("error: ")),
+            "{args:?}: {err}"
+        );
+    }
     assert!(!inside.exists());
-
-    let (ok, _) = run(&["--vmfs", "7", src.to_str().unwrap(), img]);
-    assert!(!ok);
 }
 
 #[test]
@@ -541,8 +427,7 @@ fn directory_past_the_sub_block_limit_moves_to_file_blocks() {
     });
     let image = cached_image("bigdir", &src, &["--vmfs", "5"]);
     let img = V5Image::open(&image, 0);
-    let errors = img.check_allocation();
-    assert!(errors.is_empty(), "{}", errors.join("\n"));
+    img.assert_allocation_consistent("bigdir");
     let dir = img.lookup("bigdir");
     assert_eq!(dir.zla, zla::FILE_BLOCK);
     assert_eq!(img.dirents(&dir).len(), 15_003);
@@ -555,40 +440,17 @@ fn directory_past_the_sub_block_limit_moves_to_file_blocks() {
     assert_eq!(img.read(&last_sb, 0, 2000), pattern(14995, 2000));
 
     if can_mount("directory_past_the_sub_block_limit_moves_to_file_blocks") {
-        let out = Command::new("debugvmfs")
-            .arg(&image)
-            .args(["ls", "/bigdir"])
-            .output()
-            .unwrap();
+        let out = debugvmfs(&[&image], &["ls", "/bigdir"]);
         let text = String::from_utf8_lossy(&out.stdout);
         let names: Vec<&str> = text.lines().collect();
         assert_eq!(names.len(), 15_003, "debugvmfs ls /bigdir");
         assert!(names.contains(&"entry-14999.vmdk") && names.contains(&"zz-last.txt"));
         // The last sub-block file lies in the second sub-block cluster group.
-        let out = Command::new("debugvmfs")
-            .arg(&image)
-            .args(["cat", "/bigdir/entry-14995.vmdk"])
-            .output()
-            .unwrap();
+        let out = debugvmfs(&[&image], &["cat", "/bigdir/entry-14995.vmdk"]);
         assert_eq!(out.stdout, pattern(14995, 2000));
-        let out = Command::new("debugvmfs")
-            .arg(&image)
-            .args(["cat", "/bigdir/zz-last.txt"])
-            .output()
-            .unwrap();
+        let out = debugvmfs(&[&image], &["cat", "/bigdir/zz-last.txt"]);
         assert_eq!(out.stdout, b"last entry\n");
     }
-}
-
-/// Reads `len` bytes at `off` of an image.
-fn raw(image: &Path, off: u64, len: usize) -> Vec<u8> {
-    use std::os::unix::fs::FileExt;
-    let mut b = vec![0u8; len];
-    fs::File::open(image)
-        .unwrap()
-        .read_exact_at(&mut b, off)
-        .unwrap();
-    b
 }
 
 #[test]
@@ -605,22 +467,15 @@ fn headers_match_the_esxi_made_volume() {
     );
 
     let real = V5Image::open(&esxi, 0);
-    let errors = real.check_allocation();
-    assert!(
-        errors.is_empty(),
-        "the checker disagrees with ESXi:\n{}",
-        errors.join("\n")
-    );
+    real.assert_allocation_consistent("the checker disagrees with ESXi");
     let file4 = real.lookup("directory/file4");
     assert_eq!(
         (file4.zla, real.read(&file4, 0, 8)),
         (zla::RESIDENT, b"content\n".to_vec())
     );
 
-    let u32_at = |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
-    let u64_at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
     // LVM device header: magic, versions, diskBlockSize, numVolumes, dataOffset, numPEMaps.
-    let (a, b) = (raw(&esxi, MIB, 0x100), raw(&ours, MIB, 0x100));
+    let (a, b) = (read_exact(&esxi, MIB, 0x100), read_exact(&ours, MIB, 0x100));
     for (o, w) in [
         (0, 4),
         (4, 4),
@@ -634,8 +489,8 @@ fn headers_match_the_esxi_made_volume() {
     }
     // Volume descriptor: state, snapID, volumeID, firstPE, numDevs.
     let (a, b) = (
-        raw(&esxi, MIB + 0x200, 0x100),
-        raw(&ours, MIB + 0x200, 0x100),
+        read_exact(&esxi, MIB + 0x200, 0x100),
+        read_exact(&ours, MIB + 0x200, 0x100),
     );
     for (o, w) in [(0x10, 4), (0x64, 4), (0x70, 4), (0x78, 8), (0x90, 4)] {
         assert_eq!(
@@ -645,14 +500,17 @@ fn headers_match_the_esxi_made_volume() {
         );
     }
     // PE 0.
-    let (a, b) = (raw(&esxi, 0x18_0600, 0x80), raw(&ours, 0x18_0600, 0x80));
+    let (a, b) = (
+        read_exact(&esxi, 0x18_0600, 0x80),
+        read_exact(&ours, 0x18_0600, 0x80),
+    );
     assert_eq!(a, b, "first PE table entry");
     // FS descriptor: magic, versions, config, block sizes, FDC geometry, sub-block size,
     // system descriptor addresses and their volume offsets.
     let lv = 0x110_0000;
     let (a, b) = (
-        raw(&esxi, lv + 0x20_0000, 0x120),
-        raw(&ours, lv + 0x20_0000, 0x120),
+        read_exact(&esxi, lv + 0x20_0000, 0x120),
+        read_exact(&ours, lv + 0x20_0000, 0x120),
     );
     for (o, w) in [
         (0, 4),
@@ -673,12 +531,12 @@ fn headers_match_the_esxi_made_volume() {
         assert_eq!(a[o..o + w], b[o..o + w], "FS descriptor field at {o:#x}");
     }
     // The volume UUID the descriptor names is the LVM's.
-    assert_eq!(b[0xb1..0xc1], raw(&ours, MIB + 0x254, 16)[..]);
+    assert_eq!(b[0xb1..0xc1], read_exact(&ours, MIB + 0x254, 16)[..]);
     // System files: the same descriptors, types, modes, zla, first block and geometry.
     let fdc = lv + 4 * MIB;
     for index in 0..8u64 {
         let off = fdc + 0x2_0000 + index * 0x800 + 0x200;
-        let (a, b) = (raw(&esxi, off, 0x200), raw(&ours, off, 0x200));
+        let (a, b) = (read_exact(&esxi, off, 0x200), read_exact(&ours, off, 0x200));
         assert_eq!(u32_at(&a, 0), u32_at(&b, 0), "descriptor {index} address");
         assert_eq!(u32_at(&a, 0xc), u32_at(&b, 0xc), "descriptor {index} type");
         assert_eq!(u32_at(&a, 0x44), u32_at(&b, 0x44), "descriptor {index} zla");
@@ -698,8 +556,8 @@ fn headers_match_the_esxi_made_volume() {
     }
     // `.sdd.sf` holds the same two entries (at block 12 in both volumes).
     assert_eq!(
-        raw(&esxi, lv + 12 * MIB, 280),
-        raw(&ours, lv + 12 * MIB, 280),
+        read_exact(&esxi, lv + 12 * MIB, 280),
+        read_exact(&ours, lv + 12 * MIB, 280),
         ".sdd.sf entries"
     );
     for (name, block) in [
@@ -710,148 +568,28 @@ fn headers_match_the_esxi_made_volume() {
         ("pb2", 11),
     ] {
         let (a, b) = (
-            raw(&esxi, lv + block * MIB, 0x1c),
-            raw(&ours, lv + block * MIB, 0x1c),
+            read_exact(&esxi, lv + block * MIB, 0x1c),
+            read_exact(&ours, lv + block * MIB, 0x1c),
         );
         // resourcesPerCluster, clustersPerGroup, clusterGroupOffset, resourceSize, groupSize.
         assert_eq!(a[..0x14], b[..0x14], "{name} resource header");
         let (a, b) = (
-            raw(&esxi, lv + block * MIB + 0x1_0000, 8),
-            raw(&ours, lv + block * MIB + 0x1_0000, 8),
+            read_exact(&esxi, lv + block * MIB + 0x1_0000, 8),
+            read_exact(&ours, lv + block * MIB + 0x1_0000, 8),
         );
         assert_eq!(a, b, "{name} first cluster lock: magic and own offset");
     }
-}
-
-/// Walks a VMFS volume with dissect.vmfs (a third, independent reader, in Python) and prints
-/// one line per entry: `d PATH`, `l SIZE PATH -> TARGET`, `f SIZE PATH SHA256`. With extra
-/// arguments `PATH OFFSET:LEN...` it prints the hex of those ranges of that file instead.
-const DISSECT_SCRIPT: &str = r#"
-import sys, hashlib
-from dissect.vmfs import VMFS, LVM
-fs = VMFS(LVM(open(sys.argv[1], 'rb')).volumes[0].open())
-if len(sys.argv) > 2:
-    s = fs.get(sys.argv[2]).open()
-    for r in sys.argv[3:]:
-        off, n = (int(x) for x in r.split(':'))
-        s.seek(off)
-        print(s.read(n).hex())
-    sys.exit(0)
-def walk(d, path):
-    for name, entry in sorted(d.listdir().items()):
-        if name in ('.', '..') or (path == '' and name.endswith('.sf')):
-            continue
-        p = path + '/' + name
-        fd = entry.file_descriptor
-        if fd.is_dir():
-            print('d', p)
-            walk(fd, p)
-        elif fd.is_symlink():
-            print('l', fd.size, p, '->', fd.link)
-        else:
-            h = hashlib.sha256()
-            s = fd.open()
-            while True:
-                b = s.read(1 << 20)
-                if not b:
-                    break
-                h.update(b)
-            print('f', fd.size, p, h.hexdigest())
-walk(fs.root, '')
-"#;
-
-fn have_dissect(test: &str) -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import dissect.vmfs"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        testkit::skip(
-            test,
-            "python3 with dissect.vmfs is missing (pip install dissect.vmfs)",
-        );
-    }
-    ok
-}
-
-fn dissect(args: &[&str]) -> String {
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(DISSECT_SCRIPT)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "dissect.vmfs failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// The same listing as [`DISSECT_SCRIPT`] prints, made from the source tree.
-fn source_listing(root: &Path) -> Vec<String> {
-    fn walk(dir: &Path, rel: &str, out: &mut Vec<String>) {
-        let mut names: Vec<_> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        names.sort();
-        for n in names {
-            let p = format!("{rel}/{}", n.to_string_lossy());
-            let full = dir.join(&n);
-            let m = fs::symlink_metadata(&full).unwrap();
-            if m.is_dir() {
-                out.push(format!("d {p}"));
-                walk(&full, &p, out);
-            } else if m.file_type().is_symlink() {
-                let t = fs::read_link(&full).unwrap();
-                out.push(format!("l {} {p} -> {}", m.len(), t.to_string_lossy()));
-            } else {
-                let sha = testkit::sha256_reader(fs::File::open(&full).unwrap());
-                out.push(format!("f {} {p} {sha}", m.len()));
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(root, "", &mut out);
-    out
 }
 
 #[test]
 fn dissect_vmfs_reads_the_same_trees_including_double_indirect() {
     // A third implementation: dissect.vmfs reads double-indirect files too, so here the 300 GiB
     // thin disk is read back by a reader that is not ours.
-    let test = "dissect_vmfs_reads_the_same_trees_including_double_indirect";
-    if !have_dissect(test) {
+    if !have_dissect("dissect_vmfs_reads_the_same_trees_including_double_indirect") {
         return;
     }
-    let src = vm_tree();
-    let image = cached_image(
-        "vmtree",
-        &src,
-        &[
-            "--vmfs",
-            "5",
-            "--label",
-            "vm tree",
-            "--lazy-zeroed",
-            "VMs/vm-b/*-flat.vmdk",
-        ],
-    );
-    let mut got: Vec<String> = dissect(&[image.to_str().unwrap()])
-        .lines()
-        .map(str::to_string)
-        .collect();
-    let mut want = source_listing(&src);
-    got.sort();
-    want.sort();
-    let missing: Vec<_> = want.iter().filter(|l| !got.contains(l)).take(5).collect();
-    let extra: Vec<_> = got.iter().filter(|l| !want.contains(l)).take(5).collect();
-    assert!(
-        missing.is_empty() && extra.is_empty(),
-        "dissect.vmfs differs: missing {missing:?}, extra {extra:?}"
-    );
+    let (src, image) = vm_tree_image();
+    assert_dissect_reads_back(&src, &[&image]);
 
     let huge = cached_image("huge", &huge_tree(), &["--vmfs", "5"]);
     let mut ranges: Vec<String> = huge_pieces()
@@ -859,9 +597,7 @@ fn dissect_vmfs_reads_the_same_trees_including_double_indirect() {
         .map(|(o, _, n)| format!("{o}:{}", n.min(&64)))
         .collect();
     ranges.push(format!("{}:64", 100 * GIB));
-    let mut args = vec![huge.to_str().unwrap(), "/huge/huge-flat.vmdk"];
-    args.extend(ranges.iter().map(String::as_str));
-    let lines: Vec<String> = dissect(&args).lines().map(str::to_string).collect();
+    let lines = dissect_ranges(&[&huge], "/huge/huge-flat.vmdk", &ranges);
     for (i, (off, seed, len)) in huge_pieces().into_iter().enumerate() {
         let n = len.min(64);
         assert_eq!(

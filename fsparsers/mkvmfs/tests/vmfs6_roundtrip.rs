@@ -12,53 +12,28 @@
 //!   128 bytes of name, so vmfs6-fuse shows a 128-byte prefix.
 
 mod common;
-mod vmfs6_support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{cached_image, compare_trees, mkvmfs_bin, pattern, thin_file, write_at};
-use mkvmfs::v6_check::{Image, POINTER_BLOCK_RUN};
+use common::mount::{FuseMount, assert_same_tree, can_mount6};
+use common::{
+    GIB, MIB, cached_image, mkvmfs_output, pattern, read_at, thin_file, vm_a_folder, write_at,
+};
+use mkvmfs::v6_check::{Entry, Image, POINTER_BLOCK_RUN};
 use mkvmfs::v6_format::{
     SFB_SIZE, ZLA_FILE_BLOCK, ZLA_POINTER_BLOCK, ZLA_POINTER_BLOCK_DOUBLE, ZLA_RESIDENT,
     ZLA_SUB_BLOCK,
 };
-use vmfs6_support::{Fuse6, can_mount6, read_at};
-
-const MIB: u64 = 1 << 20;
-const GIB: u64 = 1 << 30;
 
 /// A datastore-shaped tree: VM folders with thin flat disks, every small-file size class,
 /// deep directories, symlinks and odd names.
 fn vm_tree() -> PathBuf {
     let path = testkit::fixture_dir("mkvmfs").join("src-v6-vmtree-v1");
     testkit::cached_fixture(&path, |d| {
-        let vm_a = d.join("VMs/vm-a");
-        fs::create_dir_all(&vm_a).unwrap();
-        fs::write(
-            vm_a.join("vm-a.vmx"),
-            "displayName = \"vm-a\"\nscsi0:0.fileName = \"vm-a.vmdk\"\n",
-        )
-        .unwrap();
-        fs::write(
-            vm_a.join("vm-a.vmdk"),
-            "# Disk DescriptorFile\nversion=1\ncreateType=\"vmfs\"\nRW 131072 VMFS \"vm-a-flat.vmdk\"\n",
-        )
-        .unwrap();
-        // Thin, with an interior hole: pointer blocks.
-        thin_file(
-            &vm_a.join("vm-a-flat.vmdk"),
-            64 * MIB,
-            &[
-                (0, 1, 65536),
-                (10 * MIB + 3, 2, MIB as usize + 3),
-                (63 * MIB, 3, MIB as usize),
-            ],
-        );
-        fs::write(vm_a.join("vm-a.nvram"), pattern(4, 8684)).unwrap();
-        fs::write(vm_a.join("vm-a.vmsd"), b"").unwrap();
-        fs::write(vm_a.join("vmware.log"), pattern(5, 30_000)).unwrap();
+        // Its flat disk is thin with an interior hole: pointer blocks.
+        let vm_a = vm_a_folder(d);
 
         let vm_b = d.join("VMs/vm-b");
         fs::create_dir_all(&vm_b).unwrap();
@@ -142,9 +117,27 @@ fn many_tree() -> PathBuf {
     })
 }
 
-fn assert_same_tree(src: &Path, mnt: &Path) {
-    let errors = compare_trees(src, mnt, &[]);
-    assert!(errors.is_empty(), "trees differ:\n{}", errors.join("\n"));
+/// A vmfs6-fuse mount of `image`, or `None` (a reported skip) when vmfs6-tools cannot mount.
+fn mount6_or_skip(test: &str, image: &Path) -> Option<FuseMount> {
+    can_mount6(test).then(|| FuseMount::mount6(image))
+}
+
+/// When vmfs6-tools can mount (else the test is skipped), asserts that vmfs6-fuse reads
+/// `src` back from `image`, and returns the mount.
+fn vmfs6_fuse_reads_back(test: &str, src: &Path, image: &Path) -> Option<FuseMount> {
+    let mnt = mount6_or_skip(test, image)?;
+    assert_same_tree(src, mnt.path(), &[], "vmfs6-fuse");
+    Some(mnt)
+}
+
+/// Asserts that the crate's decoder reads every (offset, seed, len) piece of `e` back.
+fn assert_decoder_reads_pieces(img: &Image, e: &Entry, pieces: &[(u64, u64, usize)]) {
+    for &(off, seed, len) in pieces {
+        assert!(
+            img.read_range(e, off, len).unwrap() == pattern(seed, len),
+            "at {off}"
+        );
+    }
 }
 
 fn checked(image: &Path, partition_offset: u64) -> Image {
@@ -188,11 +181,9 @@ fn vmfs6_vm_tree_reads_back_through_vmfs6_fuse() {
     assert_eq!(data_runs, 4, "64 KiB + 2 MiB spanning 2 blocks + 1 MiB");
     assert!(img.entry("/small/all-hole-3m").unwrap().runs.is_empty());
 
-    if !can_mount6(test) {
+    let Some(mnt) = vmfs6_fuse_reads_back(test, &src, &image) else {
         return;
-    }
-    let mnt = Fuse6::mount(&image);
-    assert_same_tree(&src, mnt.path());
+    };
     for sys in [
         ".fbb.sf", ".fdc.sf", ".pbc.sf", ".sbc.sf", ".vh.sf", ".pb2.sf", ".jbc.sf",
     ] {
@@ -215,11 +206,7 @@ fn vmfs6_directory_of_3000_entries_reads_back() {
         .filter(|p| p.starts_with("/many/"))
         .count();
     assert_eq!(listed, 3005);
-    if !can_mount6(test) {
-        return;
-    }
-    let mnt = Fuse6::mount(&image);
-    assert_same_tree(&src, mnt.path());
+    vmfs6_fuse_reads_back(test, &src, &image);
 }
 
 #[test]
@@ -243,11 +230,7 @@ fn vmfs6_five_thousand_sub_block_files_read_back() {
     assert!(img.usage.sub_blocks >= 5200);
     let sbc = img.entry("/.sbc.sf").unwrap();
     assert!(sbc.size > 320 * MIB, ".sbc.sf is {} bytes", sbc.size);
-    if !can_mount6(test) {
-        return;
-    }
-    let mnt = Fuse6::mount(&image);
-    assert_same_tree(&src, mnt.path());
+    vmfs6_fuse_reads_back(test, &src, &image);
 }
 
 #[test]
@@ -258,19 +241,15 @@ fn vmfs6_mbr_and_gpt_layouts_read_back() {
     let gpt = cached_image("v6-vmtree-gpt", &src, &["--vmfs", "6", "--layout", "gpt"]);
     checked(&mbr, MIB);
     checked(&gpt, MIB);
-    if !can_mount6(test) {
+    // vmfs6-tools finds a VMFS partition through an MBR (type 0xfb) by itself…
+    if vmfs6_fuse_reads_back(test, &src, &mbr).is_none() {
         return;
     }
-    // vmfs6-tools finds a VMFS partition through an MBR (type 0xfb) by itself…
-    let mnt = Fuse6::mount(&mbr);
-    assert_same_tree(&src, mnt.path());
-    drop(mnt);
     // …but not through a GPT: hand it the partition.
     let Some(dev) = testkit::LoopDevice::attach_with(test, &gpt, &["-r", "-o", "1048576"]) else {
         return;
     };
-    let mnt = Fuse6::mount(dev.path());
-    assert_same_tree(&src, mnt.path());
+    vmfs6_fuse_reads_back(test, &src, dev.path());
 }
 
 #[test]
@@ -339,10 +318,9 @@ fn vmfs6_lazy_zeroed_disk_uses_lfbs_and_tbz() {
     let small = img.entry("/vm/small-lazy.bin").unwrap();
     assert_eq!(small.runs.iter().filter(|r| r.tbz).count(), 3);
 
-    if !can_mount6(test) {
+    let Some(mnt) = mount6_or_skip(test, &image) else {
         return;
-    }
-    let mnt = Fuse6::mount(&image);
+    };
     let on_fuse = mnt.join("vm/thick-flat.vmdk");
     assert_eq!(fs::metadata(&on_fuse).unwrap().len(), size);
     // Every byte outside TBZ blocks (the data, the holes inside data blocks and LFBs)
@@ -361,16 +339,12 @@ fn vmfs6_lazy_zeroed_disk_uses_lfbs_and_tbz() {
              under a to-be-zeroed LFB"
         );
     }
-    assert_same_tree_except(
+    assert_same_tree(
         &src,
         mnt.path(),
         &["vm/thick-flat.vmdk", "vm/small-lazy.bin"],
+        "vmfs6-fuse",
     );
-}
-
-fn assert_same_tree_except(src: &Path, mnt: &Path, skip: &[&str]) {
-    let errors = compare_trees(src, mnt, skip);
-    assert!(errors.is_empty(), "trees differ:\n{}", errors.join("\n"));
 }
 
 #[test]
@@ -396,12 +370,7 @@ fn vmfs6_huge_thin_file_is_allocated_consistently() {
         img.usage.pointer_blocks, 3,
         "one pointer block per used 8 GiB range"
     );
-    for &(off, seed, len) in &pieces {
-        assert!(
-            img.read_range(e, off, len).unwrap() == pattern(seed, len),
-            "at {off}"
-        );
-    }
+    assert_decoder_reads_pieces(&img, e, &pieces);
     assert!(
         img.read_range(e, 50 * GIB, 4096)
             .unwrap()
@@ -409,13 +378,12 @@ fn vmfs6_huge_thin_file_is_allocated_consistently() {
             .all(|&b| b == 0)
     );
 
-    if !can_mount6(test) {
-        return;
-    }
     // vmfs6-tools reads the size and the first pointer block's range; past the first
     // unused pointer-block slot it returns zeros (see the file comment), so the rest is
     // judged by the decoder above.
-    let mnt = Fuse6::mount(&image);
+    let Some(mnt) = mount6_or_skip(test, &image) else {
+        return;
+    };
     let f = mnt.join("huge-flat.vmdk");
     assert_eq!(fs::metadata(&f).unwrap().len(), size);
     assert!(read_at(&f, 0, 65536) == pattern(21, 65536));
@@ -445,18 +413,12 @@ fn vmfs6_double_indirect_thin_file_reads_back() {
         img.usage.pointer_blocks, 4,
         "one top block and three leaves"
     );
-    for &(off, seed, len) in &pieces {
-        assert!(
-            img.read_range(e, off, len).unwrap() == pattern(seed, len),
-            "at {off}"
-        );
-    }
-    if !can_mount6(test) {
-        return;
-    }
+    assert_decoder_reads_pieces(&img, e, &pieces);
     // vmfs6-tools follows both levels where the leaves exist; between them it reads
     // sub-block 0 as a pointer block (see the file comment), so only the data is compared.
-    let mnt = Fuse6::mount(&image);
+    let Some(mnt) = mount6_or_skip(test, &image) else {
+        return;
+    };
     let f = mnt.join("giant-flat.vmdk");
     assert_eq!(fs::metadata(&f).unwrap().len(), size);
     for &(off, seed, len) in &pieces {
@@ -465,7 +427,7 @@ fn vmfs6_double_indirect_thin_file_reads_back() {
             "vmfs6-fuse differs at {off}"
         );
     }
-    assert_same_tree_except(&src, mnt.path(), &["giant-flat.vmdk"]);
+    assert_same_tree(&src, mnt.path(), &["giant-flat.vmdk"], "vmfs6-fuse");
 }
 
 #[test]
@@ -521,10 +483,9 @@ fn vmfs6_long_names_are_kept() {
         let e = img.entry(&format!("/dir/{n}")).unwrap();
         assert_eq!(e.resident.as_deref(), Some(n.len().to_string().as_bytes()));
     }
-    if !can_mount6(test) {
+    let Some(mnt) = mount6_or_skip(test, &image) else {
         return;
-    }
-    let mnt = Fuse6::mount(&image);
+    };
     let mut names: Vec<String> = fs::read_dir(mnt.join("dir"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -607,12 +568,15 @@ fn vmfs6_rejects_other_block_sizes() {
     let dir = tempfile::tempdir().unwrap();
     fs::create_dir(dir.path().join("src")).unwrap();
     fs::write(dir.path().join("src/f"), b"x").unwrap();
-    let out = Command::new(mkvmfs_bin())
-        .args(["--vmfs", "6", "--block-size", "8388608"])
-        .arg(dir.path().join("src"))
-        .arg(dir.path().join("img"))
-        .output()
-        .unwrap();
+    let (src, img) = (dir.path().join("src"), dir.path().join("img"));
+    let out = mkvmfs_output(&[
+        "--vmfs".as_ref(),
+        "6".as_ref(),
+        "--block-size".as_ref(),
+        "8388608".as_ref(),
+        src.as_os_str(),
+        img.as_os_str(),
+    ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.starts_with("error: ") && err.contains("1 MiB"), "{err}");

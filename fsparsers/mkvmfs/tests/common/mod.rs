@@ -1,15 +1,27 @@
 //! Shared helpers of the mkvmfs integration tests: source trees generated at test time,
-//! cached images, vmfs-fuse mounts that always unmount, and a byte-for-byte tree comparison.
+//! cached images, byte readers, and the other implementations that judge the images
+//! (FUSE mounts and `debugvmfs` in [`mount`], dissect.vmfs in [`dissect`]).
 
 #![allow(dead_code)]
 
+pub mod dissect;
+pub mod mount;
 pub mod v5check;
 
+use std::ffi::OsStr;
 use std::fs::{self, File};
-use std::io::Read;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
+
+/// Deterministic pseudo-random bytes (xorshift64*), seeded per file: the NTFS fixtures'
+/// generator, so both writers' tests fill files the same way.
+pub use testkit::ntfs::noise as pattern;
+
+/// One MiB.
+pub const MIB: u64 = 1 << 20;
+/// One GiB.
+pub const GIB: u64 = 1 << 30;
 
 /// The mkvmfs binary under test.
 pub fn mkvmfs_bin() -> PathBuf {
@@ -19,18 +31,23 @@ pub fn mkvmfs_bin() -> PathBuf {
 /// A stamp of the binary (size and mtime), so cached images are rebuilt when the writer
 /// changes.
 pub fn writer_stamp() -> String {
-    let m = fs::metadata(mkvmfs_bin()).expect("mkvmfs binary");
-    format!("{:x}-{:x}", m.len(), m.mtime())
+    testkit::stamp::file_stamp(&mkvmfs_bin())
+}
+
+/// Runs mkvmfs with `args` (source and image included) and returns its output, whatever the
+/// exit status.
+pub fn mkvmfs_output<S: AsRef<OsStr>>(args: &[S]) -> Output {
+    Command::new(mkvmfs_bin())
+        .args(args)
+        .output()
+        .expect("run mkvmfs")
 }
 
 /// Runs mkvmfs and panics with its stderr on failure.
 pub fn mkvmfs(args: &[&str], src: &Path, image: &Path) {
-    let out = Command::new(mkvmfs_bin())
-        .args(args)
-        .arg(src)
-        .arg(image)
-        .output()
-        .expect("run mkvmfs");
+    let mut all: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+    all.extend([src.as_os_str(), image.as_os_str()]);
+    let out = mkvmfs_output(&all);
     assert!(
         out.status.success(),
         "mkvmfs {args:?} failed: {}",
@@ -56,30 +73,9 @@ pub fn cached_image(name: &str, src: &Path, args: &[&str]) -> PathBuf {
         h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
     }
     let stamp = format!("{}-{:08x}", writer_stamp(), h as u32);
-    if let Ok(entries) = fs::read_dir(&dir) {
-        for e in entries.flatten() {
-            let f = e.file_name().to_string_lossy().into_owned();
-            if f.starts_with(&format!("{name}-")) && f.ends_with(".img") && !f.contains(&stamp) {
-                let _ = fs::remove_file(e.path());
-            }
-        }
-    }
+    testkit::stamp::remove_stale(&dir, &format!("{name}-"), ".img", &stamp);
     let path = dir.join(format!("{name}-{stamp}.img"));
     testkit::cached_fixture(&path, |tmp| mkvmfs(args, src, tmp))
-}
-
-/// Deterministic pseudo-random bytes (xorshift64*), seeded per file.
-pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 /// Writes `data` at `offset` into `path`, creating the file if needed.
@@ -102,181 +98,83 @@ pub fn thin_file(path: &Path, size: u64, pieces: &[(u64, u64, usize)]) {
     }
 }
 
-/// Reports a skip when a tool is missing or we are not root (FUSE mounts need both).
-pub fn can_mount(test: &str) -> bool {
-    if !testkit::is_root() {
-        testkit::skip(test, "FUSE mounts need root");
-        return false;
-    }
-    for t in ["vmfs-fuse", "debugvmfs"] {
-        if !testkit::have_tool(t) {
-            testkit::skip(
-                test,
-                &format!("{t} (Debian package vmfs-tools) is not installed"),
-            );
-            return false;
-        }
-    }
-    if !Path::new("/dev/fuse").exists() {
-        testkit::skip(test, "/dev/fuse is missing");
-        return false;
-    }
-    true
+/// A VM folder `VMs/<name>` as ESXi lays it out: `<name>.vmx` naming the disk, a text
+/// descriptor, and the thin flat disk of `disk_size` bytes holding `pieces` (offset, seed,
+/// len). Returns the folder.
+pub fn vm_folder(root: &Path, name: &str, disk_size: u64, pieces: &[(u64, u64, usize)]) -> PathBuf {
+    let vm = root.join("VMs").join(name);
+    fs::create_dir_all(&vm).unwrap();
+    fs::write(
+        vm.join(format!("{name}.vmx")),
+        format!("displayName = \"{name}\"\nscsi0:0.fileName = \"{name}.vmdk\"\n"),
+    )
+    .unwrap();
+    fs::write(
+        vm.join(format!("{name}.vmdk")),
+        format!(
+            "# Disk DescriptorFile\nversion=1\ncreateType=\"vmfs\"\nRW {} VMFS \"{name}-flat.vmdk\"\n",
+            disk_size / 512
+        ),
+    )
+    .unwrap();
+    thin_file(&vm.join(format!("{name}-flat.vmdk")), disk_size, pieces);
+    vm
 }
 
-/// A read-only vmfs-fuse mount, unmounted when dropped.
-pub struct FuseMount {
-    dir: tempfile::TempDir,
+/// The folder `VMs/vm-a` both writers' datastore trees start with: a [`vm_folder`] with a
+/// 64 MiB thin disk with an interior hole, nvram, an empty `.vmsd` and a log. Returns the
+/// folder.
+pub fn vm_a_folder(root: &Path) -> PathBuf {
+    let vm_a = vm_folder(
+        root,
+        "vm-a",
+        64 * MIB,
+        &[
+            (0, 1, 65536),
+            (10 * MIB + 3, 2, MIB as usize + 3),
+            (63 * MIB, 3, MIB as usize),
+        ],
+    );
+    fs::write(vm_a.join("vm-a.nvram"), pattern(4, 8684)).unwrap();
+    fs::write(vm_a.join("vm-a.vmsd"), b"").unwrap();
+    fs::write(vm_a.join("vmware.log"), pattern(5, 30_000)).unwrap();
+    vm_a
 }
 
-impl FuseMount {
-    /// Mounts `device` (an image or a loop device) with vmfs-fuse.
-    pub fn mount(device: &Path) -> FuseMount {
-        let dir = tempfile::Builder::new()
-            .prefix("mkvmfs-mnt-")
-            .tempdir()
-            .unwrap();
-        let out = Command::new("vmfs-fuse")
-            .arg(device)
-            .arg(dir.path())
-            .output()
-            .expect("run vmfs-fuse");
-        assert!(
-            out.status.success(),
-            "vmfs-fuse {} failed: {}",
-            device.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        FuseMount { dir }
-    }
-
-    pub fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for FuseMount {
-    fn drop(&mut self) {
-        for _ in 0..20 {
-            let ok = Command::new("umount")
-                .arg(self.dir.path())
-                .status()
-                .is_ok_and(|s| s.success());
-            if ok {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(200));
-        }
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
-/// Compares two files byte for byte in 1 MiB chunks.
-fn same_contents(a: &Path, b: &Path) -> Result<(), String> {
-    let mut fa = File::open(a).map_err(|e| format!("{}: {e}", a.display()))?;
-    let mut fb = File::open(b).map_err(|e| format!("{}: {e}", b.display()))?;
-    let mut ba = vec![0u8; 1 << 20];
-    let mut bb = vec![0u8; 1 << 20];
-    let mut pos = 0u64;
-    loop {
-        let na = read_full(&mut fa, &mut ba).map_err(|e| format!("{}: {e}", a.display()))?;
-        let nb = read_full(&mut fb, &mut bb).map_err(|e| format!("{}: {e}", b.display()))?;
-        if na != nb || ba[..na] != bb[..nb] {
-            let first = ba[..na.min(nb)]
-                .iter()
-                .zip(&bb[..na.min(nb)])
-                .position(|(x, y)| x != y);
-            return Err(format!(
-                "{} differs near byte {}",
-                b.display(),
-                pos + first.unwrap_or(na.min(nb)) as u64
-            ));
-        }
-        if na == 0 {
-            return Ok(());
-        }
-        pos += na as u64;
-    }
-}
-
-fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+/// Reads `len` bytes at `offset` of a file (short at the end of the file).
+pub fn read_at(path: &Path, offset: u64, len: usize) -> Vec<u8> {
+    let f = File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut buf = vec![0u8; len];
     let mut n = 0;
-    while n < buf.len() {
-        let r = f.read(&mut buf[n..])?;
+    while n < len {
+        let r = f.read_at(&mut buf[n..], offset + n as u64).unwrap();
         if r == 0 {
             break;
         }
         n += r;
     }
-    Ok(n)
+    buf.truncate(n);
+    buf
 }
 
-/// Compares the tree under `src` with the one under `mnt`: the same names, kinds, sizes,
-/// contents and symlink targets, and nothing extra (the root's `.sf` system files aside).
-/// `skip_contents` lists relative paths whose contents are not read (only their size).
-pub fn compare_trees(src: &Path, mnt: &Path, skip_contents: &[&str]) -> Vec<String> {
-    let mut errors = Vec::new();
-    compare_dir(src, mnt, "", skip_contents, &mut errors);
-    errors
+/// Reads exactly `len` bytes at `offset` of a file (an image's structures, never short).
+pub fn read_exact(path: &Path, offset: u64, len: usize) -> Vec<u8> {
+    let buf = read_at(path, offset, len);
+    assert_eq!(
+        buf.len(),
+        len,
+        "{} ends before {offset} + {len}",
+        path.display()
+    );
+    buf
 }
 
-fn compare_dir(src: &Path, mnt: &Path, rel: &str, skip: &[&str], errors: &mut Vec<String>) {
-    let names = |p: &Path, root: bool| -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(p)
-            .unwrap_or_else(|e| panic!("read_dir {}: {e}", p.display()))
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| !(root && n.starts_with('.') && n.ends_with(".sf")))
-            .collect();
-        v.sort();
-        v
-    };
-    let (a, b) = (names(src, false), names(mnt, rel.is_empty()));
-    if a != b {
-        errors.push(format!(
-            "/{rel}: entries differ: source has {} entries, volume {}",
-            a.len(),
-            b.len()
-        ));
-        let only_a: Vec<_> = a.iter().filter(|n| !b.contains(n)).take(5).collect();
-        let only_b: Vec<_> = b.iter().filter(|n| !a.contains(n)).take(5).collect();
-        errors.push(format!(
-            "  only in source: {only_a:?}; only in volume: {only_b:?}"
-        ));
-        return;
-    }
-    for n in a {
-        let r = if rel.is_empty() {
-            n.clone()
-        } else {
-            format!("{rel}/{n}")
-        };
-        let (sp, mp) = (src.join(&n), mnt.join(&n));
-        let (sm, mm) = (
-            fs::symlink_metadata(&sp).unwrap(),
-            fs::symlink_metadata(&mp).unwrap(),
-        );
-        let (st, mt) = (sm.file_type(), mm.file_type());
-        if st.is_dir() != mt.is_dir()
-            || st.is_symlink() != mt.is_symlink()
-            || st.is_file() != mt.is_file()
-        {
-            errors.push(format!("{r}: kind differs"));
-        } else if st.is_dir() {
-            compare_dir(&sp, &mp, &r, skip, errors);
-        } else if st.is_symlink() {
-            let (ta, tb) = (fs::read_link(&sp).unwrap(), fs::read_link(&mp).unwrap());
-            if ta != tb {
-                errors.push(format!("{r}: symlink target {ta:?} vs {tb:?}"));
-            }
-        } else if sm.len() != mm.len() {
-            errors.push(format!("{r}: size {} vs {}", sm.len(), mm.len()));
-        } else if !skip.contains(&r.as_str())
-            && let Err(e) = same_contents(&sp, &mp)
-        {
-            errors.push(format!("{r}: {e}"));
-        }
-    }
+/// The little-endian u32 at `o` of an on-disk structure.
+pub fn u32_at(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes(b[o..o + 4].try_into().unwrap())
+}
+
+/// The little-endian u64 at `o` of an on-disk structure.
+pub fn u64_at(b: &[u8], o: usize) -> u64 {
+    u64::from_le_bytes(b[o..o + 8].try_into().unwrap())
 }

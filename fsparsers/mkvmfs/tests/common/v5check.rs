@@ -9,6 +9,8 @@ use std::path::Path;
 
 use mkvmfs::v5_format::*;
 
+use super::{u32_at, u64_at};
+
 /// A decoded file descriptor.
 #[derive(Clone, Debug)]
 pub struct Fd {
@@ -75,13 +77,6 @@ pub struct V5Image {
     sbc: Option<ResFile>,
     pbc: Option<ResFile>,
     fbb: Option<ResFile>,
-}
-
-fn u32_at(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes(b[o..o + 4].try_into().unwrap())
-}
-fn u64_at(b: &[u8], o: usize) -> u64 {
-    u64::from_le_bytes(b[o..o + 8].try_into().unwrap())
 }
 
 impl V5Image {
@@ -212,7 +207,6 @@ impl V5Image {
     pub fn block_map(&self, fd: &Fd) -> (Vec<(u64, u32)>, Vec<u32>) {
         let mut out = Vec::new();
         let mut pbs = Vec::new();
-        let per = PTRS_PER_PB;
         let nblocks = fd.len.div_ceil(fd.block_size.max(1));
         match fd.zla {
             zla::RESIDENT => {}
@@ -224,43 +218,49 @@ impl V5Image {
                     }
                 }
             }
-            zla::POINTER_BLOCK => {
+            zla::POINTER_BLOCK | zla::DOUBLE_POINTER_BLOCK => {
+                let levels = if fd.zla == zla::POINTER_BLOCK { 1 } else { 2 };
                 for i in 0..FD_ADDRS {
-                    let a = fd.addr(i);
-                    if a == 0 {
-                        continue;
-                    }
-                    pbs.push(a);
-                    for (j, &b) in self.pointer_block(a).iter().enumerate() {
-                        if b != 0 {
-                            out.push((i as u64 * per + j as u64, b));
-                        }
-                    }
-                }
-            }
-            zla::DOUBLE_POINTER_BLOCK => {
-                for i in 0..FD_ADDRS {
-                    let a = fd.addr(i);
-                    if a == 0 {
-                        continue;
-                    }
-                    pbs.push(a);
-                    for (j, &b) in self.pointer_block(a).iter().enumerate() {
-                        if b == 0 {
-                            continue;
-                        }
-                        pbs.push(b);
-                        for (k, &c) in self.pointer_block(b).iter().enumerate() {
-                            if c != 0 {
-                                out.push(((i as u64 * per + j as u64) * per + k as u64, c));
-                            }
-                        }
-                    }
+                    self.walk_pointers(fd.addr(i), levels, i as u64, &mut out, &mut pbs);
                 }
             }
             z => panic!("FD {} has unknown zla {z}", fd.index),
         }
         (out, pbs)
+    }
+
+    /// Follows `addr`, `levels` pointer blocks above the file blocks, whose first logical
+    /// block is `index` scaled by the levels below: file blocks go to `out`, pointer blocks to
+    /// `pbs`. Zero addresses are holes.
+    fn walk_pointers(
+        &self,
+        addr: u32,
+        levels: u32,
+        index: u64,
+        out: &mut Vec<(u64, u32)>,
+        pbs: &mut Vec<u32>,
+    ) {
+        if addr == 0 {
+            return;
+        }
+        if levels == 0 {
+            out.push((index, addr));
+            return;
+        }
+        pbs.push(addr);
+        for (j, &next) in self.pointer_block(addr).iter().enumerate() {
+            self.walk_pointers(next, levels - 1, index * PTRS_PER_PB + j as u64, out, pbs);
+        }
+    }
+
+    /// Asserts that [`V5Image::check_allocation`] finds nothing; `context` names the image.
+    pub fn assert_allocation_consistent(&self, context: &str) {
+        let errors = self.check_allocation();
+        assert!(
+            errors.is_empty(),
+            "{context}: allocation inconsistent:\n{}",
+            errors.join("\n")
+        );
     }
 
     /// Reads `len` bytes of a file at `offset`, honouring holes and TBZ.
