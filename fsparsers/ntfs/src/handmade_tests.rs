@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use fscore::{FileId, Filesystem, FsError};
+use fscore::{FileId, Filesystem, FsError, TreeLimits};
 use lun::{MemSource, Source};
 
 use crate::record::{self, AT_ATTRIBUTE_LIST, AT_DATA, AttrBody};
@@ -213,6 +213,15 @@ fn directory_that_contains_itself_or_its_parent() {
             rec[e + 0x48..e + 0x4C].copy_from_slice(&flags.to_le_bytes());
         });
         let bad = open_bytes(bytes).unwrap();
+        // The index lies, the records do not: the $MFT pass lists loopdir/sub where its
+        // $FILE_NAME puts it, once, and terminates.
+        let t = bad
+            .list_tree_from_mft(&TreeLimits::default())
+            .expect("records decode");
+        let subs = (0..t.entries.len() as u32)
+            .filter(|&i| t.path(i) == "/loopdir/sub")
+            .count();
+        assert_eq!(subs, 1);
         let r = bad.read_dir(&FileId::new(loopdir));
         if target == loopdir && !is_dir {
             // Listed as a file: no walk can loop through it, and reading it fails clearly.
@@ -365,4 +374,24 @@ fn torn_mft_record_is_a_clear_error() {
         e.contains("update sequence mismatch") && e.contains(&format!("MFT record {child}")),
         "{e}"
     );
+}
+
+#[test]
+fn list_tree_equals_walk_tree_on_the_handmade_volume() {
+    // 512-byte clusters (records span clusters), an attribute-listed file, thousands of
+    // deleted records.
+    let Some((_, fs)) = image("list_tree_equals_walk_tree_on_the_handmade_volume") else {
+        return;
+    };
+    for include_hidden in [false, true] {
+        let limits = TreeLimits {
+            include_hidden,
+            ..TreeLimits::default()
+        };
+        let walked = fscore::walk_tree(&fs, &limits);
+        let listed = fs.list_tree_from_mft(&limits).expect("no fallback");
+        assert_eq!(walked.entries, listed.entries);
+        assert_eq!(walked.problems.len(), listed.problems.len());
+        assert!((0..listed.entries.len() as u32).any(|i| listed.path(i) == "/frag.bin"));
+    }
 }

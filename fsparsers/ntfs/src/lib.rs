@@ -4,8 +4,9 @@
 //! $ATTRIBUTE_LIST when $MFT is fragmented beyond one record), and then implements
 //! [`fscore::Filesystem`]: directory listings from the $I30 index B+tree, case-insensitive path
 //! lookup through $UpCase, named streams as `PATH:STREAM`, sparse, compressed (LZNT1) and
-//! resident data, symlinks and junctions reported with their targets, and extent maps of every
-//! plain file on the device.
+//! resident data, symlinks and junctions reported with their targets, extent maps of every
+//! plain file on the device, and whole-tree listings (`list_tree`) from one sequential pass
+//! over $MFT.
 //!
 //! The on-disk structures are described in docs/formats/ntfs.md.
 

@@ -278,6 +278,99 @@ impl Attribute {
     }
 }
 
+/// The body of a non-resident attribute extent as it sits in its record: the header fields
+/// and the undecoded (but validated) mapping pairs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawNonResident<'a> {
+    /// 0x10: first VCN this extent maps.
+    pub lowest_vcn: u64,
+    /// 0x18: last VCN this extent maps.
+    pub highest_vcn: u64,
+    /// 0x22: log2 of the compression unit in clusters (0 = not compressed).
+    pub compression_unit: u8,
+    /// 0x28: allocated bytes (valid in the extent with lowest VCN 0).
+    pub allocated_size: u64,
+    /// 0x30: logical size (valid in the extent with lowest VCN 0).
+    pub data_size: u64,
+    /// 0x38: bytes holding valid data.
+    pub initialized_size: u64,
+    /// The mapping pairs, from the offset at 0x20 to the end of the attribute.
+    pub mapping_pairs: &'a [u8],
+    /// First VCN past the runs.
+    pub end_vcn: u64,
+}
+
+/// The value of an attribute as it sits in its record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RawBody<'a> {
+    /// The value stored inside the record.
+    Resident(&'a [u8]),
+    /// The value stored in clusters.
+    NonResident(RawNonResident<'a>),
+}
+
+/// One attribute of a FILE record, borrowed from the record's bytes and validated exactly as
+/// [`parse_attributes`] validates it, without allocating: a pass over the whole MFT looks at
+/// every attribute of every record and keeps a few.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawAttribute<'a> {
+    /// 0x00: type code.
+    pub type_code: u32,
+    /// Name as little-endian UTF-16 bytes, from 0x09 length and 0x0A offset.
+    pub name: &'a [u8],
+    /// 0x0C: flags (compressed, encrypted, sparse).
+    pub flags: u16,
+    /// 0x0E: attribute instance number.
+    pub instance: u16,
+    /// Byte offset of the attribute header inside its record.
+    pub offset_in_record: usize,
+    /// Resident value or non-resident header.
+    pub body: RawBody<'a>,
+}
+
+impl RawAttribute<'_> {
+    /// True when the attribute's name is `name` (UTF-16 code units).
+    pub fn name_is(&self, name: &[u16]) -> bool {
+        self.name.len() == name.len() * 2
+            && self
+                .name
+                .chunks_exact(2)
+                .zip(name)
+                .all(|(b, &u)| u16::from_le_bytes([b[0], b[1]]) == u)
+    }
+
+    /// The owned form, with the run list decoded.
+    fn to_attribute(self, record: u64, total_clusters: u64) -> Attribute {
+        let body = match self.body {
+            RawBody::Resident(v) => AttrBody::Resident(v.to_vec()),
+            RawBody::NonResident(nr) => AttrBody::NonResident(NonResident {
+                lowest_vcn: nr.lowest_vcn,
+                highest_vcn: nr.highest_vcn,
+                compression_unit: nr.compression_unit,
+                allocated_size: nr.allocated_size,
+                data_size: nr.data_size,
+                initialized_size: nr.initialized_size,
+                // Validated by `for_each_attribute`: decoding again cannot fail.
+                runs: decode_runs(nr.mapping_pairs, nr.lowest_vcn, total_clusters)
+                    .unwrap_or_default(),
+            }),
+        };
+        Attribute {
+            type_code: self.type_code,
+            name: self
+                .name
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .collect(),
+            flags: self.flags,
+            instance: self.instance,
+            record,
+            offset_in_record: self.offset_in_record,
+            body,
+        }
+    }
+}
+
 /// Decodes the attributes of a FILE record (fixups applied) numbered `record`. Decoding stops
 /// at the end marker; every attribute is bounded by the bytes in use. `total_clusters` bounds
 /// the run lists.
@@ -289,6 +382,21 @@ pub fn parse_attributes(
 ) -> Result<Vec<Attribute>, Corrupt> {
     // A typical record holds 3 to 6 attributes: reserving avoids regrowing the vector.
     let mut attrs = Vec::with_capacity(8);
+    for_each_attribute(rec, hdr, total_clusters, |a| {
+        attrs.push(a.to_attribute(record, total_clusters));
+    })?;
+    Ok(attrs)
+}
+
+/// Validates the attributes of a FILE record (fixups applied) as [`parse_attributes`] does and
+/// hands each to `visit`, borrowed. Attributes before a corrupt one are visited before the
+/// error is returned.
+pub fn for_each_attribute<'a>(
+    rec: &'a [u8],
+    hdr: &FileRecordHeader,
+    total_clusters: u64,
+    mut visit: impl FnMut(RawAttribute<'a>),
+) -> Result<(), Corrupt> {
     let mut off = hdr.attrs_offset;
     let end = hdr.bytes_in_use;
     // Each attribute takes at least 16 bytes, so the loop is bounded by the record size.
@@ -312,34 +420,29 @@ pub fn parse_attributes(
             ));
         }
         let a = &rec[off..off + len];
-        attrs.push(
-            parse_attribute(a, record, off, total_clusters).map_err(|c| Corrupt {
+        visit(
+            parse_attribute(a, off, total_clusters).map_err(|c| Corrupt {
                 offset: off + c.offset,
                 detail: c.detail,
             })?,
         );
         off += len;
     }
-    Ok(attrs)
+    Ok(())
 }
 
 /// Decodes one attribute whose `len` bytes are `a`.
 fn parse_attribute(
     a: &[u8],
-    record: u64,
     offset_in_record: usize,
     total_clusters: u64,
-) -> Result<Attribute, Corrupt> {
+) -> Result<RawAttribute<'_>, Corrupt> {
     let type_code = le::u32_at(a, 0).unwrap_or(0);
     let non_resident = le::u8_at(a, 8).unwrap_or(0);
     let name_len = le::u8_at(a, 9).unwrap_or(0) as usize;
     let name_off = le::u16_at(a, 0x0A).unwrap_or(0) as usize;
-    let name_bytes = le::bytes_at(a, name_off, name_len * 2)
+    let name = le::bytes_at(a, name_off, name_len * 2)
         .ok_or_else(|| corrupt(0x0A, "attribute name past attribute end"))?;
-    let name = name_bytes
-        .chunks_exact(2)
-        .map(|c| u16::from_le_bytes([c[0], c[1]]))
-        .collect();
     let flags = le::u16_at(a, 0x0C).unwrap_or(0);
     let instance = le::u16_at(a, 0x0E).unwrap_or(0);
     let body = match non_resident {
@@ -355,7 +458,7 @@ fn parse_attribute(
                     ),
                 )
             })?;
-            AttrBody::Resident(v.to_vec())
+            RawBody::Resident(v)
         }
         1 => {
             if a.len() < 0x40 {
@@ -393,10 +496,15 @@ fn parse_attribute(
                     format!("initialized size {initialized_size} exceeds data size {data_size}"),
                 ));
             }
-            let runs = decode_runs(&a[mp_off..], lowest_vcn, total_clusters)
-                .map_err(|c| corrupt(mp_off + c.offset, c.detail))?;
-            let end_vcn = runs.last().map_or(lowest_vcn, |r| r.vcn + r.len);
-            if end_vcn != highest_vcn.wrapping_add(1) && !(runs.is_empty() && lowest_vcn == 0) {
+            let mapping_pairs = &a[mp_off..];
+            let mut no_runs = true;
+            let mut end_vcn = lowest_vcn;
+            for_each_run(mapping_pairs, lowest_vcn, total_clusters, |r| {
+                no_runs = false;
+                end_vcn = r.vcn + r.len;
+            })
+            .map_err(|c| corrupt(mp_off + c.offset, c.detail))?;
+            if end_vcn != highest_vcn.wrapping_add(1) && !(no_runs && lowest_vcn == 0) {
                 return Err(corrupt(
                     0x18,
                     format!(
@@ -405,24 +513,24 @@ fn parse_attribute(
                     ),
                 ));
             }
-            AttrBody::NonResident(NonResident {
+            RawBody::NonResident(RawNonResident {
                 lowest_vcn,
                 highest_vcn,
                 compression_unit,
                 allocated_size,
                 data_size,
                 initialized_size,
-                runs,
+                mapping_pairs,
+                end_vcn,
             })
         }
         v => return Err(corrupt(8, format!("non-resident flag is {v}"))),
     };
-    Ok(Attribute {
+    Ok(RawAttribute {
         type_code,
         name,
         flags,
         instance,
-        record,
         offset_in_record,
         body,
     })
@@ -434,6 +542,18 @@ fn parse_attribute(
 /// may be longer than the volume.
 pub fn decode_runs(mp: &[u8], lowest_vcn: u64, total_clusters: u64) -> Result<Vec<Run>, Corrupt> {
     let mut runs = Vec::new();
+    for_each_run(mp, lowest_vcn, total_clusters, |r| runs.push(r))?;
+    Ok(runs)
+}
+
+/// Decodes a run list as [`decode_runs`] does, handing each run to `visit` instead of
+/// collecting them.
+pub fn for_each_run(
+    mp: &[u8],
+    lowest_vcn: u64,
+    total_clusters: u64,
+    mut visit: impl FnMut(Run),
+) -> Result<(), Corrupt> {
     let mut pos = 0usize;
     let mut vcn = lowest_vcn;
     let mut lcn: i64 = 0;
@@ -478,7 +598,7 @@ pub fn decode_runs(mp: &[u8], lowest_vcn: u64, total_clusters: u64) -> Result<Ve
             }
             Some(lcn as u64)
         };
-        runs.push(Run {
+        visit(Run {
             vcn,
             lcn: run_lcn,
             len,
@@ -489,7 +609,7 @@ pub fn decode_runs(mp: &[u8], lowest_vcn: u64, total_clusters: u64) -> Result<Ve
             .ok_or_else(|| corrupt(pos, "VCN overflows"))?;
         pos += 1 + len_size + off_size;
     }
-    Ok(runs)
+    Ok(())
 }
 
 /// Sign-extends a little-endian integer of 1..=8 bytes.

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use fscore::{
     DirEntry, FileId, FileMapping, FileType, Filesystem, FsKind, Metadata, NotMappable, StreamInfo,
-    VolumeInfo,
+    Tree, TreeLimits, VolumeInfo,
 };
 use lun::{MappedFile, MemSource, ReadAt, ReadAtExt, Source};
 
@@ -23,6 +23,8 @@ use crate::record::{
 };
 use crate::stream::{CompressedStream, NonResidentStream};
 use crate::upcase::UpCase;
+
+mod tree;
 
 /// MFT record of the root directory.
 pub const ROOT_RECORD: u64 = 5;
@@ -74,6 +76,17 @@ fn contiguous_runs(attrs: &[Attribute]) -> Vec<Run> {
         next = nr.runs.last().map_or(next, |r| r.vcn + r.len);
     }
     runs
+}
+
+/// A UTF-16 name as a string (unpaired surrogates replaced). Most names are ASCII, which
+/// converts unit by unit.
+fn name_string(name: &[u16]) -> String {
+    if name.iter().all(|&u| u < 0x80) {
+        String::from_utf8(name.iter().map(|&u| u as u8).collect())
+            .unwrap_or_else(|_| String::from_utf16_lossy(name))
+    } else {
+        String::from_utf16_lossy(name)
+    }
 }
 
 fn mask_ref(r: u64) -> u64 {
@@ -360,7 +373,36 @@ impl Ntfs {
         let start = chunk * chunk_bytes;
         let end = (start + chunk_bytes).min(self.mft.size);
         let mut buf = vec![0u8; (end - start) as usize];
+        self.read_mft_bytes(start, &mut buf)?;
+        let rs = self.mft.record_size as usize;
+        let fixed = if chunk_bytes.is_multiple_of(self.mft.record_size) {
+            buf.chunks_exact_mut(rs)
+                .map(|rec| {
+                    rec.starts_with(b"FILE")
+                        && record::fixups_intact(rec)
+                        && record::apply_fixups(rec).is_ok()
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let buf = Arc::new(MftChunk { data: buf, fixed });
+        let mut c = self.mft.cache.lock().expect("cache lock");
+        if c.chunks.len() >= MFT_CACHE_CHUNKS
+            && let Some(old) = c.order.pop_front()
+        {
+            c.chunks.remove(&old);
+        }
+        c.chunks.insert(chunk, buf.clone());
+        c.order.push_back(chunk);
+        Ok(buf)
+    }
+
+    /// Reads bytes `start..start + buf.len()` of $MFT through its run list (several device
+    /// reads where the range crosses runs).
+    fn read_mft_bytes(&self, start: u64, buf: &mut [u8]) -> Result<()> {
         let cs = self.boot.cluster_size;
+        let end = start + buf.len() as u64;
         let mut pos = start;
         while pos < end {
             let vcn = pos / cs;
@@ -388,28 +430,7 @@ impl Ntfs {
                 .read_exact_at(dev, &mut buf[off..off + n as usize])?;
             pos += n;
         }
-        let rs = self.mft.record_size as usize;
-        let fixed = if chunk_bytes.is_multiple_of(self.mft.record_size) {
-            buf.chunks_exact_mut(rs)
-                .map(|rec| {
-                    rec.starts_with(b"FILE")
-                        && record::fixups_intact(rec)
-                        && record::apply_fixups(rec).is_ok()
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let buf = Arc::new(MftChunk { data: buf, fixed });
-        let mut c = self.mft.cache.lock().expect("cache lock");
-        if c.chunks.len() >= MFT_CACHE_CHUNKS
-            && let Some(old) = c.order.pop_front()
-        {
-            c.chunks.remove(&old);
-        }
-        c.chunks.insert(chunk, buf.clone());
-        c.order.push_back(chunk);
-        Ok(buf)
+        Ok(())
     }
 
     /// Reads and decodes MFT record `record`: its header and its own attributes.
@@ -1025,7 +1046,13 @@ impl Ntfs {
 
     fn dir_entry(&self, dir_is_meta: bool, e: &IndexEntry) -> DirEntry {
         let key = e.key.as_ref().expect("entries with keys only");
-        let ino = e.record();
+        self.dir_entry_of(dir_is_meta, e.record(), key, &key.name)
+    }
+
+    /// The directory entry naming `ino` `name` with `key` (an index key, or a $FILE_NAME value
+    /// that stands for one; its own `name` is not read) in a directory that is (`dir_is_meta`)
+    /// or is not a metadata directory.
+    fn dir_entry_of(&self, dir_is_meta: bool, ino: u64, key: &FileName, name: &[u16]) -> DirEntry {
         let metadata_file = dir_is_meta || (ino < FIRST_USER_RECORD && ino != ROOT_RECORD);
         let file_type = if key.file_attributes & FILE_ATTR_REPARSE_POINT != 0
             && attr::is_link_tag(key.reparse_tag)
@@ -1043,7 +1070,7 @@ impl Ntfs {
             FileType::File
         };
         DirEntry {
-            name: key.name_string(),
+            name: name_string(name),
             id: FileId::new(ino),
             file_type,
             metadata_file,
@@ -1127,6 +1154,89 @@ impl Ntfs {
         }
     }
 
+    /// Target of the symlink or junction `f` is, from its $REPARSE_POINT (`None` for other
+    /// reparse tags and plain files). Unreadable reparse data is an error.
+    fn reparse_target(&self, f: &File) -> Result<Option<String>> {
+        if let Some(v) = f.resident(AT_REPARSE_POINT, &[]) {
+            let (_, target) = attr::parse_reparse_point(v).map_err(|c| {
+                self.corrupt_rec("$REPARSE_POINT", f.ino, c.offset as u64, c.detail)
+            })?;
+            return Ok(target);
+        }
+        if f.has(AT_REPARSE_POINT, &[]) {
+            // Non-resident reparse data is legal (up to 16 KiB).
+            if let Some(v) = self.stream_value(f, AT_REPARSE_POINT, &[])?
+                && v.size() <= 16 << 10
+            {
+                let src = self.stream_source(f.ino, "$REPARSE_POINT", v)?;
+                let data = src.read_vec(0, src.size() as usize)?;
+                return Ok(attr::parse_reparse_point(&data)
+                    .map_err(|c| self.corrupt_rec("$REPARSE_POINT", f.ino, 0, c.detail))?
+                    .1);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Size and allocated bytes of stream `id` of `f`: a directory's default stream is its
+    /// $I30 index allocation (size 0).
+    fn sizes_of(&self, f: &File, id: &FileId) -> Result<(u64, u64)> {
+        if f.is_dir() && id.stream.is_none() {
+            let alloc = self
+                .stream_sizes(f, AT_INDEX_ALLOCATION, &I30)?
+                .map_or(0, |(_, alloc)| alloc);
+            return Ok((0, alloc));
+        }
+        let sizes = match &id.stream {
+            None => self.stream_sizes(f, AT_DATA, &[])?,
+            Some(s) => {
+                let name = self.find_stream(f, s).ok_or_else(|| NtfsError::NotFound {
+                    path: format!("MFT record {}:{s}", id.ino),
+                })?;
+                self.stream_sizes(f, AT_DATA, &name)?
+            }
+        };
+        Ok(sizes.unwrap_or((0, 0)))
+    }
+
+    /// The named data streams of `f` with their sizes, each name once.
+    fn named_streams(&self, f: &File) -> Result<Vec<StreamInfo>> {
+        let mut streams: Vec<StreamInfo> = Vec::new();
+        for a in f
+            .attrs
+            .iter()
+            .filter(|a| a.type_code == AT_DATA && !a.name.is_empty())
+        {
+            let name = a.name_string();
+            if streams.iter().any(|s| s.name == name) {
+                continue;
+            }
+            let size = self
+                .stream_sizes(f, AT_DATA, &a.name)?
+                .map_or(0, |(size, _)| size);
+            streams.push(StreamInfo { name, size });
+        }
+        Ok(streams)
+    }
+
+    /// Size and allocated bytes of the default stream of `f`, failing exactly where
+    /// [`Ntfs::metadata_impl`] fails for it (reparse data, default stream, named streams), so
+    /// a tree listing reports the same files as unreadable. Skips what cannot fail: times,
+    /// links, the Interix symlink check.
+    fn tree_sizes(&self, f: &File) -> Result<(u64, u64)> {
+        if f.has(AT_REPARSE_POINT, &[]) {
+            self.reparse_target(f)?;
+        }
+        let sizes = self.sizes_of(f, &FileId::new(f.ino))?;
+        if f.attrs
+            .iter()
+            .any(|a| a.type_code == AT_DATA && !a.name.is_empty())
+        {
+            self.named_streams(f)?;
+        }
+        Ok(sizes)
+    }
+
     fn metadata_impl(&self, id: &FileId) -> Result<Metadata> {
         let f = self.load_file(id.ino)?;
         let si = f
@@ -1145,24 +1255,7 @@ impl Ntfs {
                 parent.get_or_insert(n.parent_record());
             }
         }
-        let mut symlink_target = None;
-        if let Some(v) = f.resident(AT_REPARSE_POINT, &[]) {
-            let (_, target) = attr::parse_reparse_point(v).map_err(|c| {
-                self.corrupt_rec("$REPARSE_POINT", id.ino, c.offset as u64, c.detail)
-            })?;
-            symlink_target = target;
-        } else if f.has(AT_REPARSE_POINT, &[]) {
-            // Non-resident reparse data is legal (up to 16 KiB).
-            if let Some(v) = self.stream_value(&f, AT_REPARSE_POINT, &[])?
-                && v.size() <= 16 << 10
-            {
-                let src = self.stream_source(id.ino, "$REPARSE_POINT", v)?;
-                let data = src.read_vec(0, src.size() as usize)?;
-                symlink_target = attr::parse_reparse_point(&data)
-                    .map_err(|c| self.corrupt_rec("$REPARSE_POINT", id.ino, 0, c.detail))?
-                    .1;
-            }
-        }
+        let mut symlink_target = self.reparse_target(&f)?;
         if symlink_target.is_none() && id.stream.is_none() {
             symlink_target = self.interix_target_of(&f);
         }
@@ -1173,38 +1266,8 @@ impl Ntfs {
         } else {
             FileType::File
         };
-        let (size, allocated) = if f.is_dir() && id.stream.is_none() {
-            let alloc = self
-                .stream_sizes(&f, AT_INDEX_ALLOCATION, &I30)?
-                .map_or(0, |(_, alloc)| alloc);
-            (0, alloc)
-        } else {
-            let sizes = match &id.stream {
-                None => self.stream_sizes(&f, AT_DATA, &[])?,
-                Some(s) => {
-                    let name = self.find_stream(&f, s).ok_or_else(|| NtfsError::NotFound {
-                        path: format!("MFT record {}:{s}", id.ino),
-                    })?;
-                    self.stream_sizes(&f, AT_DATA, &name)?
-                }
-            };
-            sizes.unwrap_or((0, 0))
-        };
-        let mut streams: Vec<StreamInfo> = Vec::new();
-        for a in f
-            .attrs
-            .iter()
-            .filter(|a| a.type_code == AT_DATA && !a.name.is_empty())
-        {
-            let name = a.name_string();
-            if streams.iter().any(|s| s.name == name) {
-                continue;
-            }
-            let size = self
-                .stream_sizes(&f, AT_DATA, &a.name)?
-                .map_or(0, |(size, _)| size);
-            streams.push(StreamInfo { name, size });
-        }
+        let (size, allocated) = self.sizes_of(&f, id)?;
+        let streams = self.named_streams(&f)?;
         let t = |v: Option<u64>| v.and_then(attr::ntfs_time_to_unix_ns);
         Ok(Metadata {
             id: id.clone(),
@@ -1444,5 +1507,9 @@ impl Filesystem for Ntfs {
 
     fn lookup(&self, path: &str) -> fscore::Result<FileId> {
         Ok(self.lookup_impl(path)?)
+    }
+
+    fn list_tree(&self, limits: &TreeLimits) -> Tree {
+        self.list_tree_impl(limits)
     }
 }

@@ -1,0 +1,720 @@
+//! The whole-tree listing ([`Filesystem::list_tree`]) from one sequential pass over $MFT.
+//!
+//! [`fscore::walk_tree`] costs a directory index walk per directory and a record decode per
+//! file. Every name of a file is also stored in the file's own record, as a $FILE_NAME
+//! attribute naming the parent directory, so one pass over $MFT in large reads gives every
+//! name, parent, type and size. The pass groups the names by parent and sorts each group in
+//! index collation order (upper-cased through $UpCase, then code unit by code unit), which is
+//! the order [`Filesystem::read_dir`] returns, and the tree is then walked exactly as
+//! `walk_tree` walks it.
+//!
+//! Where the cheap path cannot vouch for the exact answer it asks the per-record code:
+//! records with an $ATTRIBUTE_LIST are assembled by [`Ntfs::load_file`]; a directory holding
+//! a name whose type depends on more than its $FILE_NAME (reparse points, system files that
+//! may be Interix symlinks, a directory flag that disagrees with its record) is listed by
+//! [`Ntfs::read_dir_impl`]; a file whose sizes fail to decode gets its error from
+//! [`Ntfs::metadata_impl`]. A volume with a record that does not decode at all (its name and
+//! parent are unknown, so only the directory index can place it) is listed by `walk_tree`.
+
+use std::collections::HashSet;
+
+use fscore::{
+    DirEntry, FileId, FileType, Filesystem, Tree, TreeEntry, TreeLimits, TreeProblem, walk_tree,
+};
+
+use super::{File, I30, Ntfs, ROOT_RECORD, mask_ref};
+use crate::attr::{
+    FILE_ATTR_REPARSE_POINT, FILE_ATTR_SYSTEM, FileName, Namespace, StandardInformation,
+};
+use crate::record::{
+    self, AT_ATTRIBUTE_LIST, AT_DATA, AT_FILE_NAME, AT_INDEX_ALLOCATION, AT_INDEX_ROOT,
+    AT_REPARSE_POINT, AT_STANDARD_INFORMATION, ATTR_COMPRESSION_MASK, AttrBody, MFT_RECORD_IN_USE,
+    MFT_RECORD_IS_DIRECTORY, RawAttribute, RawBody,
+};
+
+/// Bytes of $MFT read at once during the pass (one reused buffer).
+const SCAN_CHUNK: u64 = 1 << 20;
+/// Record $Extend: directories below it hold metadata files.
+const EXTEND_RECORD: u64 = 11;
+/// Records below this number are system files.
+const FIRST_USER_RECORD: u64 = 16;
+/// Marks a record number without an in-use base record in [`Scan::slot`].
+const NO_RECORD: u32 = u32::MAX;
+/// $FILE_NAME attributes of one record taken without assembling the record; more go through
+/// the per-record code.
+const FAST_NAMES: usize = 4;
+/// Largest compression unit `merge_extents` accepts, in bytes.
+const MAX_COMPRESSION_UNIT: u64 = 1 << 20;
+
+/// What the pass keeps of one in-use base record.
+struct RecordInfo {
+    /// 0x10 of the record: a parent reference must carry it to name this directory.
+    sequence_number: u16,
+    /// The record has a resident $INDEX_ROOT named $I30: `read_dir` can list it.
+    has_index_root: bool,
+    /// Size and allocated bytes of the default stream; `None` when `metadata()` fails.
+    sizes: Option<(u64, u64)>,
+}
+
+/// One $FILE_NAME of an in-use base record.
+struct NameInfo {
+    /// Record number of the parent directory.
+    parent: u64,
+    /// Sequence number in the parent reference.
+    parent_seq: u16,
+    /// The record holding the name.
+    ino: u64,
+    /// Where the name's code units start in [`Scan::units`] and [`Scan::upcased`].
+    start: usize,
+    /// Code units in the name.
+    len: u8,
+    /// The fields of the $FILE_NAME a directory entry is made from.
+    namespace: Namespace,
+    file_attributes: u32,
+    reparse_tag: u32,
+    data_size: u64,
+}
+
+impl NameInfo {
+    fn range(&self) -> std::ops::Range<usize> {
+        self.start..self.start + usize::from(self.len)
+    }
+
+    /// The $FILE_NAME as an index key would hold it, but for the name itself.
+    fn key(&self) -> FileName {
+        FileName {
+            parent: self.parent | (u64::from(self.parent_seq) << 48),
+            creation_time: 0,
+            allocated_size: 0,
+            data_size: self.data_size,
+            file_attributes: self.file_attributes,
+            reparse_tag: self.reparse_tag,
+            namespace: self.namespace,
+            name: Vec::new(),
+        }
+    }
+}
+
+/// Everything the pass found.
+struct Scan {
+    /// Per MFT record number: index into `records`, or [`NO_RECORD`].
+    slot: Vec<u32>,
+    records: Vec<RecordInfo>,
+    names: Vec<NameInfo>,
+    /// The names' code units, back to back.
+    units: Vec<u16>,
+    /// The same names upper-cased through $UpCase.
+    upcased: Vec<u16>,
+    /// Indexes into `names`, grouped by parent record, each group in collation order.
+    order: Vec<u32>,
+    /// Per parent record number `p`: its group is `order[group[p]..group[p + 1]]`.
+    group: Vec<u32>,
+    /// Directories (record numbers) holding a name whose directory entry needs the index.
+    needs_index: HashSet<u64>,
+}
+
+impl Scan {
+    fn record(&self, ino: u64) -> Option<&RecordInfo> {
+        let i = *self.slot.get(usize::try_from(ino).ok()?)?;
+        self.records.get(i as usize)
+    }
+
+    fn units(&self, n: &NameInfo) -> &[u16] {
+        &self.units[n.range()]
+    }
+
+    /// The names whose parent reference names record `dir`, in collation order.
+    fn children(&self, dir: u64) -> &[u32] {
+        let Ok(d) = usize::try_from(dir) else {
+            return &[];
+        };
+        match (self.group.get(d), self.group.get(d + 1)) {
+            (Some(&a), Some(&b)) => &self.order[a as usize..b as usize],
+            _ => &[],
+        }
+    }
+
+    /// Groups the names by parent (a counting sort over record numbers), then sorts each
+    /// group as the directory index collates: upper-cased code units, then the code units as
+    /// stored (names equal but for case), then the record number.
+    fn sort(&mut self) {
+        let records = self.slot.len();
+        let mut group = vec![0u32; records + 1];
+        for n in &self.names {
+            // A parent outside $MFT is no directory: its names are never listed.
+            if let Ok(p) = usize::try_from(n.parent)
+                && p < records
+            {
+                group[p + 1] += 1;
+            }
+        }
+        for p in 0..records {
+            group[p + 1] += group[p];
+        }
+        let mut next = group.clone();
+        let mut order = vec![0u32; group[records] as usize];
+        for (i, n) in self.names.iter().enumerate() {
+            if let Ok(p) = usize::try_from(n.parent)
+                && p < records
+            {
+                order[next[p] as usize] = i as u32;
+                next[p] += 1;
+            }
+        }
+        let (names, units, upcased) = (&self.names, &self.units, &self.upcased);
+        for p in 0..records {
+            let g = &mut order[group[p] as usize..group[p + 1] as usize];
+            if g.len() > 1 {
+                g.sort_unstable_by(|&a, &b| {
+                    let (x, y) = (&names[a as usize], &names[b as usize]);
+                    upcased[x.range()]
+                        .cmp(&upcased[y.range()])
+                        .then_with(|| units[x.range()].cmp(&units[y.range()]))
+                        .then_with(|| x.ino.cmp(&y.ino))
+                });
+            }
+        }
+        self.order = order;
+        self.group = group;
+    }
+}
+
+/// True when the directory entry of a name cannot be derived from the $FILE_NAME alone: the
+/// type then depends on duplicated information that only the parent's index entry holds
+/// reliably (reparse tags, the system attribute of Interix symlinks), or the name claims a
+/// directory that the record is not (which `read_dir` reports as an error).
+fn needs_index_entry(
+    key: &FileName,
+    ino: u64,
+    is_dir: bool,
+    has_reparse: bool,
+    si_attributes: u32,
+) -> bool {
+    let system_matters = ino >= FIRST_USER_RECORD;
+    let interesting = |attrs: u32| {
+        attrs & FILE_ATTR_REPARSE_POINT != 0 || (system_matters && attrs & FILE_ATTR_SYSTEM != 0)
+    };
+    interesting(key.file_attributes)
+        || interesting(si_attributes)
+        || has_reparse
+        || key.is_dir() != is_dir
+}
+
+/// What one walk over a record's own attributes collects for the fast path.
+#[derive(Default)]
+struct RecordView<'a> {
+    /// Something only the per-record code handles: an $ATTRIBUTE_LIST, a $REPARSE_POINT,
+    /// named data streams, a non-resident $FILE_NAME, many names.
+    slow: bool,
+    /// First resident unnamed $STANDARD_INFORMATION.
+    standard_information: Option<&'a [u8]>,
+    has_index_root: bool,
+    names: [&'a [u8]; FAST_NAMES],
+    name_count: usize,
+    /// Extents of the stream `metadata()` sizes: unnamed $DATA, or $I30 $INDEX_ALLOCATION of
+    /// a directory.
+    stream_parts: usize,
+    stream_first: Option<RawAttribute<'a>>,
+}
+
+impl Ntfs {
+    /// [`Filesystem::list_tree`]: the $MFT pass, or [`walk_tree`] when the pass meets a
+    /// record it cannot decode.
+    pub(super) fn list_tree_impl(&self, limits: &TreeLimits) -> Tree {
+        self.list_tree_from_mft(limits)
+            .unwrap_or_else(|| walk_tree(self, limits))
+    }
+
+    /// The tree listing from one sequential pass over $MFT, or `None` when a record that may
+    /// be in use does not decode (its name and parent are then known only to the directory
+    /// index, and [`Filesystem::list_tree`] falls back to [`walk_tree`]), or when $MFT holds
+    /// more than 4 × [`TreeLimits::max_entries`] records (2^20 to 2^26 entries counted; the
+    /// pass keeps a few bytes per record, `walk_tree` only what it lists).
+    pub fn list_tree_from_mft(&self, limits: &TreeLimits) -> Option<Tree> {
+        let records = self.mft.size / self.mft.record_size;
+        let bound = limits.max_entries.clamp(1 << 20, 1 << 26) * 4;
+        if usize::try_from(records).map_or(true, |r| r > bound) {
+            return None;
+        }
+        let scan = self.scan_mft(limits.include_hidden)?;
+        Some(self.tree_from_scan(&scan, limits))
+    }
+
+    /// Reads $MFT front to back and collects every in-use base record's names and sizes.
+    /// `None` when a record that may be in use does not decode, or $MFT cannot be read.
+    fn scan_mft(&self, include_hidden: bool) -> Option<Scan> {
+        let rs = self.mft.record_size;
+        let count = self.mft.size / rs;
+        // The record size is a power of two of at most 64 KiB, so it divides the chunk.
+        let chunk = SCAN_CHUNK.max(rs);
+        let mut scan = Scan {
+            slot: vec![NO_RECORD; usize::try_from(count).ok()?],
+            records: Vec::new(),
+            names: Vec::new(),
+            units: Vec::new(),
+            upcased: Vec::new(),
+            order: Vec::new(),
+            group: Vec::new(),
+            needs_index: HashSet::new(),
+        };
+        let mut buf = vec![0u8; chunk.min(count * rs) as usize];
+        let mut first = 0u64;
+        while first < count {
+            let n = (chunk / rs).min(count - first);
+            let bytes = &mut buf[..(n * rs) as usize];
+            self.read_mft_bytes(first * rs, bytes).ok()?;
+            for (k, rec) in bytes.chunks_exact_mut(rs as usize).enumerate() {
+                self.scan_record(first + k as u64, rec, include_hidden, &mut scan)?;
+            }
+            first += n;
+        }
+        scan.sort();
+        Some(scan)
+    }
+
+    /// Takes in MFT record `ino` (raw bytes, fixups not applied). `None` when it may be in
+    /// use but does not decode.
+    fn scan_record(
+        &self,
+        ino: u64,
+        rec: &mut [u8],
+        include_hidden: bool,
+        scan: &mut Scan,
+    ) -> Option<()> {
+        match rec.get(0..4) {
+            Some([0, 0, 0, 0]) => return Some(()),
+            Some(b"FILE") => {}
+            // A torn record (BAAD) or garbage: whether it held a file only its directory's
+            // index can tell.
+            _ => return None,
+        }
+        // The flags sit in the first sector, which fixups leave alone below byte 510.
+        let flags = fscore::le::u16_at(rec, 0x16)?;
+        if flags & MFT_RECORD_IN_USE == 0 {
+            return Some(());
+        }
+        record::apply_fixups(rec).ok()?;
+        let rec = &*rec;
+        // The same header checks as `decode_record`.
+        let header = record::parse_file_header(rec).ok()?;
+        if let Some(n) = header.mft_record_number
+            && u64::from(n) != ino & 0xFFFF_FFFF
+        {
+            return None;
+        }
+        if mask_ref(header.base_mft_record) != 0 {
+            // An extension record: read with its base record through the attribute list.
+            return Some(());
+        }
+        let is_dir = header.flags & MFT_RECORD_IS_DIRECTORY != 0;
+        let (stream_type, stream_name): (u32, &[u16]) = if is_dir {
+            (AT_INDEX_ALLOCATION, &I30)
+        } else {
+            (AT_DATA, &[])
+        };
+        let mut view = RecordView::default();
+        record::for_each_attribute(rec, &header, self.boot.total_clusters(), |a| {
+            match a.type_code {
+                AT_ATTRIBUTE_LIST | AT_REPARSE_POINT => view.slow = true,
+                AT_STANDARD_INFORMATION => {
+                    if let RawBody::Resident(v) = a.body
+                        && a.name.is_empty()
+                        && view.standard_information.is_none()
+                    {
+                        view.standard_information = Some(v);
+                    }
+                }
+                AT_FILE_NAME => match a.body {
+                    RawBody::Resident(v) if view.name_count < FAST_NAMES => {
+                        view.names[view.name_count] = v;
+                        view.name_count += 1;
+                    }
+                    _ => view.slow = true,
+                },
+                AT_INDEX_ROOT => {
+                    view.has_index_root |=
+                        matches!(a.body, RawBody::Resident(_)) && a.name_is(&I30);
+                }
+                _ => {}
+            }
+            if a.type_code == AT_DATA && !a.name.is_empty() {
+                view.slow = true;
+            }
+            if a.type_code == stream_type && a.name_is(stream_name) {
+                view.stream_parts += 1;
+                view.stream_first.get_or_insert(a);
+            }
+        })
+        .ok()?;
+        let sizes = match (view.slow, self.fast_sizes(&view, is_dir)) {
+            (false, Some(sizes)) => sizes,
+            _ => return self.scan_record_slow(ino, rec, include_hidden, scan),
+        };
+        let si_attributes = view
+            .standard_information
+            .and_then(|v| StandardInformation::parse(v).ok())
+            .map_or(0, |s| s.file_attributes);
+        Self::add_record(
+            scan,
+            ino,
+            header.sequence_number,
+            view.has_index_root,
+            sizes,
+        )?;
+        for v in &view.names[..view.name_count] {
+            self.add_name(scan, ino, v, is_dir, false, si_attributes, include_hidden)?;
+        }
+        Some(())
+    }
+
+    /// Size and allocated bytes of the default stream as `metadata()` computes them, from the
+    /// record's only extent of it: `Some(None)` where `metadata()` fails, `None` where the
+    /// per-record code must decide (several extents).
+    fn fast_sizes(&self, view: &RecordView<'_>, is_dir: bool) -> Option<Option<(u64, u64)>> {
+        let Some(first) = view.stream_first else {
+            return Some(Some((0, 0)));
+        };
+        let nr = match first.body {
+            RawBody::Resident(v) => {
+                return Some(Some(if is_dir { (0, 0) } else { (v.len() as u64, 0) }));
+            }
+            RawBody::NonResident(nr) if view.stream_parts == 1 => nr,
+            RawBody::NonResident(_) => return None,
+        };
+        // The checks of `merge_extents`, for a stream of one extent.
+        let cs = self.boot.cluster_size;
+        let compressed = first.flags & ATTR_COMPRESSION_MASK != 0 && nr.compression_unit != 0;
+        if nr.lowest_vcn != 0
+            || nr.data_size > nr.end_vcn.saturating_mul(cs)
+            || (compressed
+                && (nr.compression_unit > 8 || cs << nr.compression_unit > MAX_COMPRESSION_UNIT))
+        {
+            return Some(None);
+        }
+        let mut allocated = 0u64;
+        // Validated while walking the attributes: decoding again cannot fail.
+        record::for_each_run(
+            nr.mapping_pairs,
+            nr.lowest_vcn,
+            self.boot.total_clusters(),
+            |r| {
+                if r.lcn.is_some() {
+                    allocated = allocated.saturating_add(r.len.saturating_mul(cs));
+                }
+            },
+        )
+        .ok()?;
+        Some(Some(if is_dir {
+            (0, allocated)
+        } else {
+            (nr.data_size, allocated)
+        }))
+    }
+
+    /// The per-record path: the record assembled as `load_file` assembles it and sized by
+    /// the code `metadata()` runs.
+    fn scan_record_slow(
+        &self,
+        ino: u64,
+        rec: &[u8],
+        include_hidden: bool,
+        scan: &mut Scan,
+    ) -> Option<()> {
+        let (header, attrs) = self.decode_record(ino, rec).ok()?;
+        let f = if attrs.iter().any(|a| a.type_code == AT_ATTRIBUTE_LIST) {
+            self.load_file(ino).ok()?
+        } else {
+            File { ino, header, attrs }
+        };
+        let si_attributes = f
+            .resident(AT_STANDARD_INFORMATION, &[])
+            .and_then(|v| StandardInformation::parse(v).ok())
+            .map_or(0, |s| s.file_attributes);
+        Self::add_record(
+            scan,
+            ino,
+            f.header.sequence_number,
+            f.resident(AT_INDEX_ROOT, &I30).is_some(),
+            self.tree_sizes(&f).ok(),
+        )?;
+        let has_reparse = f.has(AT_REPARSE_POINT, &[]);
+        for a in f.attrs.iter().filter(|a| a.type_code == AT_FILE_NAME) {
+            // A name that does not decode is still an index entry somewhere.
+            let AttrBody::Resident(v) = &a.body else {
+                return None;
+            };
+            self.add_name(
+                scan,
+                ino,
+                v,
+                f.is_dir(),
+                has_reparse,
+                si_attributes,
+                include_hidden,
+            )?;
+        }
+        Some(())
+    }
+
+    fn add_record(
+        scan: &mut Scan,
+        ino: u64,
+        sequence_number: u16,
+        has_index_root: bool,
+        sizes: Option<(u64, u64)>,
+    ) -> Option<()> {
+        let index = u32::try_from(scan.records.len()).ok()?;
+        *scan.slot.get_mut(usize::try_from(ino).ok()?)? = index;
+        scan.records.push(RecordInfo {
+            sequence_number,
+            has_index_root,
+            sizes,
+        });
+        Some(())
+    }
+
+    /// Adds the $FILE_NAME value `v` of record `ino`. `None` when it does not decode.
+    #[allow(clippy::too_many_arguments)]
+    fn add_name(
+        &self,
+        scan: &mut Scan,
+        ino: u64,
+        v: &[u8],
+        is_dir: bool,
+        has_reparse: bool,
+        si_attributes: u32,
+        include_hidden: bool,
+    ) -> Option<()> {
+        // Names are numbered with u32 while sorting.
+        if scan.names.len() >= u32::MAX as usize {
+            return None;
+        }
+        let key = FileName::parse_without_name(v).ok()?;
+        let parent = key.parent_record();
+        if needs_index_entry(&key, ino, is_dir, has_reparse, si_attributes) {
+            scan.needs_index.insert(parent);
+        }
+        if key.namespace == Namespace::Dos && !include_hidden {
+            return Some(());
+        }
+        // Validated by `parse_without_name`.
+        let len = *v.get(0x40)?;
+        let bytes = v.get(0x42..0x42 + 2 * usize::from(len))?;
+        let start = scan.units.len();
+        scan.units.extend(
+            bytes
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]])),
+        );
+        let upcase = &self.upcase;
+        scan.upcased
+            .extend(scan.units[start..].iter().map(|&u| upcase.fold(u)));
+        scan.names.push(NameInfo {
+            parent,
+            parent_seq: (key.parent >> 48) as u16,
+            ino,
+            start,
+            len,
+            namespace: key.namespace,
+            file_attributes: key.file_attributes,
+            reparse_tag: key.reparse_tag,
+            data_size: key.data_size,
+        });
+        Some(())
+    }
+
+    /// Sizes of `ino` as `metadata()` reports them, or its error.
+    fn scanned_sizes(&self, scan: &Scan, ino: u64) -> fscore::Result<(u64, u64)> {
+        match scan.record(ino).and_then(|r| r.sizes) {
+            Some(s) => Ok(s),
+            None => self
+                .metadata(&FileId::new(ino))
+                .map(|m| (m.size, m.allocated)),
+        }
+    }
+
+    /// The listing of directory `dir` (a tree entry whose metadata-ness is `meta`), as
+    /// `read_dir` returns it.
+    fn scanned_dir(&self, scan: &Scan, dir: &FileId, meta: bool) -> fscore::Result<Vec<DirEntry>> {
+        let info = scan.record(dir.ino);
+        let cheap = info.is_some_and(|r| r.has_index_root) && !scan.needs_index.contains(&dir.ino);
+        let Some(info) = info.filter(|_| cheap) else {
+            return self.read_dir(dir);
+        };
+        let children = scan.children(dir.ino);
+        let mut out = Vec::with_capacity(children.len());
+        for &i in children {
+            let n = &scan.names[i as usize];
+            if n.parent_seq != info.sequence_number
+                || (dir.ino == ROOT_RECORD && n.ino == ROOT_RECORD)
+            {
+                continue;
+            }
+            out.push(self.dir_entry_of(meta, n.ino, &n.key(), scan.units(n)));
+        }
+        Ok(out)
+    }
+
+    /// Walks the scanned names from the root exactly as [`walk_tree`] walks `read_dir`.
+    fn tree_from_scan(&self, scan: &Scan, limits: &TreeLimits) -> Tree {
+        let root = self.root();
+        let (size, allocated) = self.scanned_sizes(scan, root.ino).unwrap_or((0, 0));
+        let mut entries = Vec::with_capacity(scan.names.len().min(limits.max_entries) + 1);
+        entries.push(TreeEntry {
+            parent: 0,
+            depth: 0,
+            entry: DirEntry {
+                name: String::new(),
+                id: root.clone(),
+                file_type: FileType::Dir,
+                metadata_file: false,
+                short_name: false,
+            },
+            size,
+            allocated,
+        });
+        let mut tree = Tree {
+            entries,
+            problems: Vec::new(),
+        };
+        // Per tree entry: a directory below $Extend (how `is_metadata` walks up the parents).
+        let mut below_extend = vec![false];
+        let is_meta =
+            |ino: u64, below: bool| ino != ROOT_RECORD && (ino < FIRST_USER_RECORD || below);
+        let mut seen_dirs = HashSet::new();
+        seen_dirs.insert(root.clone());
+        let mut stack: Vec<(u32, std::vec::IntoIter<DirEntry>)> = Vec::new();
+        match self.scanned_dir(scan, &root, false) {
+            Ok(l) => stack.push((0, l.into_iter())),
+            Err(error) => tree
+                .problems
+                .push(TreeProblem::UnreadableDir { dir: 0, error }),
+        }
+        while let Some((dir, listing)) = stack.last_mut() {
+            let dir = *dir;
+            let Some(e) = listing.next() else {
+                stack.pop();
+                continue;
+            };
+            if e.name.is_empty() || e.name == "." || e.name == ".." {
+                continue;
+            }
+            if !limits.include_hidden && (e.metadata_file || e.short_name) {
+                continue;
+            }
+            if e.file_type == FileType::Dir && !seen_dirs.insert(e.id.clone()) {
+                tree.problems.push(TreeProblem::Cycle { dir, name: e.name });
+                continue;
+            }
+            if tree.entries.len() > limits.max_entries {
+                tree.problems.push(TreeProblem::TooManyEntries {
+                    limit: limits.max_entries,
+                });
+                break;
+            }
+            let n = tree.entries.len() as u32;
+            let depth = tree.entries[dir as usize].depth + 1;
+            let (size, allocated) = match self.scanned_sizes(scan, e.id.ino) {
+                Ok(s) => s,
+                Err(error) => {
+                    tree.problems
+                        .push(TreeProblem::UnreadableFile { entry: n, error });
+                    (0, 0)
+                }
+            };
+            let is_dir = e.file_type == FileType::Dir;
+            let below = e.id.ino == EXTEND_RECORD
+                || (e.id.ino != ROOT_RECORD && below_extend[dir as usize]);
+            tree.entries.push(TreeEntry {
+                parent: dir,
+                depth,
+                entry: e,
+                size,
+                allocated,
+            });
+            below_extend.push(below);
+            if is_dir {
+                if depth as usize >= limits.max_depth {
+                    tree.problems.push(TreeProblem::TooDeep { dir: n });
+                } else {
+                    let id = &tree.entries[n as usize].entry.id;
+                    match self.scanned_dir(scan, id, is_meta(id.ino, below)) {
+                        Ok(l) => stack.push((n, l.into_iter())),
+                        Err(error) => tree
+                            .problems
+                            .push(TreeProblem::UnreadableDir { dir: n, error }),
+                    }
+                }
+            }
+        }
+        tree
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upcase::UpCase;
+
+    fn scan_of(names: &[(u64, &str, u64)]) -> Scan {
+        let up = UpCase::ascii();
+        let mut scan = Scan {
+            slot: vec![NO_RECORD; 64],
+            records: Vec::new(),
+            names: Vec::new(),
+            units: Vec::new(),
+            upcased: Vec::new(),
+            order: Vec::new(),
+            group: Vec::new(),
+            needs_index: HashSet::new(),
+        };
+        for &(parent, name, ino) in names {
+            let start = scan.units.len();
+            scan.units.extend(name.encode_utf16());
+            scan.upcased.extend(name.encode_utf16().map(|u| up.fold(u)));
+            scan.names.push(NameInfo {
+                parent,
+                parent_seq: 0,
+                ino,
+                start,
+                len: (scan.units.len() - start) as u8,
+                namespace: Namespace::Posix,
+                file_attributes: 0,
+                reparse_tag: 0,
+                data_size: 0,
+            });
+        }
+        scan.sort();
+        scan
+    }
+
+    fn listed(scan: &Scan, dir: u64) -> Vec<String> {
+        scan.children(dir)
+            .iter()
+            .map(|&i| String::from_utf16_lossy(scan.units(&scan.names[i as usize])))
+            .collect()
+    }
+
+    #[test]
+    fn names_sort_as_the_index_collates() {
+        let scan = scan_of(&[
+            (5, "b", 40),
+            (5, "abc", 41),
+            (7, "z", 42),
+            (5, "a~", 43),
+            (5, "ab", 44),
+            (5, "a", 45),
+            (5, "A", 46),
+            (5, "_x", 47),
+            // A parent outside $MFT: never a directory.
+            (1 << 40, "lost", 48),
+        ]);
+        // Upper-cased first ('~' sorts after 'B', '_' after 'A'..'Z'), shorter first on a
+        // common prefix, then names equal but for case by their code units ('A' < 'a').
+        assert_eq!(listed(&scan, 5), ["A", "a", "ab", "abc", "a~", "b", "_x"]);
+        assert_eq!(listed(&scan, 7), ["z"]);
+        assert!(listed(&scan, 6).is_empty());
+        assert!(listed(&scan, 1 << 40).is_empty());
+        assert!(listed(&scan, u64::MAX).is_empty());
+    }
+}

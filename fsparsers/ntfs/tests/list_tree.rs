@@ -1,0 +1,307 @@
+//! `Ntfs::list_tree` (one pass over $MFT) against the reference `fscore::walk_tree` (read_dir
+//! plus metadata per entry): the same entries, in the same order, with the same sizes, flags
+//! and problems, on the Windows-written sample volume and on every mkntfs + ntfs-3g fixture,
+//! with and without hidden names and under small entry and depth limits.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use fscore::{FileType, Filesystem, Tree, TreeLimits, TreeProblem, walk_tree};
+use lun::{DevicePath, Source};
+use testkit::ntfs::{Layout, Spec, image_path};
+
+fn open(path: &Path) -> ntfs::Ntfs {
+    let dev = DevicePath::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let src: Source = Arc::new(dev);
+    ntfs::Ntfs::open(src).unwrap_or_else(|e| panic!("Ntfs::open {}: {e}", path.display()))
+}
+
+/// A problem in comparable form (errors by their message).
+fn describe(p: &TreeProblem) -> String {
+    match p {
+        TreeProblem::UnreadableDir { dir, error } => format!("unreadable dir {dir}: {error}"),
+        TreeProblem::UnreadableFile { entry, error } => format!("unreadable file {entry}: {error}"),
+        TreeProblem::Cycle { dir, name } => format!("cycle in {dir}: {name}"),
+        TreeProblem::TooDeep { dir } => format!("too deep {dir}"),
+        TreeProblem::TooManyEntries { limit } => format!("too many entries ({limit})"),
+    }
+}
+
+fn line(t: &Tree, i: usize) -> String {
+    let e = &t.entries[i];
+    format!(
+        "{} #{} {:?} meta={} short={} size={} alloc={} depth={}",
+        t.path(i as u32),
+        e.entry.id.ino,
+        e.entry.file_type,
+        e.entry.metadata_file,
+        e.entry.short_name,
+        e.size,
+        e.allocated,
+        e.depth
+    )
+}
+
+/// Asserts that the $MFT pass ran (no fallback) and equals `walk_tree`; returns the tree.
+fn assert_same(fs: &ntfs::Ntfs, limits: &TreeLimits, what: &str) -> Tree {
+    let walked = walk_tree(fs, limits);
+    let listed = fs
+        .list_tree_from_mft(limits)
+        .unwrap_or_else(|| panic!("{what}: the $MFT pass fell back to walk_tree"));
+    if walked.entries != listed.entries {
+        let n = walked.entries.len().max(listed.entries.len());
+        let first = (0..n)
+            .find(|&i| walked.entries.get(i) != listed.entries.get(i))
+            .unwrap_or(0);
+        let show = |t: &Tree| -> Vec<String> {
+            (first..(first + 5).min(t.entries.len()))
+                .map(|i| line(t, i))
+                .collect()
+        };
+        panic!(
+            "{what}: {} entries walked, {} listed; first difference at {first}:\n walk_tree: \
+             {:#?}\n list_tree: {:#?}",
+            walked.entries.len(),
+            listed.entries.len(),
+            show(&walked),
+            show(&listed)
+        );
+    }
+    let wp: Vec<String> = walked.problems.iter().map(describe).collect();
+    let lp: Vec<String> = listed.problems.iter().map(describe).collect();
+    assert_eq!(wp, lp, "{what}: problems differ");
+    // And through the trait.
+    assert_eq!(fs.list_tree(limits).entries, listed.entries, "{what}");
+    listed
+}
+
+/// Every limit combination the inventory and the tests care about.
+fn limit_sets() -> Vec<TreeLimits> {
+    let mut v = Vec::new();
+    for include_hidden in [false, true] {
+        v.push(TreeLimits {
+            include_hidden,
+            ..TreeLimits::default()
+        });
+        for max_entries in [0, 1, 7, 60] {
+            v.push(TreeLimits {
+                max_entries,
+                include_hidden,
+                ..TreeLimits::default()
+            });
+        }
+        for max_depth in [0, 1, 2, 5] {
+            v.push(TreeLimits {
+                max_depth,
+                include_hidden,
+                ..TreeLimits::default()
+            });
+        }
+    }
+    v
+}
+
+fn check_image(path: &Path, what: &str) -> Tree {
+    let fs = open(path);
+    for limits in limit_sets() {
+        assert_same(&fs, &limits, &format!("{what} {limits:?}"));
+    }
+    assert_same(&fs, &TreeLimits::default(), what)
+}
+
+fn check_layout(test: &str, layout: Layout, cluster: u32) -> Option<Tree> {
+    let path = image_path(test, &Spec::of(layout, cluster))?;
+    Some(check_image(&path, &format!("{layout:?} c{cluster}")))
+}
+
+fn has(t: &Tree, path: &str) -> bool {
+    (0..t.entries.len() as u32).any(|i| t.path(i) == path)
+}
+
+#[test]
+fn list_tree_equals_walk_tree_on_the_windows_volume() {
+    let Some(path) = testkit::real_image(
+        "list_tree_equals_walk_tree_on_the_windows_volume",
+        "ntfs-windows",
+    ) else {
+        return;
+    };
+    let t = check_image(&path, "windows");
+    assert!(t.entries.len() > 2000, "{} entries", t.entries.len());
+    // Hidden names: metadata files and everything below $Extend, in both listings alike.
+    let hidden = assert_same(
+        &open(&path),
+        &TreeLimits {
+            include_hidden: true,
+            ..TreeLimits::default()
+        },
+        "windows with hidden names",
+    );
+    assert!(hidden.entries.iter().any(|e| e.entry.metadata_file));
+    assert!(hidden.entries.len() > t.entries.len());
+    for m in testkit::real_manifest("ntfs-windows") {
+        let i = (0..t.entries.len() as u32)
+            .find(|&i| t.path(i) == m.path)
+            .unwrap_or_else(|| panic!("{} not listed", m.path));
+        assert_eq!(t.entries[i as usize].size, m.size, "{}", m.path);
+    }
+}
+
+#[test]
+fn list_tree_equals_walk_tree_on_mixed_trees_at_every_cluster_size() {
+    for cluster in [512, 4096, 65536] {
+        let Some(t) = check_layout(
+            "list_tree_equals_walk_tree_on_mixed_trees_at_every_cluster_size",
+            Layout::Mixed,
+            cluster,
+        ) else {
+            return;
+        };
+        assert!(t.entries.len() > 50, "{} entries", t.entries.len());
+        // Symlinks and junctions typed as read_dir types them, hard links listed per name.
+        assert!(
+            t.entries
+                .iter()
+                .any(|e| e.entry.file_type == FileType::Symlink)
+        );
+        let mut per_record = std::collections::HashMap::new();
+        for e in &t.entries {
+            *per_record.entry(e.entry.id.ino).or_insert(0) += 1;
+        }
+        assert!(
+            per_record.values().any(|&n| n > 1),
+            "no hard link listed twice"
+        );
+        assert!(t.entries.iter().any(|e| e.depth > 20), "no deep tree");
+        assert!(
+            t.entries.iter().any(|e| !e.entry.name.is_ascii()),
+            "no Unicode name"
+        );
+    }
+}
+
+#[test]
+fn list_tree_equals_walk_tree_on_a_directory_of_5200_entries() {
+    let Some(t) = check_layout(
+        "list_tree_equals_walk_tree_on_a_directory_of_5200_entries",
+        Layout::BigDir,
+        4096,
+    ) else {
+        return;
+    };
+    assert!(t.entries.len() > 5200);
+}
+
+#[test]
+fn list_tree_equals_walk_tree_with_attribute_lists_and_a_fragmented_mft() {
+    check_layout(
+        "list_tree_equals_walk_tree_with_attribute_lists_and_a_fragmented_mft",
+        Layout::Fragmented,
+        4096,
+    );
+}
+
+#[test]
+fn list_tree_equals_walk_tree_on_sparse_and_compressed_files() {
+    let test = "list_tree_equals_walk_tree_on_sparse_and_compressed_files";
+    check_layout(test, Layout::Sparse, 4096);
+    check_layout(test, Layout::Compressed, 4096);
+}
+
+#[test]
+fn list_tree_equals_walk_tree_on_the_mutation_base_image() {
+    let Some(t) = check_layout(
+        "list_tree_equals_walk_tree_on_the_mutation_base_image",
+        Layout::Small,
+        4096,
+    ) else {
+        return;
+    };
+    assert!(has(&t, "/attrlist.txt"));
+    assert!(has(&t, "/loopdir/child/inner.txt"));
+}
+
+#[test]
+fn list_tree_equals_walk_tree_on_10k_files() {
+    check_layout(
+        "list_tree_equals_walk_tree_on_10k_files",
+        Layout::Bench10k,
+        4096,
+    );
+}
+
+/// A volume whose long names have DOS 8.3 names beside them (set through ntfs-3g's
+/// `system.ntfs_dos_name`): a directory, a file in it, a file at the root.
+fn dos_names_image(test: &str) -> Option<std::path::PathBuf> {
+    if !testkit::ntfs::tools_ready(test) || !testkit::have_tool("setfattr") {
+        testkit::skip(test, "needs mkntfs, ntfs-3g and setfattr");
+        return None;
+    }
+    let path = testkit::fixture_dir("ntfs-list-tree").join("dos-names-v1.img");
+    Some(testkit::cached_fixture(&path, |img| {
+        std::fs::File::create(img)
+            .and_then(|f| f.set_len(16 << 20))
+            .expect("create image");
+        testkit::run(
+            std::process::Command::new("mkntfs")
+                .args(["-F", "-q", "-f", "-L", "DOS"])
+                .arg(img),
+        );
+        let mount = testkit::ntfs::FuseMount::ntfs3g(img, &[]).expect("mount");
+        let root = mount.path();
+        let set_dos = |p: &Path, short: &str| {
+            testkit::run(
+                std::process::Command::new("setfattr")
+                    .args(["-n", "system.ntfs_dos_name", "-v", short])
+                    .arg(p),
+            );
+        };
+        let dir = root.join("Program Files");
+        std::fs::create_dir(&dir).expect("mkdir");
+        std::fs::write(dir.join("Some Long Name.txt"), b"inside\n").expect("write");
+        std::fs::write(dir.join("zz"), b"short\n").expect("write");
+        std::fs::write(root.join("Long File Name.txt"), b"top\n").expect("write");
+        std::fs::write(root.join("Another Long One.dat"), vec![7u8; 10_000]).expect("write");
+        set_dos(&dir, "PROGRA~1");
+        set_dos(&dir.join("Some Long Name.txt"), "SOMELO~1.TXT");
+        set_dos(&root.join("Long File Name.txt"), "LONGFI~1.TXT");
+        set_dos(&root.join("Another Long One.dat"), "ANOTHE~1.DAT");
+    }))
+}
+
+#[test]
+fn list_tree_equals_walk_tree_with_dos_short_names() {
+    let Some(path) = dos_names_image("list_tree_equals_walk_tree_with_dos_short_names") else {
+        return;
+    };
+    let t = check_image(&path, "dos names");
+    assert!(has(&t, "/Program Files/Some Long Name.txt"));
+    assert!(!t.entries.iter().any(|e| e.entry.short_name));
+    let fs = open(&path);
+    let hidden = assert_same(
+        &fs,
+        &TreeLimits {
+            include_hidden: true,
+            ..TreeLimits::default()
+        },
+        "dos names, hidden shown",
+    );
+    let short: Vec<String> = (0..hidden.entries.len() as u32)
+        .filter(|&i| hidden.entries[i as usize].entry.short_name)
+        .map(|i| hidden.path(i))
+        .collect();
+    assert!(short.contains(&"/LONGFI~1.TXT".to_string()), "{short:?}");
+    assert!(
+        short.contains(&"/Program Files/SOMELO~1.TXT".to_string()),
+        "{short:?}"
+    );
+    // The directory's DOS name is a second name of a directory already listed.
+    assert!(
+        hidden
+            .problems
+            .iter()
+            .any(|p| matches!(p, TreeProblem::Cycle { name, .. } if name == "PROGRA~1")),
+        "{:?}",
+        hidden.problems
+    );
+}
