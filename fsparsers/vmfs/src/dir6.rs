@@ -80,7 +80,18 @@ pub fn read_dir(dir: &dyn ReadAt, fd: u32, volume: &str, block_size: u64) -> Res
             )));
         }
         dir.read_exact_at(DIR_HEADER_BLOCK_SIZE + map_block * block_size, &mut map)?;
-        for (byte_idx, &byte) in map[BLOCK_HEADER_SIZE..].iter().enumerate() {
+        // Map entries past the file's end describe blocks never written: only the bytes
+        // covering the file's blocks are looked at.
+        let first = (m * nibbles_per_map) as u64;
+        let live =
+            (blocks_in_file.saturating_sub(first).div_ceil(2) as usize).min(bs - BLOCK_HEADER_SIZE);
+        for (byte_idx, &byte) in map[BLOCK_HEADER_SIZE..BLOCK_HEADER_SIZE + live]
+            .iter()
+            .enumerate()
+        {
+            if byte == 0 {
+                continue;
+            }
             for (half, nib) in [(0usize, byte >> 4), (1, byte & 0xF)] {
                 if nib & 3 != TYPE_DIRENT {
                     continue;

@@ -75,17 +75,31 @@ pub struct Fd {
     pub zla: u32,
     /// `blockOffsetShift` (0x89, VMFS6).
     pub block_offset_shift: u8,
+    /// The FD's bytes from `base` on.
     raw: Vec<u8>,
+    /// Offset inside the FD of `raw[0]`.
+    base: usize,
     layout: Layout,
 }
 
 impl Fd {
     /// Decodes an FD from its `layout.fd_size` bytes. `None` when `raw` is short.
     pub fn parse(addr: u32, raw: Vec<u8>, layout: Layout) -> Option<Fd> {
-        if raw.len() < layout.fd_size {
+        Fd::parse_from(addr, raw, 0, layout)
+    }
+
+    /// Decodes an FD from its bytes after the lock (from `layout.meta_offset` to
+    /// `layout.fd_size`): nothing before the metadata is ever used, so directory walks read
+    /// half the bytes on VMFS6. `None` when `raw` is short.
+    pub fn parse_meta(addr: u32, raw: Vec<u8>, layout: Layout) -> Option<Fd> {
+        Fd::parse_from(addr, raw, layout.meta_offset, layout)
+    }
+
+    fn parse_from(addr: u32, raw: Vec<u8>, base: usize, layout: Layout) -> Option<Fd> {
+        if base > layout.meta_offset || raw.len() < layout.fd_size.checked_sub(base)? {
             return None;
         }
-        let m = layout.meta_offset;
+        let m = layout.meta_offset - base;
         Some(Fd {
             addr,
             desc_addr: u32_at(&raw, m)?,
@@ -104,6 +118,7 @@ impl Fd {
             zla: u32_at(&raw, m + 0x44)?,
             block_offset_shift: u8_at(&raw, m + 0x89)?,
             raw,
+            base,
             layout,
         })
     }
@@ -119,7 +134,7 @@ impl Fd {
         if i >= self.layout.num_addrs {
             return 0;
         }
-        let o = self.layout.addrs_offset + i * self.layout.addr_bytes;
+        let o = self.layout.addrs_offset + i * self.layout.addr_bytes - self.base;
         if self.layout.vmfs6 {
             u64_at(&self.raw, o).unwrap_or(0)
         } else {
@@ -134,7 +149,8 @@ impl Fd {
 
     /// The resident data area (its whole capacity; the file length says how much is used).
     pub fn resident(&self) -> &[u8] {
-        &self.raw[self.layout.data_offset..self.layout.data_offset + self.layout.data_size]
+        let start = self.layout.data_offset - self.base;
+        &self.raw[start..start + self.layout.data_size]
     }
 }
 

@@ -170,6 +170,11 @@ pub fn volume(data: &[u8]) {
         return;
     };
     let _ = fs.info();
+    let _ = fs.list_tree(&fscore::TreeLimits {
+        max_entries: 256,
+        max_depth: 8,
+        include_hidden: true,
+    });
     let mut stack = vec![(fs.root(), 0u32)];
     let mut seen = std::collections::HashSet::new();
     while let Some((dir, depth)) = stack.pop() {

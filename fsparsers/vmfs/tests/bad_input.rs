@@ -139,6 +139,21 @@ fn pointer_block_cycle_is_detected() {
         let err = fs.extents(&s.file5).unwrap_err().to_string();
         assert!(err.contains("referenced twice"), "{name}: {err}");
         assert!(fs.open(&s.file5).is_err());
+        // metadata counts allocation without a map: the same loop is caught there, and the
+        // tree listing reports the file as unreadable, as the reference walk does.
+        let err = fs.metadata(&s.file5).unwrap_err().to_string();
+        assert!(err.contains("referenced twice"), "{name}: metadata: {err}");
+        common::check_list_tree(&fs, &common::tree_limits());
+        let tree = fs.list_tree(&fscore::TreeLimits::default());
+        assert!(
+            tree.problems.iter().any(|p| matches!(
+                p,
+                fscore::TreeProblem::UnreadableFile { entry, .. }
+                    if tree.entries[*entry as usize].entry.id == s.file5
+            )),
+            "{name}: {:?}",
+            common::problems(&tree)
+        );
         // Single-indirect: the same pointer block twice in the FD is a cross-link.
         let mut o = Overlay::new(s.base.clone());
         patch_fd(&mut o, s, 3, 32 << 30, 1 << 20, pb_raw);
@@ -150,8 +165,11 @@ fn pointer_block_cycle_is_detected() {
             o.patch(second, &(pb_raw as u32).to_le_bytes());
             o.patch(pb_off, &[0; 4]);
         }
-        let err = with(o).extents(&s.file5).unwrap_err().to_string();
+        let fs = with(o);
+        let err = fs.extents(&s.file5).unwrap_err().to_string();
         assert!(err.contains("referenced twice"), "{name}: {err}");
+        let err = fs.metadata(&s.file5).unwrap_err().to_string();
+        assert!(err.contains("referenced twice"), "{name}: metadata: {err}");
     }
 }
 
@@ -173,6 +191,9 @@ fn address_past_the_device_is_refused() {
             err.contains(&format!("{:#x}", s.file5.ino)),
             "{name}: error names the FD: {err}"
         );
+        let err = fs.metadata(&s.file5).unwrap_err().to_string();
+        assert!(err.contains("past the end"), "{name}: metadata: {err}");
+        common::check_list_tree(&fs, &common::tree_limits());
         // An absurd length with a plain block map is refused too.
         let mut o = Overlay::new(s.base.clone());
         patch_fd(&mut o, s, 1, u64::MAX / 2, 1 << 20, 0);

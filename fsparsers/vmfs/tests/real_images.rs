@@ -92,6 +92,29 @@ fn vmfs6_real_image_matches_manifest() {
 }
 
 #[test]
+fn allocation_scan_and_list_tree_match_reference_on_real_images() {
+    for name in ["vmfs5-esxi", "vmfs6-esxi"] {
+        let test = "allocation_scan_and_list_tree_match_reference_on_real_images";
+        let Some((_, fs)) = open_bare(test, name) else {
+            return;
+        };
+        let n = common::check_allocated_scan(&fs);
+        assert!(n > 10, "{name}: {n} entries");
+        let listed = common::check_list_tree(&fs, &common::tree_limits());
+        let manifest = testkit::real_manifest(name);
+        assert!(listed > manifest.len(), "{name}: {listed} entries listed");
+        // Sizes in the listing are the manifest's.
+        let tree = fs.list_tree(&fscore::TreeLimits::default());
+        for m in &manifest {
+            let i = (0..tree.entries.len() as u32)
+                .find(|&i| tree.path(i) == m.path)
+                .unwrap_or_else(|| panic!("{name}: {} not listed", m.path));
+            assert_eq!(tree.entries[i as usize].size, m.size, "{}", m.path);
+        }
+    }
+}
+
+#[test]
 fn system_files_are_flagged_and_readable() {
     for name in ["vmfs5-esxi", "vmfs6-esxi"] {
         let Some((_, fs)) = open_bare("system_files_are_flagged_and_readable", name) else {

@@ -322,6 +322,10 @@ fn roundtrip(test: &str, vmfs: u8, big: bool, layout: &str) {
     assert_eq!(fs.info().label, format!("rt{vmfs}"));
     let n = compare_tree(&fs, &fx.src);
     assert!(n > 3000, "{n} entries");
+    // Allocation counted without extent maps, and the whole-tree listing, match the
+    // reference computations on every file.
+    assert!(common::check_allocated_scan(&fs) > 3000);
+    assert!(common::check_list_tree(&fs, &common::tree_limits()) > 3000);
     // The lazy-zeroed file: allocated beyond its data, TBZ blocks read as zeros.
     let id = fs.lookup("/lazy/lazy-flat.vmdk").unwrap();
     let md = fs.metadata(&id).unwrap();
@@ -433,6 +437,111 @@ fn mkvmfs6_mbr_round_trips() {
     roundtrip("mkvmfs6_mbr_round_trips", 6, false, "mbr");
 }
 
+/// Thin disks as the inventory meets them (40 GiB and 100 GiB with a few MiB written) and a
+/// 3 TiB one (double indirect on VMFS6 too): allocation counted without extent maps equals the
+/// map's count, and the tree listing matches the reference walk.
+fn thin_disks(test: &str, vmfs: u8) {
+    let Some(bin) = mkvmfs(test) else {
+        return;
+    };
+    let base = testkit::fixture_dir("vmfs-reader");
+    let src = base.join("thin3t-v2");
+    let marker = base.join("thin3t-v2.done");
+    {
+        let src = src.clone();
+        testkit::cached_fixture(&marker, move |tmp| {
+            let _ = fs::remove_dir_all(&src);
+            let vm = src.join("vm01");
+            sparse(&vm.join("vm01-flat.vmdk"), 40 << 30, &[(0, 1 << 20)]);
+            sparse(
+                &vm.join("vm01_1-flat.vmdk"),
+                100 << 30,
+                &[(0, 4096), (50 << 30, 3 << 20), ((100 << 30) - 4096, 4096)],
+            );
+            write(&vm.join("vm01.vmx"), b"displayName = \"vm01\"\n");
+            // Data in every GiB: consecutive pointer blocks, read in one request.
+            let every_gib: Vec<(u64, usize)> = (0..24).map(|g| ((g << 30) + 512, 4096)).collect();
+            sparse(&vm.join("vm01_2-flat.vmdk"), 24 << 30, &every_gib);
+            sparse(
+                &src.join("giant/giant-flat.vmdk"),
+                3 << 40,
+                &[
+                    (5, 70_000),
+                    ((2816 << 30) + 3, 2 << 20),
+                    ((3 << 40) - 4096, 4096),
+                ],
+            );
+            fs::write(tmp, b"ok").unwrap();
+        });
+    }
+    let image = base.join(format!("thin3t-v2-v{vmfs}.img"));
+    let image = {
+        let src = src.clone();
+        testkit::cached_fixture(&image, move |tmp| {
+            testkit::run(
+                Command::new(&bin)
+                    .arg("--vmfs")
+                    .arg(vmfs.to_string())
+                    .arg(&src)
+                    .arg(tmp),
+            );
+        })
+    };
+    let fs = Vmfs::open(vec![source(&image)]).expect("open thin image");
+    let giant = fs.lookup("/giant/giant-flat.vmdk").unwrap();
+    let fd = fs.read_fd(giant.ino as u32).unwrap();
+    assert_eq!(fd.zla, vmfs::fd::zla::POINTER_BLOCK_DOUBLE, "3 TiB file");
+    let md = fs.metadata(&giant).unwrap();
+    assert_eq!(md.size, 3 << 40);
+    assert!(
+        (3 << 20..64 << 20).contains(&md.allocated),
+        "giant: {} allocated",
+        md.allocated
+    );
+    // The 24 GiB disk's pointer blocks lie back to back (grouped reads are exercised).
+    let disk = fs.lookup("/vm01/vm01_2-flat.vmdk").unwrap();
+    let fd = fs.read_fd(disk.ino as u32).unwrap();
+    let homes: Vec<_> = (0..4)
+        .map(|i| fd.raw_addr(i))
+        .take_while(|&raw| raw != 0)
+        .map(|raw| {
+            let a = if vmfs == 6 {
+                vmfs::address::Addr::decode6(raw)
+            } else {
+                vmfs::address::Addr::decode5(raw as u32, fs.descriptor().dense_sb())
+            };
+            let vmfs::address::Addr::Resource {
+                kind,
+                cluster,
+                resource,
+            } = a
+            else {
+                panic!("{a:?} is not a pointer block in a resource file")
+            };
+            fs.resource_location(kind, cluster, resource).unwrap().1
+        })
+        .collect();
+    let pb_bytes = if vmfs == 6 { 65536 } else { 4096 };
+    assert!(
+        homes.windows(2).any(|w| w[1] == w[0] + pb_bytes),
+        "pointer blocks at {homes:?}"
+    );
+    let md = fs.metadata(&disk).unwrap();
+    assert_eq!(md.allocated, 24 << 20, "one 1 MiB block per GiB");
+    assert!(common::check_allocated_scan(&fs) >= 6);
+    assert!(common::check_list_tree(&fs, &common::tree_limits()) >= 6);
+}
+
+#[test]
+fn vmfs5_thin_disks_count_allocation_without_maps() {
+    thin_disks("vmfs5_thin_disks_count_allocation_without_maps", 5);
+}
+
+#[test]
+fn vmfs6_thin_disks_count_allocation_without_maps() {
+    thin_disks("vmfs6_thin_disks_count_allocation_without_maps", 6);
+}
+
 /// Device offsets of the pointer blocks named in a file's address array (those held in
 /// resource files), with the FD's address array itself.
 fn pointer_block_regions(fs: &Vmfs, path: &str) -> Vec<(u64, u64)> {
@@ -485,6 +594,14 @@ fn mutate_pointer_blocks(test: &str, vmfs: u8, big: bool, path: &str, picks: &[(
     };
     let Ok(id) = fs.lookup(path) else { return };
     let _ = fs.metadata(&id);
+    common::allocated_agrees(&fs, &id);
+    common::check_list_tree(
+        &fs,
+        &[fscore::TreeLimits {
+            include_hidden: true,
+            ..Default::default()
+        }],
+    );
     if let Ok(FileMapping::Mapped(map)) = fs.extents(&id) {
         let f = fs.open(&id).unwrap();
         let mut buf = vec![0u8; 1 << 20];

@@ -143,6 +143,23 @@ pub fn exercise(devices: Vec<Source>) -> Option<String> {
             first_err = Some(e)
         }
     };
+    // The whole-tree listing: same answer as the reference walk, bounded, and every allocation
+    // count agrees with the extent map's.
+    let small = [
+        fscore::TreeLimits {
+            max_entries: 3000,
+            ..Default::default()
+        },
+        fscore::TreeLimits {
+            max_entries: 3000,
+            include_hidden: true,
+            max_depth: 3,
+        },
+    ];
+    check_list_tree(&fs, &small);
+    for e in fs.list_tree(&small[1]).entries.iter().take(3000) {
+        allocated_agrees(&fs, &e.entry.id);
+    }
     let mut stack = vec![(fs.root(), 0)];
     let mut seen = HashSet::new();
     let mut visited = 0;
@@ -186,4 +203,84 @@ pub fn exercise(devices: Vec<Source>) -> Option<String> {
         }
     }
     first_err
+}
+
+/// The tree listing limits the equivalence checks run with: defaults, hidden entries, and
+/// small entry and depth bounds.
+pub fn tree_limits() -> Vec<fscore::TreeLimits> {
+    let mut out = Vec::new();
+    for include_hidden in [false, true] {
+        let base = fscore::TreeLimits {
+            include_hidden,
+            ..Default::default()
+        };
+        out.push(base);
+        for max_entries in [0, 1, 2, 7, 50] {
+            out.push(fscore::TreeLimits {
+                max_entries,
+                ..base
+            });
+        }
+        for max_depth in [0, 1, 2] {
+            out.push(fscore::TreeLimits { max_depth, ..base });
+        }
+    }
+    out
+}
+
+/// Problems of a listing, comparable.
+pub fn problems(t: &fscore::Tree) -> Vec<String> {
+    t.problems.iter().map(|p| format!("{p:?}")).collect()
+}
+
+/// `Vmfs::list_tree` must give exactly what the reference `walk_tree` gives (entries, order,
+/// sizes, flags, problems) under each of `limits`. Returns the entries of the first listing.
+pub fn check_list_tree(fs: &vmfs::Vmfs, limits: &[fscore::TreeLimits]) -> usize {
+    let mut first = None;
+    for l in limits {
+        let want = fscore::walk_tree(fs, l);
+        let got = fs.list_tree(l);
+        assert_eq!(got.entries.len(), want.entries.len(), "{l:?}: entry count");
+        for (i, (g, w)) in got.entries.iter().zip(&want.entries).enumerate() {
+            assert_eq!(g, w, "{l:?}: entry {i} ({})", want.path(i as u32));
+        }
+        assert_eq!(problems(&got), problems(&want), "{l:?}: problems");
+        first.get_or_insert(want.entries.len());
+    }
+    first.unwrap_or(0)
+}
+
+/// For every entry of the volume (system files included): the allocated bytes counted without
+/// an extent map equal the extent map's count, and `metadata` reports them. Returns how many
+/// entries were compared.
+pub fn check_allocated_scan(fs: &vmfs::Vmfs) -> usize {
+    let all = fscore::TreeLimits {
+        include_hidden: true,
+        ..Default::default()
+    };
+    let tree = fscore::walk_tree(fs, &all);
+    for (i, e) in tree.entries.iter().enumerate() {
+        let path = tree.path(i as u32);
+        let fd = fs.read_fd(e.entry.id.ino as u32).expect("read_fd");
+        let (by_map, by_scan) = fs.allocated_by_map_and_scan(&fd);
+        let by_map = by_map.unwrap_or_else(|err| panic!("{path}: map: {err}"));
+        let by_scan = by_scan.unwrap_or_else(|err| panic!("{path}: scan: {err}"));
+        assert_eq!(by_scan, by_map, "{path}: allocated (zla {:#x})", fd.zla);
+        if fs.metadata(&e.entry.id).is_ok() {
+            assert_eq!(e.allocated, by_map, "{path}: metadata().allocated");
+        }
+    }
+    tree.entries.len()
+}
+
+/// On any (possibly corrupt) volume: the scan and the map agree on success and on the count.
+pub fn allocated_agrees(fs: &vmfs::Vmfs, id: &fscore::FileId) {
+    let Ok(fd) = fs.read_fd(id.ino as u32) else {
+        return;
+    };
+    match fs.allocated_by_map_and_scan(&fd) {
+        (Ok(a), Ok(b)) => assert_eq!(a, b, "FD {:#x}: allocated", fd.addr),
+        (Err(_), Err(_)) => {}
+        (a, b) => panic!("FD {:#x}: map says {a:?}, scan says {b:?}", fd.addr),
+    }
 }
