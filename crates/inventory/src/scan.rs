@@ -1,11 +1,13 @@
 //! The scan: walk each datastore once, index every name, then assemble VMs from their
 //! configurations. Only configurations, descriptors and virtual disk headers are read.
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use std::hash::Hasher;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use fscore::{FileId, FileType, Filesystem, FsKind, VolumeInfo};
+use fscore::{FileId, FileType, Filesystem, FsKind, TreeLimits, TreeProblem, VolumeInfo};
+use hashbrown::HashTable;
 use lun::{ReadAt, ReadAtExt};
 
 use crate::model::*;
@@ -47,10 +49,10 @@ pub struct Limits {
     pub max_depth: usize,
     /// Layers followed in one disk chain.
     pub max_chain: usize,
-    /// Threads that read and parse VMware folders ahead of the assembly: 0 picks the number
-    /// of cores (at most 4); 1, the default, does everything on the calling thread. More
-    /// threads overlap device waits on high-latency LUNs; on a loaded 2-core host reading a
-    /// local image they were slower (docs/benchmarks.md, Inventory).
+    /// Threads of the assembly, the calling thread included: the others read and parse VMware
+    /// folders from the far end of the list while the calling thread assembles from the
+    /// front. 0 picks the number of cores (at most 4); 1 does everything on the calling
+    /// thread. The result is the same whatever the number.
     pub threads: usize,
 }
 
@@ -84,16 +86,23 @@ pub fn scan_with(datastores: &[Datastore], limits: &Limits) -> Inventory {
         ds: datastores,
         idx: indexes,
         limits: limits.clone(),
-        claimed: Mutex::new(HashSet::new()),
-        layers: Mutex::new(HashMap::new()),
-        configs: Mutex::new(HashMap::new()),
+        claimed: Mutex::new(HashSet::default()),
+        layers: Mutex::new(HashMap::default()),
+        configs: Mutex::new(HashMap::default()),
+        started: AtomicUsize::new(0),
+        unclaimed: AtomicUsize::new(0),
     };
-    scanner.prefetch();
-    let mut vms = scanner.vms();
+    let mut vms = std::thread::scope(|s| {
+        if scanner.read_ahead_worth_it() {
+            s.spawn(|| scanner.read_ahead());
+        }
+        scanner.spawn_prefetch(s);
+        scanner.vms()
+    });
     vms.sort_by(|a, b| {
         (a.lun.as_str(), a.config.as_str()).cmp(&(b.lun.as_str(), b.config.as_str()))
     });
-    let mut seen = HashSet::new();
+    let mut seen = HashSet::default();
     for vm in &mut vms {
         // Two clones of one LUN registered at once give equal ids; keep them apart.
         let base = vm.id.clone();
@@ -118,20 +127,56 @@ struct Entry {
     id: FileId,
     dir: bool,
     parent: u32,
+    /// Size and allocated bytes, as the filesystem's listing reported them.
+    size: u64,
+    allocated: u64,
 }
 
 /// Every name of one datastore.
 struct Index {
     case_insensitive: bool,
     entries: Vec<Entry>,
-    by_key: HashMap<String, u32>,
-    children: HashMap<u32, Vec<u32>>,
-    meta: Vec<OnceLock<(u64, u64)>>,
+    /// Entry numbers, found by (parent, name) hashed without allocating: names are compared
+    /// case-insensitively on NTFS.
+    by_name: HashTable<u32>,
+    /// Children of each entry (empty for files).
+    children: Vec<Vec<u32>>,
 }
 
 const ROOT: u32 = 0;
 
+/// Hash of a name in a directory; case-folded when the datastore is case-insensitive.
+fn name_hash(parent: u32, name: &str, case_insensitive: bool) -> u64 {
+    let mut h = rustc_hash::FxHasher::default();
+    h.write_u32(parent);
+    if !case_insensitive {
+        h.write(name.as_bytes());
+    } else if name.is_ascii() {
+        for b in name.bytes() {
+            h.write_u8(b.to_ascii_lowercase());
+        }
+    } else {
+        for c in name.chars().flat_map(char::to_lowercase) {
+            h.write_u32(c as u32);
+        }
+    }
+    h.finish()
+}
+
+fn name_eq(a: &str, b: &str, case_insensitive: bool) -> bool {
+    if !case_insensitive {
+        a == b
+    } else if a.is_ascii() && b.is_ascii() {
+        a.eq_ignore_ascii_case(b)
+    } else {
+        a.chars()
+            .flat_map(char::to_lowercase)
+            .eq(b.chars().flat_map(char::to_lowercase))
+    }
+}
+
 impl Index {
+    /// The form of `path` ids are derived from: lower-case where names are case-insensitive.
     fn key(&self, path: &str) -> String {
         if self.case_insensitive {
             path.to_lowercase()
@@ -141,125 +186,136 @@ impl Index {
     }
 
     fn walk(ds: &Datastore, limits: &Limits, problems: &mut Vec<Problem>) -> Index {
+        let tree = ds.fs.list_tree(&TreeLimits {
+            max_entries: limits.max_entries,
+            max_depth: limits.max_depth,
+            include_hidden: false,
+        });
+        let case_insensitive = ds.info.fs == FsKind::Ntfs;
         let mut ix = Index {
-            case_insensitive: ds.info.fs == FsKind::Ntfs,
-            entries: vec![Entry {
-                path: "/".into(),
-                name: String::new(),
-                id: ds.fs.root(),
-                dir: true,
-                parent: ROOT,
-            }],
-            by_key: HashMap::new(),
-            children: HashMap::new(),
-            meta: Vec::new(),
+            case_insensitive,
+            entries: Vec::with_capacity(tree.entries.len()),
+            by_name: HashTable::with_capacity(tree.entries.len()),
+            children: Vec::with_capacity(tree.entries.len()),
         };
-        ix.by_key.insert("/".into(), ROOT);
-        let mut visited = HashSet::new();
-        visited.insert(ds.fs.root());
-        let mut stack = vec![(ROOT, 0usize)];
-        let mut limited = false;
-        while let Some((dir, depth)) = stack.pop() {
-            let id = ix.entries[dir as usize].id.clone();
-            let listing = match ds.fs.read_dir(&id) {
-                Ok(l) => l,
-                Err(e) => {
-                    problems.push(Problem::new(
-                        "io",
-                        Some(&ix.entries[dir as usize].path),
-                        format!("LUN {}: cannot list directory: {e}", ds.lun),
-                    ));
-                    continue;
-                }
-            };
-            let mut kids = Vec::with_capacity(listing.len());
-            for e in listing {
-                if e.metadata_file
-                    || e.short_name
-                    || e.name == "."
-                    || e.name == ".."
-                    || e.name.is_empty()
-                {
-                    continue;
-                }
-                if ix.entries.len() >= limits.max_entries {
-                    limited = true;
-                    break;
-                }
-                let is_dir = e.file_type == FileType::Dir;
-                if e.file_type == FileType::Symlink {
-                    continue;
-                }
-                if is_dir && !visited.insert(e.id.clone()) {
-                    problems.push(Problem::new(
-                        "walk-loop",
-                        Some(&ix.entries[dir as usize].path),
-                        format!(
-                            "LUN {}: directory {} appears twice (a cycle); not walked again",
-                            ds.lun, e.name
-                        ),
-                    ));
-                    continue;
-                }
-                let parent_path = &ix.entries[dir as usize].path;
-                let path = if parent_path == "/" {
-                    format!("/{}", e.name)
-                } else {
-                    format!("{parent_path}/{}", e.name)
-                };
-                let n = ix.entries.len() as u32;
-                let key = ix.key(&path);
-                ix.by_key.insert(key, n);
-                ix.entries.push(Entry {
-                    path,
-                    name: e.name,
-                    id: e.id,
-                    dir: is_dir,
-                    parent: dir,
-                });
-                kids.push(n);
-                if is_dir {
-                    if depth + 1 < limits.max_depth {
-                        stack.push((n, depth + 1));
-                    } else {
-                        problems.push(Problem::new(
-                            "walk-limit",
-                            Some(&ix.entries[n as usize].path),
-                            format!(
-                                "LUN {}: deeper than {} levels; not walked",
-                                ds.lun, limits.max_depth
-                            ),
-                        ));
-                    }
-                }
+        // Tree entry -> index entry; symbolic links are not followed, so not indexed.
+        let mut renumber: Vec<u32> = Vec::with_capacity(tree.entries.len());
+        for (t, te) in tree.entries.into_iter().enumerate() {
+            if t > 0 && te.entry.file_type == FileType::Symlink {
+                renumber.push(u32::MAX);
+                continue;
             }
-            ix.children.insert(dir, kids);
-            if limited {
-                problems.push(Problem::new(
+            let n = ix.entries.len() as u32;
+            renumber.push(n);
+            let parent = if t == 0 {
+                ROOT
+            } else {
+                renumber[te.parent as usize]
+            };
+            let path = if t == 0 {
+                "/".to_string()
+            } else {
+                let pp = &ix.entries[parent as usize].path;
+                let mut p = String::with_capacity(pp.len() + 1 + te.entry.name.len());
+                if pp != "/" {
+                    p.push_str(pp);
+                }
+                p.push('/');
+                p.push_str(&te.entry.name);
+                p
+            };
+            if t > 0 {
+                let hash = name_hash(parent, &te.entry.name, case_insensitive);
+                let entries = &ix.entries;
+                ix.by_name.insert_unique(hash, n, |&k| {
+                    let e = &entries[k as usize];
+                    name_hash(e.parent, &e.name, case_insensitive)
+                });
+                ix.children[parent as usize].push(n);
+            }
+            ix.entries.push(Entry {
+                path,
+                name: te.entry.name,
+                id: te.entry.id,
+                dir: te.entry.file_type == FileType::Dir,
+                parent,
+                size: te.size,
+                allocated: te.allocated,
+            });
+            ix.children.push(Vec::new());
+        }
+        let path_of = |t: u32| -> String {
+            match renumber.get(t as usize) {
+                Some(&n) if n != u32::MAX => ix.entries[n as usize].path.clone(),
+                _ => "/".into(),
+            }
+        };
+        for p in tree.problems {
+            problems.push(match p {
+                TreeProblem::UnreadableDir { dir, error } => Problem::new(
+                    "io",
+                    Some(&path_of(dir)),
+                    format!("LUN {}: cannot list directory: {error}", ds.lun),
+                ),
+                TreeProblem::UnreadableFile { entry, error } => Problem::new(
+                    "io",
+                    Some(&path_of(entry)),
+                    format!("LUN {}: cannot read file metadata: {error}", ds.lun),
+                ),
+                TreeProblem::Cycle { dir, name } => Problem::new(
+                    "walk-loop",
+                    Some(&path_of(dir)),
+                    format!(
+                        "LUN {}: directory {name} appears twice (a cycle); not walked again",
+                        ds.lun
+                    ),
+                ),
+                TreeProblem::TooDeep { dir } => Problem::new(
+                    "walk-limit",
+                    Some(&path_of(dir)),
+                    format!(
+                        "LUN {}: deeper than {} levels; not walked",
+                        ds.lun, limits.max_depth
+                    ),
+                ),
+                TreeProblem::TooManyEntries { limit } => Problem::new(
                     "walk-limit",
                     None,
                     format!(
-                        "LUN {}: more than {} directory entries; the rest is not scanned",
-                        ds.lun, limits.max_entries
+                        "LUN {}: more than {limit} directory entries; the rest is not scanned",
+                        ds.lun
                     ),
-                ));
-                break;
-            }
+                ),
+            });
         }
-        ix.meta = (0..ix.entries.len()).map(|_| OnceLock::new()).collect();
         ix
     }
 
+    /// The child of `dir` called `name`.
+    fn child(&self, dir: u32, name: &str) -> Option<u32> {
+        let ci = self.case_insensitive;
+        self.by_name
+            .find(name_hash(dir, name, ci), |&k| {
+                let e = &self.entries[k as usize];
+                e.parent == dir && name_eq(&e.name, name, ci)
+            })
+            .copied()
+    }
+
+    /// The entry at an absolute path (`/` separated, already normalised by [`join`]).
     fn lookup(&self, path: &str) -> Option<u32> {
-        if self.case_insensitive {
-            self.by_key.get(&path.to_lowercase()).copied()
-        } else {
-            self.by_key.get(path).copied()
+        let mut cur = ROOT;
+        for comp in path.split('/').filter(|c| !c.is_empty()) {
+            cur = self.child(cur, comp)?;
         }
+        Some(cur)
     }
 
     fn kids(&self, dir: u32) -> &[u32] {
-        self.children.get(&dir).map(Vec::as_slice).unwrap_or(&[])
+        self.children
+            .get(dir as usize)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
 }
 
@@ -289,17 +345,24 @@ fn parent_path(path: &str) -> &str {
 
 /// Splits a reference on both separators, resolving `.` and `..` against `base`.
 fn join(base: &str, rel: &str) -> String {
-    let mut comps: Vec<&str> = base.split('/').filter(|c| !c.is_empty()).collect();
-    for c in rel.split(['/', '\\']) {
+    let mut out = String::with_capacity(base.len() + rel.len() + 2);
+    for c in base.split('/').chain(rel.split(['/', '\\'])) {
         match c {
             "" | "." => {}
             ".." => {
-                comps.pop();
+                let cut = out.rfind('/').unwrap_or(0);
+                out.truncate(cut);
             }
-            c => comps.push(c),
+            c => {
+                out.push('/');
+                out.push_str(c);
+            }
         }
     }
-    format!("/{}", comps.join("/"))
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
 }
 
 /// How a configuration names a file.
@@ -385,8 +448,13 @@ struct Scanner<'a> {
     limits: Limits,
     claimed: Mutex<HashSet<(usize, u32)>>,
     layers: Mutex<HashMap<(usize, u32), Arc<LayerParse>>>,
-    /// `.vmx` files parsed ahead by [`Scanner::prefetch`], taken once by their VM.
+    /// `.vmx` files parsed ahead by the prefetch workers, taken once by their VM.
     configs: Mutex<HashMap<(usize, u32), ParsedVmx>>,
+    /// Configurations the assembly has begun, in [`Scanner::config_order`].
+    started: AtomicUsize,
+    /// Configurations, counted from the front of [`Scanner::config_order`], that no prefetch
+    /// worker has taken yet.
+    unclaimed: AtomicUsize,
 }
 
 /// A parsed `.vmx`, or the problem kind and error that stopped it.
@@ -398,7 +466,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Below this many VM folders the prefetch threads cost more than they save.
+/// Datastores with fewer names than this are scanned without a read-ahead thread.
+const READ_AHEAD_MIN_ENTRIES: usize = 2_000;
+/// Files larger than this are not announced (a text descriptor or configuration never is).
+const READ_AHEAD_MAX_BYTES: u64 = 256 << 10;
+
+/// Below this many configurations the prefetch workers cost more than they save.
 const PREFETCH_MIN_CONFIGS: usize = 32;
 /// Most prefetch threads (the work is a mix of small device reads and parsing).
 const PREFETCH_MAX_THREADS: usize = 4;
@@ -425,15 +498,15 @@ struct Build {
 impl Build {
     fn new() -> Self {
         Build {
-            files: Vec::new(),
-            by_loc: HashMap::new(),
-            names: HashSet::new(),
+            files: Vec::with_capacity(16),
+            by_loc: HashMap::default(),
+            names: HashSet::default(),
             problems: Vec::new(),
             running: Vec::new(),
             suspended: Vec::new(),
             notes: Vec::new(),
             disks: Vec::new(),
-            locs: Vec::new(),
+            locs: Vec::with_capacity(16),
         }
     }
 
@@ -466,12 +539,8 @@ impl Scanner<'_> {
     }
 
     fn meta(&self, ds: usize, i: u32) -> (u64, u64) {
-        *self.idx[ds].meta[i as usize].get_or_init(|| {
-            match self.ds[ds].fs.metadata(&self.entry(ds, i).id) {
-                Ok(m) => (m.size, m.allocated),
-                Err(_) => (0, 0),
-            }
-        })
+        let e = self.entry(ds, i);
+        (e.size, e.allocated)
     }
 
     fn path_of(&self, loc: &Loc) -> String {
@@ -644,40 +713,98 @@ impl Scanner<'_> {
             .and_then(|bytes| vmx::Vmx::parse(&bytes).map_err(|e| ("config-invalid", e)))
     }
 
-    /// Does, on several threads, the order-independent part of assembling VMware VMs:
-    /// file sizes of every file beside a `.vmx`, the `.vmx` parse, and the parse of every
-    /// descriptor and virtual disk header there. Each device read waits for the LUN; several
-    /// in flight overlap those waits, and the parsing runs on every core. The assembly
-    /// that follows stays sequential (which VM claims which file depends on the order) and
-    /// finds these results cached. Every result equals what the assembly would compute.
-    fn prefetch(&self) {
-        let mut jobs: Vec<(usize, u32)> = Vec::new();
+    /// Whether announcing the reads ahead pays for a thread: only for datastores with many
+    /// VM folders.
+    fn read_ahead_worth_it(&self) -> bool {
+        self.idx.iter().map(|ix| ix.entries.len()).sum::<usize>() >= READ_AHEAD_MIN_ENTRIES
+    }
+
+    /// Tells the LUNs, up front, which bytes the assembly is about to read: every
+    /// configuration, snapshot list and text descriptor. On a cold LUN those thousands of small
+    /// reads then reach the device together, as one deep queue, instead of one at a time as the
+    /// assembly gets to each VM. Runs beside the assembly; on a warm cache it only costs a
+    /// little of another core.
+    fn read_ahead(&self) {
         for (d, ix) in self.idx.iter().enumerate() {
-            for (i, e) in ix.entries.iter().enumerate() {
-                if !e.dir && matches!(ext_of(&e.name).as_str(), "vmx" | "vmtx") {
-                    jobs.push((d, i as u32));
+            for e in &ix.entries {
+                if e.dir || e.size == 0 || e.size > READ_AHEAD_MAX_BYTES {
+                    continue;
+                }
+                let wanted = match ext_of(&e.name).as_str() {
+                    "vmx" | "vmtx" | "vmsd" | "vmc" => true,
+                    "vmdk" => !is_extent_name(&e.name),
+                    "xml" => ix.entries[e.parent as usize]
+                        .name
+                        .eq_ignore_ascii_case("Virtual Machines"),
+                    _ => false,
+                };
+                if !wanted {
+                    continue;
+                }
+                if let Ok(src) = self.ds[d].fs.open(&e.id) {
+                    src.will_need(0, e.size);
                 }
             }
         }
-        let threads = match self.limits.threads {
+    }
+
+    /// Every configuration file (`.vmx`, `.vmtx`, `.vmc`), in the order [`Scanner::vms`]
+    /// assembles them.
+    fn config_order(&self) -> Vec<(usize, u32)> {
+        let mut order = Vec::new();
+        for (d, ix) in self.idx.iter().enumerate() {
+            for (i, e) in ix.entries.iter().enumerate() {
+                if !e.dir && matches!(ext_of(&e.name).as_str(), "vmx" | "vmtx" | "vmc") {
+                    order.push((d, i as u32));
+                }
+            }
+        }
+        order
+    }
+
+    /// Starts the workers that do, beside the assembly, its order-independent part for
+    /// VMware VMs: the `.vmx` parse and the parse of every descriptor and virtual disk header
+    /// beside it. The assembly takes configurations from the front of
+    /// [`Scanner::config_order`], the workers from the back, so the two meet in the middle
+    /// and almost nothing is done twice; the assembly stays sequential (which VM claims which
+    /// file depends on the order) and finds the workers' results cached. Every cached result
+    /// equals what the assembly would compute itself.
+    fn spawn_prefetch<'s>(&'s self, s: &'s std::thread::Scope<'s, '_>) {
+        let workers = match self.limits.threads {
             0 => std::thread::available_parallelism()
                 .map_or(1, |n| n.get())
                 .min(PREFETCH_MAX_THREADS),
             n => n,
-        };
-        if jobs.len() < PREFETCH_MIN_CONFIGS || threads < 2 {
+        }
+        .saturating_sub(1);
+        if workers == 0 {
             return;
         }
-        let next = AtomicUsize::new(0);
-        std::thread::scope(|s| {
-            for _ in 0..threads {
-                s.spawn(|| {
-                    while let Some(&(d, cfg)) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) {
+        let order = self.config_order();
+        if order.len() < PREFETCH_MIN_CONFIGS {
+            return;
+        }
+        self.unclaimed.store(order.len(), Ordering::SeqCst);
+        let order = Arc::new(order);
+        for _ in 0..workers {
+            let order = order.clone();
+            s.spawn(move || {
+                while let Ok(prev) =
+                    self.unclaimed
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                {
+                    let k = prev - 1;
+                    // The assembly got here first: everything before is its own.
+                    if k < self.started.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let (d, cfg) = order[k];
+                    if ext_of(&self.entry(d, cfg).name) != "vmc" {
                         self.prefetch_vm(d, cfg);
                     }
-                });
-            }
-        });
+                }
+            });
+        }
     }
 
     fn prefetch_vm(&self, d: usize, cfg: u32) {
@@ -765,7 +892,7 @@ impl Scanner<'_> {
         let configured = refs.first().cloned().unwrap_or_default();
         let mut loc = self.first_found(ds, base_dir, refs);
         let mut chain: Vec<DiskLayer> = Vec::new();
-        let mut visited: HashSet<(usize, u32)> = HashSet::new();
+        let mut visited: HashSet<(usize, u32)> = HashSet::default();
         let mut child_parent_cid: Option<(u32, String)> = None;
         loop {
             if chain.len() >= self.limits.max_chain {
@@ -1143,9 +1270,9 @@ impl Scanner<'_> {
             let ix = &self.idx[d];
             // Configurations per directory decide whether leftover files in it belong to
             // the VM.
-            let mut per_dir: HashMap<u32, usize> = HashMap::new();
+            let mut per_dir: HashMap<u32, usize> = HashMap::default();
             let mut configs = Vec::new();
-            let mut hyperv_groups: HashMap<(u32, String), Vec<u32>> = HashMap::new();
+            let mut hyperv_groups: HashMap<(u32, String), Vec<u32>> = HashMap::default();
             for (i, e) in ix.entries.iter().enumerate() {
                 if e.dir {
                     continue;
@@ -1172,6 +1299,7 @@ impl Scanner<'_> {
                 }
             }
             for c in configs {
+                self.started.fetch_add(1, Ordering::SeqCst);
                 let single = per_dir.get(&self.entry(d, c).parent) == Some(&1);
                 let ext = ext_of(&self.entry(d, c).name);
                 out.push(if ext == "vmc" {
@@ -1183,7 +1311,7 @@ impl Scanner<'_> {
             let mut groups: Vec<_> = hyperv_groups.into_iter().collect();
             groups.sort_by(|a, b| a.0.cmp(&b.0));
             // VMs per Hyper-V VM folder (the parent of "Virtual Machines").
-            let mut per_folder: HashMap<u32, usize> = HashMap::new();
+            let mut per_folder: HashMap<u32, usize> = HashMap::default();
             for ((vmdir, _), files) in &groups {
                 if files
                     .iter()
@@ -1365,7 +1493,7 @@ impl Scanner<'_> {
         let prefetched = lock(&self.configs).remove(&(d, cfg));
         let parsed = prefetched.unwrap_or_else(|| self.parse_vmx(d, cfg));
         let mut name = stem.clone();
-        let mut snapshot_stems = HashSet::new();
+        let mut snapshot_stems = HashSet::default();
         let mut snaps = Vec::new();
         let (mut guest_os, mut cpus, mut memory, mut bios, mut inst) =
             (None, None, None, None, None);
@@ -1543,7 +1671,7 @@ impl Scanner<'_> {
                 }
             }
         }
-        self.vmware_dir_files(&mut b, d, dir, &stem, single, &HashSet::new());
+        self.vmware_dir_files(&mut b, d, dir, &stem, single, &HashSet::default());
         if single {
             self.add_leftovers(&mut b, d, dir);
         }
@@ -1974,6 +2102,8 @@ mod tests {
         );
         assert_eq!(join("/a/b", "..\\c/./d.vmdk"), "/a/c/d.vmdk");
         assert_eq!(join("/", "x"), "/x");
+        assert_eq!(join("/", "../../x"), "/x");
+        assert_eq!(join("/a", ".."), "/");
     }
 
     #[test]
@@ -1984,5 +2114,95 @@ mod tests {
         assert!(!is_extent_name("a-000001.vmdk"));
         assert!(!is_extent_name("a.vmdk"));
         assert_eq!(base32(b"foobar"), "mzxw6ytboi");
+    }
+
+    /// A filesystem whose opened files record the read-ahead hints they get.
+    struct Hinted {
+        inner: crate::memfs::MemFs,
+        hints: Arc<Mutex<Vec<String>>>,
+    }
+
+    struct HintSource {
+        inner: lun::Source,
+        hints: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl ReadAt for HintSource {
+        fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> lun::Result<()> {
+            self.inner.read_exact_at(offset, buf)
+        }
+        fn size(&self) -> u64 {
+            self.inner.size()
+        }
+        fn name(&self) -> &str {
+            self.inner.name()
+        }
+        fn will_need(&self, offset: u64, len: u64) {
+            assert_eq!((offset, len), (0, self.size()));
+            lock(&self.hints).push(self.inner.name().to_string());
+        }
+    }
+
+    impl Filesystem for Hinted {
+        fn info(&self) -> VolumeInfo {
+            self.inner.info()
+        }
+        fn root(&self) -> FileId {
+            self.inner.root()
+        }
+        fn read_dir(&self, dir: &FileId) -> fscore::Result<Vec<fscore::DirEntry>> {
+            self.inner.read_dir(dir)
+        }
+        fn metadata(&self, id: &FileId) -> fscore::Result<fscore::Metadata> {
+            self.inner.metadata(id)
+        }
+        fn open(&self, id: &FileId) -> fscore::Result<lun::Source> {
+            Ok(Arc::new(HintSource {
+                inner: self.inner.open(id)?,
+                hints: self.hints.clone(),
+            }))
+        }
+        fn extents(&self, id: &FileId) -> fscore::Result<fscore::FileMapping> {
+            self.inner.extents(id)
+        }
+        fn device(&self) -> lun::Source {
+            self.inner.device()
+        }
+    }
+
+    #[test]
+    fn read_ahead_announces_configurations_and_descriptors_only() {
+        let mut b = crate::memfs::MemFs::builder(FsKind::Vmfs6, "ds", "5f1c-aa");
+        let vms = READ_AHEAD_MIN_ENTRIES / 5;
+        for n in 0..vms {
+            let d = format!("/vm{n}");
+            b.file(
+                &format!("{d}/vm{n}.vmx"),
+                format!("displayName = \"vm{n}\"\nscsi0:0.present = \"TRUE\"\nscsi0:0.fileName = \"vm{n}.vmdk\"\n"),
+            );
+            b.file(
+                &format!("{d}/vm{n}.vmdk"),
+                format!("# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType=\"vmfs\"\nRW 2048 VMFS \"vm{n}-flat.vmdk\"\n"),
+            );
+            b.sparse_file(&format!("{d}/vm{n}-flat.vmdk"), b"boot", 1 << 20, 4096);
+            b.file(&format!("{d}/vm{n}.vmsd"), ".encoding = \"UTF-8\"\n");
+            b.file(&format!("{d}/vmware.log"), "log\n");
+        }
+        let hints = Arc::new(Mutex::new(Vec::new()));
+        let fs = Hinted {
+            inner: b.build(),
+            hints: hints.clone(),
+        };
+        let mut want: Vec<String> = (0..vms)
+            .flat_map(|n| ["vmx", "vmdk", "vmsd"].map(|e| format!("/vm{n}/vm{n}.{e}")))
+            .map(|p| format!("memfs#{}", fs.inner.lookup(&p).unwrap().ino))
+            .collect();
+        want.sort();
+        let inv = scan(&[Datastore::new("lun0", Arc::new(fs))]);
+        assert_eq!(inv.vms.len(), vms);
+        assert!(inv.vms.iter().all(|v| v.problems.is_empty()));
+        let mut got = lock(&hints).clone();
+        got.sort();
+        assert_eq!(got, want);
     }
 }

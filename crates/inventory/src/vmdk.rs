@@ -6,6 +6,7 @@
 //! header gives the descriptor's offset and size in sectors.
 
 use crate::InventoryError;
+use crate::text::{find_byte, trim_start_str, trim_str};
 use fscore::le;
 
 /// The largest descriptor read (embedded or text). Real ones are below 2 KiB.
@@ -72,12 +73,16 @@ pub fn probe(first: &[u8]) -> Probe {
     if le::u64_at(first, 0) == Some(SESPARSE_MAGIC) {
         return Probe::SeSparse;
     }
-    let text = first.split(|&b| b == 0).next().unwrap_or(first);
-    let s = String::from_utf8_lossy(text);
+    let text = &first[..find_byte(0, first).unwrap_or(first.len())];
+    // `from_utf8_lossy` walks byte by byte even over valid UTF-8; check that fast first.
+    let s = match std::str::from_utf8(text) {
+        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(text),
+    };
     let looks = s.lines().map(str::trim).any(|l| {
         l.starts_with("# Disk DescriptorFile")
             || l.starts_with("version=")
-            || l.to_ascii_lowercase().starts_with("createtype")
+            || starts_with_ignore_ascii_case(l, "createtype")
     });
     if looks { Probe::Text } else { Probe::Data }
 }
@@ -230,19 +235,31 @@ impl Descriptor {
 
     /// A `ddb.*` value.
     pub fn ddb(&self, key: &str) -> Option<&str> {
-        let key = key.to_ascii_lowercase();
+        // Stored keys are lower-case, so this matches them as a lower-cased `key` would.
         self.ddb
             .iter()
-            .find(|(k, _)| *k == key)
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
             .map(|(_, v)| v.as_str())
     }
 }
 
+fn starts_with_ignore_ascii_case(s: &str, prefix: &str) -> bool {
+    s.as_bytes()
+        .get(..prefix.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(prefix.as_bytes()))
+}
+
 fn unquote(v: &str) -> &str {
-    let v = v.trim();
+    let v = trim_str(v);
     v.strip_prefix('"')
         .and_then(|x| x.strip_suffix('"'))
         .unwrap_or(v)
+}
+
+/// Whether `line` starts with the word `word` (followed by ASCII white space or the end).
+fn first_word_is(line: &str, word: &str) -> bool {
+    line.strip_prefix(word)
+        .is_some_and(|rest| rest.as_bytes().first().is_none_or(u8::is_ascii_whitespace))
 }
 
 /// Parses descriptor text. The text may be NUL-padded (embedded descriptors are). Fails when
@@ -254,18 +271,32 @@ pub fn parse_descriptor(bytes: &[u8]) -> Result<Descriptor, InventoryError> {
             limit: MAX_DESCRIPTOR_BYTES,
         });
     }
-    let bytes = bytes.split(|&b| b == 0).next().unwrap_or(bytes);
-    let text = crate::text::decode(bytes);
+    let bytes = &bytes[..find_byte(0, bytes).unwrap_or(bytes.len())];
+    // Borrowed for UTF-8 text: only the values kept below are copied.
+    let text = crate::text::decode_cow(bytes);
     let mut d = Descriptor::default();
     let mut recognised = 0usize;
     let mut bad = 0usize;
-    for (n, raw) in text.lines().enumerate() {
-        let line = raw.trim();
+    let mut rest: &str = &text;
+    // Lines as `str::lines` splits them (the `\r` of a CRLF goes with the trimming); the byte
+    // bound ensures the count of lines is bounded too.
+    for n in 0.. {
+        if rest.is_empty() {
+            break;
+        }
+        let (raw, next) = match find_byte(b'\n', rest.as_bytes()) {
+            Some(nl) => (&rest[..nl], &rest[nl + 1..]),
+            None => (rest, ""),
+        };
+        rest = next;
+        let line = trim_str(raw);
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let first = line.split_ascii_whitespace().next().unwrap_or("");
-        if matches!(first, "RW" | "RDONLY" | "NOACCESS") {
+        if first_word_is(line, "RW")
+            || first_word_is(line, "RDONLY")
+            || first_word_is(line, "NOACCESS")
+        {
             match parse_extent(line) {
                 Ok(e) => {
                     recognised += 1;
@@ -284,7 +315,9 @@ pub fn parse_descriptor(bytes: &[u8]) -> Result<Descriptor, InventoryError> {
             }
             continue;
         }
-        let Some((k, v)) = line.split_once('=') else {
+        let Some((k, v)) =
+            find_byte(b'=', line.as_bytes()).map(|eq| (&line[..eq], &line[eq + 1..]))
+        else {
             bad += 1;
             if d.warnings.len() < 8 {
                 d.warnings
@@ -293,18 +326,30 @@ pub fn parse_descriptor(bytes: &[u8]) -> Result<Descriptor, InventoryError> {
             continue;
         };
         recognised += 1;
-        let key = k.trim().to_ascii_lowercase();
-        let value = unquote(v).to_string();
-        let hex = || u32::from_str_radix(value.trim(), 16).ok();
-        match key.as_str() {
-            "version" => d.version = value.trim().parse().ok(),
-            "cid" => d.cid = hex(),
-            "parentcid" => d.parent_cid = hex(),
-            "createtype" => d.create_type = Some(value),
-            "parentfilenamehint" => d.parent_file_name_hint = Some(value),
-            "changetrackpath" => d.change_track_path = Some(value),
-            k if k.starts_with("ddb.") => d.ddb.push((key, value)),
-            _ => {}
+        let key = trim_str(k);
+        let value = unquote(v);
+        let hex = || u32::from_str_radix(trim_str(value), 16).ok();
+        // Keys are case-insensitive; compared in place rather than lower-cased into a copy.
+        let is = |name: &str| key.eq_ignore_ascii_case(name);
+        // Most lines of a descriptor are `ddb.*`: test for them first.
+        if starts_with_ignore_ascii_case(key, "ddb.") {
+            if d.ddb.is_empty() {
+                // ESXi writes seven to ten ddb lines.
+                d.ddb.reserve(10);
+            }
+            d.ddb.push((key.to_ascii_lowercase(), value.to_string()));
+        } else if is("version") {
+            d.version = trim_str(value).parse().ok();
+        } else if is("cid") {
+            d.cid = hex();
+        } else if is("parentcid") {
+            d.parent_cid = hex();
+        } else if is("createtype") {
+            d.create_type = Some(value.to_string());
+        } else if is("parentfilenamehint") {
+            d.parent_file_name_hint = Some(value.to_string());
+        } else if is("changetrackpath") {
+            d.change_track_path = Some(value.to_string());
         }
     }
     if recognised == 0 || bad > recognised || (d.create_type.is_none() && d.extents.is_empty()) {
@@ -318,39 +363,38 @@ pub fn parse_descriptor(bytes: &[u8]) -> Result<Descriptor, InventoryError> {
     Ok(d)
 }
 
+/// Splits off the next word (a run of non-blanks) of `rest`.
+fn next_word<'a>(rest: &mut &'a str) -> Option<&'a str> {
+    let s = trim_start_str(rest);
+    if s.is_empty() {
+        return None;
+    }
+    let end = s.find(|c: char| c.is_ascii_whitespace()).unwrap_or(s.len());
+    *rest = &s[end..];
+    Some(&s[..end])
+}
+
 fn parse_extent(line: &str) -> Result<ExtentLine, &'static str> {
     // ACCESS SECTORS TYPE, then an optional quoted file name (which may hold blanks) and an
     // optional offset. Runs of blanks and tabs count as one separator.
     let mut rest = line;
-    let next_word = |rest: &mut &str| -> Option<String> {
-        let s = rest.trim_start();
-        if s.is_empty() {
-            return None;
-        }
-        let end = s.find(|c: char| c.is_ascii_whitespace()).unwrap_or(s.len());
-        let w = s[..end].to_string();
-        *rest = &s[end..];
-        Some(w)
-    };
     let access = next_word(&mut rest).ok_or("empty extent line")?;
     let sectors = next_word(&mut rest)
         .ok_or("extent line without a size")?
         .parse::<u64>()
         .map_err(|_| "extent size is not a number")?;
-    let kind = next_word(&mut rest)
-        .ok_or("extent line without a type")?
-        .to_ascii_uppercase();
-    let s = rest.trim_start();
+    let kind = next_word(&mut rest).ok_or("extent line without a type")?;
+    let s = trim_start_str(rest);
     let (file_name, after) = if let Some(q) = s.strip_prefix('"') {
         let end = q.find('"').ok_or("unterminated extent file name")?;
-        (Some(q[..end].to_string()), &q[end + 1..])
+        (Some(&q[..end]), &q[end + 1..])
     } else if s.is_empty() {
         (None, "")
     } else {
         let end = s.find(|c: char| c.is_ascii_whitespace()).unwrap_or(s.len());
-        (Some(s[..end].to_string()), &s[end..])
+        (Some(&s[..end]), &s[end..])
     };
-    if file_name.is_none() && kind != "ZERO" {
+    if file_name.is_none() && !kind.eq_ignore_ascii_case("ZERO") {
         return Err("extent without a file name");
     }
     let offset = match after.split_ascii_whitespace().next() {
@@ -358,10 +402,10 @@ fn parse_extent(line: &str) -> Result<ExtentLine, &'static str> {
         None => 0,
     };
     Ok(ExtentLine {
-        access,
+        access: access.to_string(),
         sectors,
-        kind,
-        file_name,
+        kind: kind.to_ascii_uppercase(),
+        file_name: file_name.map(str::to_string),
         offset,
     })
 }
@@ -387,6 +431,35 @@ mod tests {
         assert_eq!(d.extents[1].offset, 2048);
         assert_eq!(d.extents[2].kind, "ZERO");
         assert!(!d.has_parent());
+    }
+
+    #[test]
+    fn keys_any_case_and_blanks_as_str_trim_sees_them() {
+        // VT and no-break spaces are white space to `str::trim` (what the parser always used).
+        let d = parse_descriptor(
+            "CreateType = \u{a0}\"vmfs\"\x0b\r\nCID=0000000A\r\nPARENTCID = ffffffff\r\nVersion = \" 1 \"\nDDB.UUID = \"x\"\nddb.uuid = \"y\"\n\x0bRW 8 vmfs \"a b.vmdk\"\t 16 \r\nRDONLY\t4\tzero\n"
+                .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(d.create_type.as_deref(), Some("vmfs"));
+        assert_eq!(d.cid, Some(10));
+        assert_eq!(d.parent_cid, Some(u32::MAX));
+        assert_eq!(d.version, Some(1));
+        assert_eq!(d.ddb("ddb.uuid"), Some("x"), "the first ddb line wins");
+        assert_eq!(d.ddb("DDB.Uuid"), Some("x"));
+        assert_eq!(d.ddb.len(), 2);
+        assert_eq!(d.ddb[0].0, "ddb.uuid");
+        assert_eq!(d.extents.len(), 2);
+        assert_eq!(d.extents[0].kind, "VMFS");
+        assert_eq!(d.extents[0].file_name.as_deref(), Some("a b.vmdk"));
+        assert_eq!(d.extents[0].offset, 16);
+        assert_eq!(d.extents[1].kind, "ZERO");
+        assert!(d.warnings.is_empty(), "{:?}", d.warnings);
+        // "RWX" is not an access word, and a key without '=' is a warning with its line.
+        let d =
+            parse_descriptor(b"createType=\"vmfs\"\nRWX 1 FLAT \"a\"\nRW 1 FLAT \"a\"\n").unwrap();
+        assert_eq!(d.extents.len(), 1);
+        assert_eq!(d.warnings, ["line 2: neither key=value nor an extent"]);
     }
 
     #[test]

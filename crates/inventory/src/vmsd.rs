@@ -2,7 +2,7 @@
 //! `key = "value"` syntax as `.vmx`.
 
 use crate::InventoryError;
-use crate::vmx::Dictionary;
+use crate::vmx::{Dictionary, parse_u64};
 
 /// Snapshots kept at most (VMware supports 32 in a chain, 496 in a tree).
 pub const MAX_SNAPSHOTS: u64 = 1024;
@@ -47,45 +47,55 @@ pub fn parse(bytes: &[u8]) -> Result<Vmsd, InventoryError> {
     let num = d.get_u64("snapshot.numSnapshots").unwrap_or(0);
     let current = d.get_u64("snapshot.current");
     let mut snapshots = Vec::new();
+    // One buffer for every `snapshotN.property` key looked up.
+    let mut key = String::with_capacity(40);
+    let mut get = |n: u64, disk: Option<u64>, property: &str| {
+        key.clear();
+        key.push_str("snapshot");
+        push_decimal(&mut key, n);
+        if let Some(m) = disk {
+            key.push_str(".disk");
+            push_decimal(&mut key, m);
+        }
+        key.push('.');
+        key.push_str(property);
+        d.get(&key)
+    };
     // snapshotN indices are dense in practice; scan a bounded range to survive gaps.
     let scan = num.saturating_mul(2).saturating_add(4).min(MAX_SNAPSHOTS);
     for n in 0..scan {
-        let p = format!("snapshot{n}");
-        let Some(uid) = d.get(&format!("{p}.uid")) else {
+        let Some(uid) = get(n, None, "uid") else {
             continue;
         };
         let uid = uid.trim().parse().ok();
         let time = match (
-            d.get(&format!("{p}.createTimeHigh"))
-                .and_then(|v| v.trim().parse::<i64>().ok()),
-            d.get(&format!("{p}.createTimeLow"))
-                .and_then(|v| v.trim().parse::<i64>().ok()),
+            get(n, None, "createTimeHigh").and_then(|v| v.trim().parse::<i64>().ok()),
+            get(n, None, "createTimeLow").and_then(|v| v.trim().parse::<i64>().ok()),
         ) {
             (Some(h), Some(l)) => Some((h << 32) | (l as u32 as i64)),
             _ => None,
         };
-        let ndisks = d.get_u64(&format!("{p}.numDisks")).unwrap_or(0).min(256);
+        let ndisks = get(n, None, "numDisks")
+            .and_then(parse_u64)
+            .unwrap_or(0)
+            .min(256);
         let mut disks = Vec::new();
         for m in 0..ndisks {
-            if let Some(f) = d.get(&format!("{p}.disk{m}.fileName")) {
-                let node = d
-                    .get(&format!("{p}.disk{m}.node"))
-                    .unwrap_or("")
-                    .to_string();
-                disks.push((node, f.to_string()));
+            if let Some(f) = get(n, Some(m), "fileName") {
+                let f = f.to_string();
+                let node = get(n, Some(m), "node").unwrap_or("").to_string();
+                disks.push((node, f));
             }
         }
         snapshots.push(Snapshot {
             uid,
-            parent: d.get_u64(&format!("{p}.parent")),
-            name: d.get(&format!("{p}.displayName")).unwrap_or("").to_string(),
-            description: d
-                .get(&format!("{p}.description"))
+            parent: get(n, None, "parent").and_then(parse_u64),
+            name: get(n, None, "displayName").unwrap_or("").to_string(),
+            description: get(n, None, "description")
                 .filter(|s| !s.is_empty())
                 .map(str::to_string),
             created_us: time,
-            state_file: d
-                .get(&format!("{p}.filename"))
+            state_file: get(n, None, "filename")
                 .filter(|s| !s.is_empty())
                 .map(str::to_string),
             disks,
@@ -96,6 +106,22 @@ pub fn parse(bytes: &[u8]) -> Result<Vmsd, InventoryError> {
         snapshots,
         need_consolidate: d.get_bool("snapshot.needConsolidate").unwrap_or(false),
     })
+}
+
+/// Appends `n` in decimal (what `write!` does, without the formatting machinery, which costs
+/// more than the lookup it serves).
+fn push_decimal(s: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    s.extend(digits[i..].iter().map(|&d| d as char));
 }
 
 #[cfg(test)]
@@ -142,5 +168,30 @@ snapshot.needConsolidate = "TRUE"
         );
         assert!(v.need_consolidate);
         assert_eq!(parse(b"").unwrap(), Vmsd::default());
+    }
+
+    #[test]
+    fn two_digit_snapshot_and_disk_numbers() {
+        let mut text = String::from("snapshot.numSnapshots = \"12\"\nsnapshot.current = \"12\"\n");
+        for n in 0..12 {
+            text += &format!(
+                "snapshot{n}.uid = \"{}\"\nsnapshot{n}.numDisks = \"11\"\n",
+                n + 1
+            );
+        }
+        text += "snapshot11.disk10.fileName = \"d-000012.vmdk\"\nsnapshot11.disk10.node = \"scsi1:10\"\n";
+        let v = parse(text.as_bytes()).unwrap();
+        assert_eq!(v.snapshots.len(), 12);
+        assert!(v.snapshots[11].current);
+        assert_eq!(
+            v.snapshots[11].disks,
+            vec![("scsi1:10".into(), "d-000012.vmdk".into())]
+        );
+        let mut s = String::new();
+        for n in [0, 7, 10, 99, 1024, u64::MAX] {
+            s.clear();
+            push_decimal(&mut s, n);
+            assert_eq!(s, n.to_string());
+        }
     }
 }

@@ -4,24 +4,39 @@
 //! value, `|XX` (two hex digits) stands for the byte 0xXX, which is how VMware writes `"`, `|`
 //! and line breaks. The optional `.encoding` key names the charset of the unescaped bytes.
 
-use std::collections::HashMap;
-
 use crate::InventoryError;
+use crate::text::{HIGH, ONES, bytes_below, find_byte, find_either, word_at, zero_bytes};
 
 /// Lines kept at most; a 1 MiB config has far fewer, so more means a hostile file.
 pub const MAX_LINES: usize = 200_000;
 
 /// A parsed dictionary file.
+///
+/// Every key and value lives in one string (keys lower-cased, values unescaped and decoded),
+/// so parsing a config costs a handful of allocations however many lines it has; inventorying
+/// thousands of VMs parses thousands of these.
 #[derive(Clone, Debug, Default)]
 pub struct Dictionary {
-    /// `(lower-case key, value)` in file order; later duplicates win on lookup.
-    entries: Vec<(String, String)>,
-    /// Index into `entries` of the last occurrence of each key.
-    index: HashMap<String, usize>,
+    /// Lower-case keys and decoded values of all entries, back to back.
+    text: String,
+    /// Where each entry's key and value lie in `text`, in file order (duplicates included).
+    entries: Vec<Span>,
+    /// Open-addressing hash table over `entries` (slot = entry index + 1, 0 = empty), holding
+    /// the last occurrence of each key. Its length is a power of two at least twice the entry
+    /// count, so a probe always meets an empty slot.
+    table: Vec<u32>,
     /// The `.encoding` value, if any.
     pub encoding: Option<String>,
     /// Lines that did not parse (line number and reason), at most a few kept.
     pub warnings: Vec<String>,
+}
+
+/// One entry: the key is `text[key..value]`, the value `text[value..end]`.
+#[derive(Clone, Copy, Debug, Default)]
+struct Span {
+    key: usize,
+    value: usize,
+    end: usize,
 }
 
 /// How many malformed lines are described in [`Dictionary::warnings`].
@@ -33,8 +48,11 @@ impl Dictionary {
     /// warnings.
     pub fn parse(bytes: &[u8], format: &'static str) -> Result<Dictionary, InventoryError> {
         let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-        let nul = bytes.iter().take(64 * 1024).filter(|&&b| b == 0).count();
-        if nul > 0 {
+        let head = &bytes[..bytes.len().min(64 * 1024)];
+        // A fold of the smallest byte, which the compiler vectorises (no early exit needed:
+        // text has no NUL at all).
+        if head.iter().fold(u8::MAX, |m, &b| m.min(b)) == 0 {
+            let nul = head.iter().filter(|&&b| b == 0).count();
             return Err(InventoryError::Parse {
                 format,
                 detail: format!(
@@ -42,36 +60,58 @@ impl Dictionary {
                 ),
             });
         }
-        let mut raw: Vec<(String, Vec<u8>)> = Vec::new();
+        // First pass: keys lower-cased and values unescaped (still raw bytes) into one buffer.
+        // Values are decoded once the whole file is read, because `.encoding` may come last.
+        let mut buf: Vec<u8> = Vec::with_capacity(bytes.len());
+        let mut entries: Vec<Span> = Vec::with_capacity((bytes.len() / 24 + 1).min(4096));
+        let mut encoding_entry = None;
         let mut bad = 0usize;
         let mut warnings = Vec::new();
-        for (lineno, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        let mut start = 0;
+        // One more line than newlines; the bound is checked before each line is read.
+        for lineno in 0..=MAX_LINES {
             if lineno >= MAX_LINES {
                 return Err(InventoryError::Limit {
                     what: format!("{format} line count"),
                     limit: MAX_LINES as u64,
                 });
             }
-            let line = trim(line);
-            if line.is_empty() || line[0] == b'#' {
-                continue;
-            }
-            match parse_line(line) {
-                Ok((k, v)) => raw.push((k, v)),
-                Err(why) => {
-                    bad += 1;
-                    if warnings.len() < MAX_WARNINGS {
-                        warnings.push(format!("line {}: {why}", lineno + 1));
+            let rest = &bytes[start..];
+            let end = find_byte(b'\n', rest).unwrap_or(rest.len());
+            let line = trim(&rest[..end]);
+            start += end + 1;
+            if !line.is_empty() && line[0] != b'#' {
+                let key = buf.len();
+                match parse_line(line, &mut buf) {
+                    Ok(value) => {
+                        if &buf[key..value] == b".encoding" {
+                            encoding_entry = Some(entries.len());
+                        }
+                        entries.push(Span {
+                            key,
+                            value,
+                            end: buf.len(),
+                        });
+                    }
+                    Err(why) => {
+                        buf.truncate(key);
+                        bad += 1;
+                        if warnings.len() < MAX_WARNINGS {
+                            warnings.push(format!("line {}: {why}", lineno + 1));
+                        }
                     }
                 }
             }
+            if start > bytes.len() {
+                break;
+            }
         }
-        if raw.is_empty() || bad > raw.len() {
+        if entries.is_empty() || bad > entries.len() {
             return Err(InventoryError::Parse {
                 format,
                 detail: format!(
                     "not a {format} file: {} key = \"value\" lines, {bad} malformed{}",
-                    raw.len(),
+                    entries.len(),
                     warnings
                         .first()
                         .map(|w| format!(" ({w})"))
@@ -79,54 +119,40 @@ impl Dictionary {
                 ),
             });
         }
-        let encoding = raw
-            .iter()
-            .rev()
-            .find(|(k, _)| k == ".encoding")
-            .map(|(_, v)| String::from_utf8_lossy(v).into_owned());
-        let latin1 = encoding.as_deref().is_some_and(|e| {
-            let e = e.to_ascii_lowercase();
-            e == "windows-1252" || e.starts_with("iso-8859-1") || e == "latin1"
+        let encoding = encoding_entry.map(|i: usize| {
+            let s = entries[i];
+            String::from_utf8_lossy(&buf[s.value..s.end]).into_owned()
         });
+        let latin1 = encoding.as_deref().is_some_and(is_latin1_name);
+        // Keys are valid UTF-8 and none is empty, so the whole buffer is valid UTF-8 exactly
+        // when every value is: then it becomes the text as is.
+        let text = if latin1 && !buf.is_ascii() {
+            decode_values(&buf, &mut entries, true)
+        } else {
+            match String::from_utf8(buf) {
+                Ok(text) => text,
+                Err(e) => decode_values(e.as_bytes(), &mut entries, latin1),
+            }
+        };
         let mut d = Dictionary {
+            text,
+            entries,
+            table: Vec::new(),
             encoding,
             warnings,
-            ..Default::default()
         };
-        for (k, v) in raw {
-            let value = if latin1 {
-                v.iter().map(|&b| b as char).collect()
-            } else {
-                match String::from_utf8(v) {
-                    Ok(s) => s,
-                    // Older hosts wrote the host code page without an .encoding line.
-                    Err(e) => e.into_bytes().iter().map(|&b| b as char).collect(),
-                }
-            };
-            d.index.insert(k.clone(), d.entries.len());
-            d.entries.push((k, value));
-        }
+        d.build_table();
         Ok(d)
     }
 
     /// The value of `key` (case-insensitive), last occurrence.
     pub fn get(&self, key: &str) -> Option<&str> {
-        let i = if key.bytes().any(|b| b.is_ascii_uppercase()) {
-            self.index.get(&key.to_ascii_lowercase())
-        } else {
-            self.index.get(key)
-        };
-        i.map(|&i| self.entries[i].1.as_str())
+        self.find(key).map(|i| self.value_at(i))
     }
 
     /// A boolean value as VMware writes them (`TRUE`/`FALSE`, also `yes`/`1`).
     pub fn get_bool(&self, key: &str) -> Option<bool> {
-        self.get(key).map(|v| {
-            matches!(
-                v.trim().to_ascii_lowercase().as_str(),
-                "true" | "yes" | "1" | "on"
-            )
-        })
+        self.get(key).map(is_true)
     }
 
     /// An unsigned number (decimal, or hex with `0x`).
@@ -136,11 +162,170 @@ impl Dictionary {
 
     /// All entries (lower-case keys) in file order.
     pub fn entries(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.entries.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+        self.entries
+            .iter()
+            .map(|s| (&self.text[s.key..s.value], &self.text[s.value..s.end]))
+    }
+
+    fn key_at(&self, i: usize) -> &str {
+        let s = self.entries[i];
+        &self.text[s.key..s.value]
+    }
+
+    fn value_at(&self, i: usize) -> &str {
+        let s = self.entries[i];
+        &self.text[s.value..s.end]
+    }
+
+    /// Index of the last entry whose key equals `key` ignoring ASCII case.
+    fn find(&self, key: &str) -> Option<usize> {
+        if self.table.is_empty() {
+            return None;
+        }
+        let mask = self.table.len() - 1;
+        let mut slot = slot_of(key.as_bytes(), mask);
+        for _ in 0..self.table.len() {
+            let i = match self.table[slot] {
+                0 => return None,
+                e => e as usize - 1,
+            };
+            if eq_lower(self.key_at(i).as_bytes(), key.as_bytes()) {
+                return Some(i);
+            }
+            slot = (slot + 1) & mask;
+        }
+        None
+    }
+
+    fn build_table(&mut self) {
+        // MAX_LINES bounds the entry count far below u32::MAX.
+        let size = (self.entries.len() * 2).next_power_of_two().max(8);
+        let mut table = vec![0u32; size];
+        let mask = size - 1;
+        for i in 0..self.entries.len() {
+            let key = self.key_at(i);
+            let mut slot = slot_of(key.as_bytes(), mask);
+            for _ in 0..size {
+                match table[slot] {
+                    0 => {
+                        table[slot] = i as u32 + 1;
+                        break;
+                    }
+                    e if self.key_at(e as usize - 1) == key => {
+                        // A later duplicate replaces the earlier one.
+                        table[slot] = i as u32 + 1;
+                        break;
+                    }
+                    _ => slot = (slot + 1) & mask,
+                }
+            }
+        }
+        self.table = table;
     }
 }
 
-fn parse_u64(v: &str) -> Option<u64> {
+/// The charsets VMware writes for the host's Western code page.
+fn is_latin1_name(e: &str) -> bool {
+    e.eq_ignore_ascii_case("windows-1252")
+        || e.eq_ignore_ascii_case("latin1")
+        || e.as_bytes()
+            .get(..10)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"iso-8859-1"))
+}
+
+/// The slow path for files with non-ASCII values: rebuilds the text with every value decoded
+/// as the file's charset says (Latin-1 for the Western code pages; otherwise UTF-8, with
+/// Latin-1 for values that are not UTF-8, which older hosts wrote without an `.encoding`).
+fn decode_values(buf: &[u8], entries: &mut [Span], latin1: bool) -> String {
+    let mut text = String::with_capacity(buf.len() + buf.len() / 4);
+    for s in entries.iter_mut() {
+        let key = String::from_utf8_lossy(&buf[s.key..s.value]);
+        let raw = &buf[s.value..s.end];
+        s.key = text.len();
+        text.push_str(&key);
+        s.value = text.len();
+        match std::str::from_utf8(raw) {
+            Ok(v) if !latin1 => text.push_str(v),
+            _ => text.extend(raw.iter().map(|&b| b as char)),
+        }
+        s.end = text.len();
+    }
+    text
+}
+
+/// Bucket of a key in a table of `mask + 1` slots. The hash folds ASCII case, so a stored
+/// lower-case key and any spelling of it land in the same bucket.
+fn slot_of(key: &[u8], mask: usize) -> usize {
+    // Multiply-xor hashing over 8-byte words (the FxHash scheme); keys are short.
+    const MUL: u64 = 0xF135_7AEA_2E62_A9C5;
+    let mut h = key.len() as u64;
+    for_each_word(key, |w| {
+        h = (h ^ ascii_lower_word(w)).wrapping_mul(MUL).rotate_left(26);
+        true
+    });
+    h = (h ^ (h >> 32)).wrapping_mul(MUL);
+    (h >> 32) as usize & mask
+}
+
+/// Whether `query` equals `stored` (a lower-cased key) ignoring ASCII case, eight bytes at a
+/// time.
+fn eq_lower(stored: &[u8], query: &[u8]) -> bool {
+    stored.len() == query.len() && {
+        let mut at = 0;
+        for_each_word(query, |w| {
+            let same = word_or_short(stored, at) == ascii_lower_word(w);
+            at += 8;
+            same
+        })
+    }
+}
+
+/// Calls `f` on the words of `s` in order until it returns false, and says whether it never
+/// did. A key shorter than 8 bytes is one zero-padded word; in a longer one the last word
+/// overlaps the one before, so the same bytes always give the same words.
+fn for_each_word(s: &[u8], mut f: impl FnMut(u64) -> bool) -> bool {
+    let n = s.len();
+    if n < 8 {
+        return f(word_or_short(s, 0));
+    }
+    let mut i = 0;
+    loop {
+        if !f(word_at(s, i.min(n - 8))) {
+            return false;
+        }
+        if i + 8 >= n {
+            return true;
+        }
+        i += 8;
+    }
+}
+
+/// The word [`for_each_word`] gives as the one starting at `i` (`i` a multiple of 8): the
+/// zero-padded bytes of a short `s`, the overlapping last word of a long one.
+fn word_or_short(s: &[u8], i: usize) -> u64 {
+    let n = s.len();
+    if n < 8 {
+        s.iter()
+            .enumerate()
+            .fold(0, |w, (j, &b)| w | u64::from(b) << (8 * j))
+    } else {
+        word_at(s, i.min(n - 8))
+    }
+}
+
+/// Lower-cases the ASCII letters among eight bytes at once; other bytes are left alone.
+fn ascii_lower_word(w: u64) -> u64 {
+    // Per byte, on its low seven bits (no carry can cross into the next byte): the high bit
+    // of `ge_a` is set when the byte is >= 'A', that of `gt_z` when it is > 'Z'.
+    let low7 = w & !HIGH;
+    let ge_a = low7 + ONES * (0x80 - u64::from(b'A'));
+    let gt_z = low7 + ONES * (0x80 - u64::from(b'Z') - 1);
+    let upper = ge_a & !gt_z & !w & HIGH;
+    w | (upper >> 2)
+}
+
+/// An unsigned number as VMware writes them (decimal, or hex with `0x`).
+pub(crate) fn parse_u64(v: &str) -> Option<u64> {
     let v = v.trim();
     match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
         Some(h) => u64::from_str_radix(h, 16).ok(),
@@ -148,76 +333,151 @@ fn parse_u64(v: &str) -> Option<u64> {
     }
 }
 
-fn trim(mut s: &[u8]) -> &[u8] {
-    while let [first, rest @ ..] = s {
-        if first.is_ascii_whitespace() {
-            s = rest;
-        } else {
-            break;
-        }
-    }
-    while let [rest @ .., last] = s {
-        if last.is_ascii_whitespace() {
-            s = rest;
-        } else {
-            break;
-        }
+/// `u8::is_ascii_whitespace`, testing the common case (a byte above the space) first.
+fn is_blank(b: u8) -> bool {
+    b <= b' ' && b.is_ascii_whitespace()
+}
+
+fn trim_start(mut s: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = s
+        && is_blank(*first)
+    {
+        s = rest;
     }
     s
 }
 
-fn parse_line(line: &[u8]) -> Result<(String, Vec<u8>), &'static str> {
-    let eq = line.iter().position(|&b| b == b'=').ok_or("no '='")?;
-    let key = trim(&line[..eq]);
+fn trim_end(mut s: &[u8]) -> &[u8] {
+    while let [rest @ .., last] = s
+        && is_blank(*last)
+    {
+        s = rest;
+    }
+    s
+}
+
+fn trim(s: &[u8]) -> &[u8] {
+    trim_end(trim_start(s))
+}
+
+/// Lower-cases a key in place (ASCII letters only) and tells whether it holds a blank, a
+/// control character or a quote, and whether it holds non-ASCII bytes. Works on eight bytes at
+/// a time; the last word may overlap the previous one, which is harmless as both the check and
+/// the lower-casing can be repeated.
+fn check_and_lower_key(key: &mut [u8]) -> (bool, bool) {
+    let n = key.len();
+    if n < 8 {
+        let (mut odd, mut high) = (false, 0u8);
+        for b in key.iter_mut() {
+            // Blanks and control characters are all <= 0x20, or DEL.
+            odd |= (*b <= b' ') | (*b == b'"') | (*b == 0x7F);
+            high |= *b;
+            b.make_ascii_lowercase();
+        }
+        return (odd, high >= 0x80);
+    }
+    let (mut odd, mut high) = (0u64, 0u64);
+    let mut i = 0;
+    loop {
+        let at = i.min(n - 8);
+        let w = word_at(key, at);
+        odd |= bytes_below(w, b' ' + 1)
+            | zero_bytes(w ^ (ONES * u64::from(b'"')))
+            | zero_bytes(w ^ (ONES * 0x7F));
+        high |= w & HIGH;
+        key[at..at + 8].copy_from_slice(&ascii_lower_word(w).to_le_bytes());
+        if at == n - 8 {
+            return (odd != 0, high != 0);
+        }
+        i += 8;
+    }
+}
+
+/// Parses a (trimmed, non-empty) line: appends its key, lower-cased, then its value,
+/// unescaped, to `buf`, and returns where the value starts. On error `buf` holds a partial
+/// entry that the caller drops.
+fn parse_line(line: &[u8], buf: &mut Vec<u8>) -> Result<usize, &'static str> {
+    let eq = find_byte(b'=', line).ok_or("no '='")?;
+    // The line is trimmed, so the key can only have blanks at its end and the value at its
+    // start.
+    let key = trim_end(&line[..eq]);
     if key.is_empty() {
         return Err("empty key");
     }
-    if key
-        .iter()
-        .any(|&b| b.is_ascii_whitespace() || b == b'"' || b.is_ascii_control())
-    {
+    let start = buf.len();
+    buf.extend_from_slice(key);
+    let (odd, non_ascii) = check_and_lower_key(&mut buf[start..]);
+    if odd {
         return Err("key contains blanks, quotes or control characters");
     }
-    let mut key = String::from_utf8_lossy(key).into_owned();
-    key.make_ascii_lowercase();
-    let rest = trim(&line[eq + 1..]);
-    let raw = if let Some(q) = rest.strip_prefix(b"\"") {
-        let end = q
-            .iter()
-            .position(|&b| b == b'"')
-            .ok_or("unterminated quoted value")?;
-        if !trim(&q[end + 1..]).is_empty() && trim(&q[end + 1..])[0] != b'#' {
-            return Err("text after the closing quote");
+    if non_ascii {
+        // Keys are ASCII in practice; others are kept as valid UTF-8.
+        buf.truncate(start);
+        let mut k = String::from_utf8_lossy(key).into_owned();
+        k.make_ascii_lowercase();
+        buf.extend_from_slice(k.as_bytes());
+    }
+    let value = buf.len();
+    let rest = trim_start(&line[eq + 1..]);
+    match rest.strip_prefix(b"\"") {
+        Some(q) => {
+            let end = unescape_until_quote(q, buf).ok_or("unterminated quoted value")?;
+            let after = trim_start(&q[end + 1..]);
+            if !after.is_empty() && after[0] != b'#' {
+                return Err("text after the closing quote");
+            }
         }
-        &q[..end]
-    } else {
-        rest
-    };
-    Ok((key, unescape(raw)))
+        None => unescape_into(rest, buf),
+    }
+    Ok(value)
 }
 
 /// Replaces `|XX` escapes by the byte they stand for. A `|` not followed by two hex digits is
 /// kept as is (VMware itself always escapes `|` as `|7C`, so this only happens in hand-edited
 /// files).
 pub fn unescape(raw: &[u8]) -> Vec<u8> {
-    if !raw.contains(&b'|') {
-        return raw.to_vec();
-    }
     let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        if raw[i] == b'|'
-            && i + 2 < raw.len()
-            && let (Some(h), Some(l)) = (hex(raw[i + 1]), hex(raw[i + 2]))
-        {
-            out.push(h << 4 | l);
-            i += 3;
-            continue;
-        }
-        out.push(raw[i]);
-        i += 1;
-    }
+    unescape_into(raw, &mut out);
     out
+}
+
+/// [`unescape`], appending to `out`.
+fn unescape_into(raw: &[u8], out: &mut Vec<u8>) {
+    let mut i = 0;
+    while let Some(bar) = find_byte(b'|', &raw[i..]) {
+        out.extend_from_slice(&raw[i..i + bar]);
+        i += bar + unescape_one(&raw[i + bar..], out);
+    }
+    out.extend_from_slice(&raw[i..]);
+}
+
+/// Unescapes the quoted value `q` (what follows the opening quote) up to its closing quote
+/// into `out`, in one pass; returns the index of the closing quote, `None` when there is none.
+/// An escape never swallows a quote, since a quote is not a hex digit.
+fn unescape_until_quote(q: &[u8], out: &mut Vec<u8>) -> Option<usize> {
+    let mut i = 0;
+    loop {
+        let at = i + find_either(b'"', b'|', &q[i..])?;
+        out.extend_from_slice(&q[i..at]);
+        if q[at] == b'"' {
+            return Some(at);
+        }
+        i = at + unescape_one(&q[at..], out);
+    }
+}
+
+/// Decodes the escape at the start of `s` (which starts with `|`) into `out`; returns how many
+/// bytes it used: 3 for `|XX`, 1 for a lone `|`, kept as is.
+fn unescape_one(s: &[u8], out: &mut Vec<u8>) -> usize {
+    if let [_, h, l, ..] = *s
+        && let (Some(h), Some(l)) = (hex(h), hex(l))
+    {
+        out.push(h << 4 | l);
+        3
+    } else {
+        out.push(b'|');
+        1
+    }
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -262,8 +522,17 @@ pub struct Vmx {
 
 /// Device types that are not hard disks (CD/DVD images and drives, SCSI passthrough).
 fn is_not_a_disk(device_type: &str) -> bool {
-    let t = device_type.to_ascii_lowercase();
-    t.contains("cdrom") || t.contains("passthru") || t == "atapi-cdrom" || t.contains("floppy")
+    ["cdrom", "passthru", "floppy"]
+        .iter()
+        .any(|t| contains_ignore_ascii_case(device_type, t))
+}
+
+/// Whether `haystack` contains `needle` (ASCII lower-case) ignoring ASCII case.
+fn contains_ignore_ascii_case(haystack: &str, needle: &str) -> bool {
+    haystack
+        .as_bytes()
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
 impl Vmx {
@@ -343,45 +612,54 @@ impl Vmx {
     /// Every present hard disk, in device order. CD/DVD drives, passthrough devices, devices
     /// whose `.present` is FALSE and disks on an absent controller are left out.
     pub fn disks(&self) -> Vec<VmxDisk> {
+        let dict = &self.dict;
         let mut out = Vec::new();
-        for (i, (key, value)) in self.dict.entries.iter().enumerate() {
-            let Some((device, bus)) = disk_key(key) else {
+        // One buffer for the `<device>.<property>` keys looked up below.
+        let mut key = String::with_capacity(32);
+        let mut get = |device: &str, property: &str| {
+            key.clear();
+            key.push_str(device);
+            key.push_str(property);
+            dict.find(&key).map(|i| dict.value_at(i))
+        };
+        let is_false = |v: Option<&str>| v.is_some_and(|v| !is_true(v));
+        for i in 0..dict.entries.len() {
+            let Some((device, bus)) = disk_key(dict.key_at(i)) else {
                 continue;
             };
             // Only the last occurrence of a duplicated key counts, as for every other key.
-            if self.dict.index.get(key.as_str()) != Some(&i) {
+            if dict.find(dict.key_at(i)) != Some(i) {
                 continue;
             }
             let controller = &device[..device.find(':').unwrap_or(device.len())];
-            if self.dict.get_bool(&format!("{device}.present")) == Some(false)
-                || self.dict.get_bool(&format!("{controller}.present")) == Some(false)
-            {
+            if is_false(get(device, ".present")) || is_false(get(controller, ".present")) {
                 continue;
             }
-            let device_type = self
-                .dict
-                .get(&format!("{device}.deviceType"))
-                .map(str::to_string);
-            if device_type.as_deref().is_some_and(is_not_a_disk) {
+            let device_type = get(device, ".devicetype");
+            if device_type.is_some_and(is_not_a_disk) {
                 continue;
             }
-            let lower = value.to_ascii_lowercase();
+            let value = dict.value_at(i);
             if value.is_empty()
-                || lower.ends_with(".iso")
-                || lower.starts_with("/dev/")
-                || lower == "auto detect"
+                || ends_with_ignore_ascii_case(value, ".iso")
+                || value
+                    .as_bytes()
+                    .get(..5)
+                    .is_some_and(|p| p.eq_ignore_ascii_case(b"/dev/"))
+                || value.eq_ignore_ascii_case("auto detect")
             {
                 continue;
             }
             if out.iter().any(|d: &VmxDisk| d.device == device) {
                 continue;
             }
+            let mode = get(device, ".mode").map(str::to_string);
             out.push(VmxDisk {
-                file_name: value.to_string(),
-                mode: self.dict.get(&format!("{device}.mode")).map(str::to_string),
-                device,
+                device: device.to_string(),
                 bus,
-                device_type,
+                file_name: value.to_string(),
+                device_type: device_type.map(str::to_string),
+                mode,
             });
         }
         out.sort_by_key(|d| device_order(&d.device));
@@ -389,17 +667,29 @@ impl Vmx {
     }
 }
 
+/// A boolean as VMware writes them (`TRUE`, also `yes`/`1`/`on`); anything else is false.
+fn is_true(v: &str) -> bool {
+    let v = v.trim();
+    ["true", "yes", "1", "on"]
+        .iter()
+        .any(|t| v.eq_ignore_ascii_case(t))
+}
+
+fn ends_with_ignore_ascii_case(s: &str, suffix: &str) -> bool {
+    s.len() >= suffix.len()
+        && s.as_bytes()[s.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+}
+
 impl Dictionary {
     fn disks_hint(&self) -> usize {
-        self.entries
-            .iter()
-            .filter(|(k, _)| disk_key(k).is_some())
+        (0..self.entries.len())
+            .filter(|&i| disk_key(self.key_at(i)).is_some())
             .count()
     }
 }
 
 /// `scsi0:1.filename` -> (`scsi0:1`, Scsi).
-fn disk_key(key: &str) -> Option<(String, Bus)> {
+fn disk_key(key: &str) -> Option<(&str, Bus)> {
     let dev = key.strip_suffix(".filename")?;
     let (bus, rest) = [
         ("scsi", Bus::Scsi),
@@ -417,7 +707,7 @@ fn disk_key(key: &str) -> Option<(String, Bus)> {
     {
         return None;
     }
-    Some((dev.to_string(), bus))
+    Some((dev, bus))
 }
 
 fn device_order(device: &str) -> (u8, u32, u32) {
@@ -433,4 +723,196 @@ fn device_order(device: &str) -> (u8, u32, u32) {
     let digits = device.trim_start_matches(|c: char| c.is_ascii_alphabetic());
     let (c, u) = digits.split_once(':').unwrap_or(("0", "0"));
     (bus, c.parse().unwrap_or(0), u.parse().unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dict(text: &[u8]) -> Dictionary {
+        Dictionary::parse(text, "vmx").unwrap()
+    }
+
+    #[test]
+    fn escape_at_the_end_of_a_value() {
+        let d =
+            dict(b"a = \"x|41\"\nb = \"x|4\"\nc = \"|7C\"\nd = y|22\ne = \"|\"\nf = \"||41\"\n");
+        assert_eq!(d.get("a"), Some("xA"));
+        assert_eq!(d.get("b"), Some("x|4"), "a cut escape is kept as is");
+        assert_eq!(d.get("c"), Some("|"));
+        assert_eq!(d.get("d"), Some("y\""), "unquoted values are unescaped too");
+        assert_eq!(d.get("e"), Some("|"));
+        assert_eq!(d.get("f"), Some("|A"));
+        assert_eq!(unescape(b"ab|0a|0D|"), b"ab\n\r|");
+    }
+
+    #[test]
+    fn an_escaped_quote_does_not_end_the_value() {
+        let d = dict(b"displayName = \"say |22hi|22\" # comment\n");
+        assert_eq!(d.get("displayname"), Some("say \"hi\""));
+        let err = Dictionary::parse(b"a = \"b\" c\n", "vmx").unwrap_err();
+        assert!(
+            err.to_string().contains("text after the closing quote"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn uppercase_keys_and_duplicates() {
+        let text: &[u8] = b"Scsi0:0.FileName = \"old.vmdk\"\nmemSize = \"1\"\nSCSI0:0.fileName = \"new.vmdk\"\nMEMSIZE = 2\nscsi0:0.present = TRUE\n";
+        let d = dict(text);
+        assert_eq!(
+            d.get("scsi0:0.filename"),
+            Some("new.vmdk"),
+            "the last duplicate wins"
+        );
+        assert_eq!(d.get("sCsI0:0.FILENAME"), Some("new.vmdk"));
+        assert_eq!(d.get_u64("memsize"), Some(2));
+        let keys: Vec<&str> = d.entries().map(|(k, _)| k).collect();
+        assert_eq!(
+            keys,
+            [
+                "scsi0:0.filename",
+                "memsize",
+                "scsi0:0.filename",
+                "memsize",
+                "scsi0:0.present"
+            ],
+            "entries keep every line, keys lower-cased"
+        );
+        let disks = Vmx::parse(text).unwrap().disks();
+        assert_eq!(disks.len(), 1, "one device, named twice");
+        assert_eq!(disks[0].file_name, "new.vmdk");
+        assert_eq!(d.get("scsi0:0.filenam"), None);
+        assert_eq!(d.get(""), None);
+    }
+
+    #[test]
+    fn latin1_values() {
+        // Declared code page: every value is Latin-1, even bytes that would be valid UTF-8.
+        let d = dict(b"a = \"caf\xe9\"\nb = \"\xc3\xa9\"\n.encoding = \"windows-1252\"\n");
+        assert_eq!(d.get("a"), Some("café"));
+        assert_eq!(d.get("b"), Some("Ã©"));
+        assert_eq!(d.encoding.as_deref(), Some("windows-1252"));
+        // UTF-8 declared (or nothing): UTF-8 values stay, invalid ones fall back to Latin-1.
+        let d = dict(b"a = \"caf|E9\"\nb = \"\xc3\xa9\"\nc = \"plain\"\n");
+        assert_eq!(d.get("a"), Some("café"));
+        assert_eq!(d.get("b"), Some("é"));
+        assert_eq!(d.get("c"), Some("plain"));
+        for name in ["ISO-8859-1", "iso-8859-15", "Latin1", "WINDOWS-1252"] {
+            let text = format!(".encoding = \"{name}\"\nx = \"\u{e9}\"\n");
+            assert_eq!(dict(text.as_bytes()).get("x"), Some("Ã©"), "{name}");
+        }
+    }
+
+    #[test]
+    fn non_ascii_and_invalid_keys() {
+        let d = dict(b"Cl\xc3\xa9 = \"1\"\nk\xff = \"2\"\n");
+        assert_eq!(d.get("cl\u{e9}"), Some("1"));
+        assert_eq!(d.get("CL\u{e9}"), Some("1"));
+        assert_eq!(
+            d.get("k\u{fffd}"),
+            Some("2"),
+            "invalid UTF-8 in a key is replaced"
+        );
+        let d = Dictionary::parse(
+            b"a b = 1\nc = 2\nd\x7f = 3\ne = 4\n\"f\" = 5\ng = 6\n",
+            "vmx",
+        )
+        .unwrap();
+        assert_eq!(d.warnings.len(), 3, "{:?}", d.warnings);
+        assert!(d.warnings[0].starts_with("line 1: key contains blanks"));
+        // A long key with a blank in its overlapping last word.
+        let d = Dictionary::parse(b"abcdefghij k = 1\nabcdefghijk = 2\nx = 3\n", "vmx").unwrap();
+        assert_eq!(d.warnings.len(), 1);
+        assert_eq!(d.get("ABCDEFGHIJK"), Some("2"));
+    }
+
+    #[test]
+    fn many_keys_all_found() {
+        let text: String = (0..5000)
+            .map(|i| format!("Key.{i}.Name = \"v{i}\"\n"))
+            .collect();
+        let d = dict(text.as_bytes());
+        for i in 0..5000 {
+            assert_eq!(
+                d.get(&format!("key.{i}.name")),
+                Some(format!("v{i}").as_str())
+            );
+        }
+        assert_eq!(d.get("key.5000.name"), None);
+        assert_eq!(Dictionary::default().get("x"), None);
+    }
+
+    #[test]
+    fn line_limit_and_binary() {
+        let ok = "a = \"b\"\n".repeat(MAX_LINES - 1);
+        assert!(Dictionary::parse(ok.as_bytes(), "vmx").is_ok());
+        // MAX_LINES newlines make MAX_LINES + 1 lines (the last one empty).
+        let over = "a = \"b\"\n".repeat(MAX_LINES);
+        let err = Dictionary::parse(over.as_bytes(), "vmx").unwrap_err();
+        assert!(matches!(err, InventoryError::Limit { .. }), "{err}");
+        let err = Dictionary::parse(b"a = 1\n\0\0", "vmx").unwrap_err();
+        assert!(err.to_string().contains("2 NUL bytes"), "{err}");
+    }
+
+    #[test]
+    fn ascii_lower_word_matches_bytes() {
+        for b in 0..=255u8 {
+            for shift in 0..8 {
+                let w = u64::from(b) << (8 * shift) | 0x4142_5a5b_6061_7a40;
+                let mut bytes = w.to_le_bytes();
+                bytes.make_ascii_lowercase();
+                assert_eq!(ascii_lower_word(w), u64::from_le_bytes(bytes), "{b:#x}");
+            }
+        }
+    }
+
+    #[test]
+    fn key_check_of_every_length() {
+        for len in 1..40 {
+            let key: Vec<u8> = (0..len).map(|i| b'A' + (i % 26) as u8).collect();
+            let mut k = key.clone();
+            assert_eq!(check_and_lower_key(&mut k), (false, false));
+            assert_eq!(k, key.to_ascii_lowercase());
+            for at in 0..len {
+                for bad in [b' ', b'\t', 0x01, b'"', 0x7F] {
+                    let mut k = key.clone();
+                    k[at] = bad;
+                    assert!(check_and_lower_key(&mut k).0, "{len} {at} {bad:#x}");
+                }
+                let mut k = key.clone();
+                k[at] = 0xC3;
+                assert_eq!(check_and_lower_key(&mut k), (false, true));
+            }
+        }
+    }
+
+    #[test]
+    fn disks_skip_cdroms_isos_and_absent_devices() {
+        let v = Vmx::parse(
+            b"config.version = \"8\"\n\
+scsi0:0.fileName = \"a.vmdk\"\n\
+scsi0:1.fileName = \"b.ISO\"\n\
+scsi0:2.fileName = \"/Dev/sdb\"\n\
+scsi0:3.fileName = \"c.vmdk\"\nscsi0:3.deviceType = \"SCSI-Passthru\"\n\
+scsi0:4.fileName = \"d.vmdk\"\nscsi0:4.present = \"FALSE\"\n\
+sata0:0.fileName = \"e.vmdk\"\nsata0.present = \"no\"\n\
+ide0:0.fileName = \"Auto Detect\"\n\
+nvme0:0.fileName = \"f.vmdk\"\nnvme0:0.mode = \"independent-persistent\"\nnvme0:0.present = \"On\"\n",
+        )
+        .unwrap();
+        let disks = v.disks();
+        let got: Vec<(&str, &str, Option<&str>)> = disks
+            .iter()
+            .map(|d| (d.device.as_str(), d.file_name.as_str(), d.mode.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("scsi0:0", "a.vmdk", None),
+                ("nvme0:0", "f.vmdk", Some("independent-persistent"))
+            ]
+        );
+    }
 }
