@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use common::*;
 use fscore::Filesystem;
-use inventory::{ConsistencyState, Datastore, Platform, Role, scan, synth};
+use inventory::{ConsistencyState, Datastore, Platform, Role, VmFile, scan, synth};
 use lun::{DevicePath, Source};
 use testkit::ntfs::FuseMount;
 
@@ -58,22 +58,42 @@ fn sparse(path: &Path, len: u64, head: &[u8]) {
     f.set_len(len).unwrap();
 }
 
-fn qemu(dir: &Path, args: &[&str]) {
-    testkit::run(Command::new("qemu-img").current_dir(dir).args(args));
+/// A VMFS descriptor `{dir}/{stem}.vmdk` for a thin flat extent of `mib` MiB starting with
+/// `head`.
+fn flat_vmdk(dir: &Path, stem: &str, cid: u32, mib: u64, head: &[u8]) {
+    let flat = format!("{stem}-flat.vmdk");
+    write(
+        &dir.join(format!("{stem}.vmdk")),
+        vmfs_descriptor(cid, &flat, mib << 11),
+    );
+    sparse(&dir.join(flat), mib << 20, head);
+}
+
+/// Asserts that every file of `files` has the size a host mount at `root` shows.
+fn assert_sizes_as_mounted<'a>(
+    root: &Path,
+    files: impl IntoIterator<Item = &'a VmFile>,
+    reader: &str,
+) -> usize {
+    let mut checked = 0;
+    for f in files {
+        let host = root.join(f.path.trim_start_matches('/'));
+        assert_eq!(
+            f.size,
+            fs::metadata(&host).unwrap().len(),
+            "{reader}: {}",
+            f.path
+        );
+        checked += 1;
+    }
+    checked
 }
 
 /// Datastore 2: the second disk of `sql`, referenced from datastore 1 by UUID and label.
 fn ds2_tree(root: &Path) {
-    write(
-        &root.join("sql/sql_1.vmdk"),
-        vmfs_descriptor(0x51, "sql_1-flat.vmdk", 64 << 11),
-    );
-    sparse(&root.join("sql/sql_1-flat.vmdk"), 64 << 20, b"data");
-    write(
-        &root.join("sql/sql_2.vmdk"),
-        vmfs_descriptor(0x52, "sql_2-flat.vmdk", 16 << 11),
-    );
-    sparse(&root.join("sql/sql_2-flat.vmdk"), 16 << 20, b"data");
+    let sql = root.join("sql");
+    flat_vmdk(&sql, "sql_1", 0x51, 64, b"data");
+    flat_vmdk(&sql, "sql_2", 0x52, 16, b"data");
 }
 
 /// Datastore 1: VMs with 1-3 disks, a snapshot chain, a running VM, an orphan disk,
@@ -82,20 +102,11 @@ fn ds1_tree(root: &Path, ds2_uuid: &str) {
     let vm = |dir: &str, name: &str, disks: &[u64]| {
         let d = root.join(dir);
         let mut refs = Vec::new();
-        for (n, mib) in disks.iter().enumerate() {
-            let base = if n == 0 {
-                name.to_string()
-            } else {
-                format!("{name}_{n}")
-            };
-            write(
-                &d.join(format!("{base}.vmdk")),
-                vmfs_descriptor(0x100 + n as u32, &format!("{base}-flat.vmdk"), mib << 11),
-            );
-            sparse(&d.join(format!("{base}-flat.vmdk")), mib << 20, b"MBR!");
-            refs.push((format!("scsi0:{n}"), format!("{base}.vmdk")));
+        for (n, &mib) in disks.iter().enumerate() {
+            let stem = disk_stem(name, n);
+            flat_vmdk(&d, &stem, 0x100 + n as u32, mib, b"MBR!");
+            refs.push((format!("scsi0:{n}"), format!("{stem}.vmdk")));
         }
-        let r: Vec<(&str, &str)> = refs.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
         write(
             &d.join(format!("{name}.vmx")),
             vmx(
@@ -103,7 +114,7 @@ fn ds1_tree(root: &Path, ds2_uuid: &str) {
                 "ubuntu-64",
                 2,
                 2048,
-                &r,
+                &str_pairs(&refs),
                 &format!("nvram = \"{name}.nvram\"\n"),
             ),
         );
@@ -139,61 +150,19 @@ fn ds1_tree(root: &Path, ds2_uuid: &str) {
         &app.join("app.vmsd"),
         ".encoding = \"UTF-8\"\nsnapshot.lastUID = \"1\"\nsnapshot.current = \"1\"\nsnapshot0.uid = \"1\"\nsnapshot0.filename = \"app-Snapshot1.vmsn\"\nsnapshot0.displayName = \"before upgrade\"\nsnapshot0.numDisks = \"1\"\nsnapshot0.disk0.fileName = \"app.vmdk\"\nsnapshot0.disk0.node = \"scsi0:0\"\nsnapshot.numSnapshots = \"1\"\n",
     );
-    write(
-        &app.join("app.vmx"),
-        vmx(
-            "app",
-            "windows2019srv-64",
-            4,
-            8192,
-            &[("scsi0:0", "app-000001.vmdk")],
-            "nvram = \"app.nvram\"\n",
-        ),
-    );
+    write(&app.join("app.vmx"), app_vmx("app-000001.vmdk"));
 
     let sql = vm("sql", "sql", &[8]);
     write(
         &sql.join("sql.vmx"),
-        vmx(
-            "sql",
-            "windows2019srv-64",
-            8,
-            32768,
-            &[
-                ("scsi0:0", "sql.vmdk"),
-                (
-                    "scsi0:1",
-                    &format!("/vmfs/volumes/{ds2_uuid}/sql/sql_1.vmdk"),
-                ),
-                ("scsi0:2", "/vmfs/volumes/datastore2/sql/sql_2.vmdk"),
-            ],
-            "nvram = \"sql.nvram\"\n",
-        ),
+        sql_vmx(ds2_uuid, "scsi0:2", "nvram = \"sql.nvram\"\n"),
     );
 
     let uni = root.join("Café 東京");
-    write(
-        &uni.join("東京 disk.vmdk"),
-        vmfs_descriptor(7, "東京 disk-flat.vmdk", 8 << 11),
-    );
-    sparse(&uni.join("東京 disk-flat.vmdk"), 8 << 20, b"");
-    write(
-        &uni.join("café.vmx"),
-        vmx(
-            "Café \"Tokyo\" 東京",
-            "debian10-64",
-            1,
-            1024,
-            &[("scsi0:0", "東京 disk.vmdk")],
-            "",
-        ),
-    );
+    flat_vmdk(&uni, "東京 disk", 7, 8, b"");
+    write(&uni.join("café.vmx"), tokyo_vmx("Café \"Tokyo\" 東京"));
 
-    write(
-        &root.join("lost/data.vmdk"),
-        vmfs_descriptor(9, "data-flat.vmdk", 4 << 11),
-    );
-    sparse(&root.join("lost/data-flat.vmdk"), 4 << 20, b"");
+    flat_vmdk(&root.join("lost"), "data", 9, 4, b"");
 }
 
 fn build_vmfs(name: &str, label: &str, vmfs_version: &str, tree: impl FnOnce(&Path)) -> PathBuf {
@@ -294,10 +263,8 @@ fn vmfs_datastores_end_to_end() {
     );
     for v in &inv.vms {
         assert_eq!(v.platform, Platform::Vmware);
-        for f in v.files.iter().filter(|f| f.lun.as_deref() == Some("lun-1")) {
-            let host = oracle.path().join(f.path.trim_start_matches('/'));
-            assert_eq!(f.size, fs::metadata(&host).unwrap().len(), "{}", f.path);
-        }
+        let on_lun1 = v.files.iter().filter(|f| f.lun.as_deref() == Some("lun-1"));
+        assert_sizes_as_mounted(oracle.path(), on_lun1, "source tree");
         if v.name != "sql" {
             assert!(v.problems.is_empty(), "{}: {:?}", v.name, v.problems);
         }
@@ -314,22 +281,12 @@ fn vmfs_datastores_end_to_end() {
             );
             continue;
         };
-        let mut checked = 0;
-        for f in inv
+        let on_lun = inv
             .vms
             .iter()
             .flat_map(|v| &v.files)
-            .filter(|f| f.lun.as_deref() == Some(lun))
-        {
-            let host = m.dir.path().join(f.path.trim_start_matches('/'));
-            assert_eq!(
-                f.size,
-                fs::metadata(&host).unwrap().len(),
-                "{tool}: {}",
-                f.path
-            );
-            checked += 1;
-        }
+            .filter(|f| f.lun.as_deref() == Some(lun));
+        let checked = assert_sizes_as_mounted(m.dir.path(), on_lun, tool);
         assert!(checked > 0, "{tool}: no file of {lun} checked");
     }
     assert_eq!(vm(&inv, "db01").disks.len(), 3);
@@ -361,8 +318,7 @@ fn vmfs_datastores_end_to_end() {
         sql.file("sql_2-flat.vmdk").unwrap().lun.as_deref(),
         Some("lun-2")
     );
-    let orphans: Vec<&str> = inv.orphan_disks.iter().map(|o| o.path.as_str()).collect();
-    assert_eq!(orphans, vec!["/lost/data.vmdk"]);
+    assert_eq!(orphan_paths(&inv), vec!["/lost/data.vmdk"]);
 
     // Datastore 2 not registered: sql's second and third disks are missing and say why.
     let fs1 = ds[0].clone();
@@ -389,25 +345,11 @@ fn ntfs_tree(mnt: &Path) {
     let vmdir = mnt.join("Hyper-V/SQL 01");
     let vhds = vmdir.join("Virtual Hard Disks");
     fs::create_dir_all(&vhds).unwrap();
-    qemu(&vhds, &["create", "-q", "-f", "vhdx", "sql01.vhdx", "2G"]);
-    qemu(
-        &vhds,
-        &["create", "-q", "-f", "vhdx", "sql01-data.vhdx", "1G"],
-    );
+    qemu::create(&vhds, "vhdx", None, "sql01.vhdx", "2G");
+    qemu::create(&vhds, "vhdx", None, "sql01-data.vhdx", "1G");
     write(
         &vhds.join("sql01_6A1F2E3D-1111-2222-3333-444455556666.avhdx"),
-        synth::vhdx(
-            2 << 30,
-            Some(&[
-                ("parent_linkage", "{0c1d2e3f-0000-1111-2222-333344445555}"),
-                ("relative_path", ".\\sql01.vhdx"),
-                (
-                    "absolute_win32_path",
-                    "C:\\ClusterStorage\\Volume1\\Hyper-V\\SQL 01\\Virtual Hard Disks\\sql01.vhdx",
-                ),
-            ]),
-            false,
-        ),
+        synth::vhdx(2 << 30, Some(SQL01_AVHDX_PARENT), false),
     );
     let mut vmcx = vec![0x12u8, 0, 0xFE, 1, 0x33];
     for p in [
@@ -430,44 +372,29 @@ fn ntfs_tree(mnt: &Path) {
 
     let vs = mnt.join("VS/NT4 Box");
     fs::create_dir_all(&vs).unwrap();
-    qemu(&vs, &["create", "-q", "-f", "vpc", "NT4 Box.vhd", "512M"]);
+    qemu::create(&vs, "vpc", None, "NT4 Box.vhd", "512M");
     let xml = "<?xml version=\"1.0\" encoding=\"UTF-16\"?>\n<preferences><hardware><memory><ram_size type=\"integer\">256</ram_size></memory><pci_bus><ide_adapter><ide_controller id=\"0\"><location id=\"0\"><drive_type type=\"integer\">1</drive_type><pathname><absolute type=\"string\">E:\\VS\\NT4 Box\\NT4 Box.vhd</absolute><relative type=\"string\">.\\NT4 Box.vhd</relative></pathname></location></ide_controller></ide_adapter></pci_bus></hardware></preferences>";
-    let mut bytes = vec![0xFF, 0xFE];
-    bytes.extend(utf16le(xml));
-    write(&vs.join("NT4 Box.vmc"), bytes);
+    write(&vs.join("NT4 Box.vmc"), utf16le_with_bom(xml));
 
     let ws = mnt.join("VMs/Build Box");
     fs::create_dir_all(&ws).unwrap();
-    qemu(
+    qemu::create(
         &ws,
-        &[
-            "create",
-            "-q",
-            "-f",
-            "vmdk",
-            "-o",
-            "subformat=twoGbMaxExtentSparse",
-            "Build Box.vmdk",
-            "3G",
-        ],
+        "vmdk",
+        Some("twoGbMaxExtentSparse"),
+        "Build Box.vmdk",
+        "3G",
     );
     write(
         &ws.join("Build Box.vmx"),
-        vmx(
-            "Build Box",
-            "windows9-64",
-            2,
-            4096,
-            &[("sata0:0", "D:\\VMs\\Build Box\\Build Box.vmdk")],
-            "",
-        ),
+        build_box_vmx("sata0:0", "D:\\VMs\\Build Box\\Build Box.vmdk"),
     );
     write(&ws.join("Build Box.vmx.lck/M31415.lck"), "lock");
     write(&ws.join("vmware.log"), "log");
 
     let spare = mnt.join("Spare");
     fs::create_dir_all(&spare).unwrap();
-    qemu(&spare, &["create", "-q", "-f", "vhdx", "spare.vhdx", "1G"]);
+    qemu::create(&spare, "vhdx", None, "spare.vhdx", "1G");
 }
 
 #[test]
@@ -528,15 +455,10 @@ fn ntfs_datastore_end_to_end() {
     assert_eq!(bb.disks[0].chain[0].extents.len(), 2);
     assert_eq!(bb.file("M31415.lck").unwrap().role, Role::Lock);
 
-    let orphans: Vec<&str> = inv.orphan_disks.iter().map(|o| o.path.as_str()).collect();
-    assert_eq!(orphans, vec!["/Spare/spare.vhdx"]);
+    assert_eq!(orphan_paths(&inv), vec!["/Spare/spare.vhdx"]);
 
     // Sizes as a read-only ntfs-3g mount shows them.
     let m = FuseMount::ntfs3g(&img, &["ro"]).expect("mount ro");
-    for v in &inv.vms {
-        for f in &v.files {
-            let host = m.path().join(f.path.trim_start_matches('/'));
-            assert_eq!(f.size, fs::metadata(&host).unwrap().len(), "{}", f.path);
-        }
-    }
+    let files = inv.vms.iter().flat_map(|v| &v.files);
+    assert_sizes_as_mounted(m.path(), files, "ntfs-3g");
 }

@@ -8,6 +8,11 @@ fn data(name: &str) -> Vec<u8> {
     std::fs::read(format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
 }
 
+/// A descriptor file of tests/data, parsed.
+fn descriptor(name: &str) -> vmdk::Descriptor {
+    vmdk::parse_descriptor(&data(name)).unwrap()
+}
+
 #[test]
 fn esxi7_vmx() {
     let v = Vmx::parse(&data("esxi7-web01.vmx")).unwrap();
@@ -110,7 +115,7 @@ fn vmx_rejects_garbage() {
 
 #[test]
 fn esxi_thin_descriptor() {
-    let d = vmdk::parse_descriptor(&data("esxi-thin.vmdk")).unwrap();
+    let d = descriptor("esxi-thin.vmdk");
     assert_eq!(d.version, Some(1));
     assert_eq!(d.cid, Some(0x7c9d2b1e));
     assert_eq!(d.parent_cid, Some(0xffff_ffff));
@@ -134,7 +139,7 @@ fn esxi_thin_descriptor() {
 
 #[test]
 fn esxi_sesparse_delta_descriptor() {
-    let d = vmdk::parse_descriptor(&data("esxi-sesparse-delta.vmdk")).unwrap();
+    let d = descriptor("esxi-sesparse-delta.vmdk");
     assert!(d.has_parent());
     assert_eq!(d.parent_cid, Some(0x7c9d2b1e));
     assert_eq!(d.parent_file_name_hint.as_deref(), Some("web 01.vmdk"));
@@ -148,7 +153,7 @@ fn esxi_sesparse_delta_descriptor() {
 
 #[test]
 fn workstation_split_descriptor_with_crlf_and_tabs() {
-    let d = vmdk::parse_descriptor(&data("workstation-split.vmdk")).unwrap();
+    let d = descriptor("workstation-split.vmdk");
     assert_eq!(d.create_type.as_deref(), Some("twoGbMaxExtentSparse"));
     let names: Vec<&str> = d
         .extents
@@ -170,7 +175,7 @@ fn workstation_split_descriptor_with_crlf_and_tabs() {
 
 #[test]
 fn rdm_descriptor() {
-    let d = vmdk::parse_descriptor(&data("rdm-physical.vmdk")).unwrap();
+    let d = descriptor("rdm-physical.vmdk");
     assert_eq!(
         d.create_type.as_deref(),
         Some("vmfsPassthroughRawDeviceMap")

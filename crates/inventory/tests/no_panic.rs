@@ -66,8 +66,7 @@ proptest! {
     fn any_disk_reference_scans(paths in proptest::collection::vec("\\PC{0,40}", 1..4), ntfs in any::<bool>()) {
         let mut b = if ntfs { common::ntfs("n", "0011") } else { common::vmfs("v", "5f9a1c2e-7d3b4a10-1e2f-000c29aabbcc") };
         let disks: Vec<(String, String)> = paths.iter().enumerate().map(|(n, p)| (format!("scsi0:{n}"), p.clone())).collect();
-        let refs: Vec<(&str, &str)> = disks.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-        b.file("/vm/vm.vmx", common::vmx("vm", "other", 1, 64, &refs, ""));
+        b.file("/vm/vm.vmx", common::small_vmx("vm", &common::str_pairs(&disks)));
         b.file("/vm/vm.vmdk", common::delta_descriptor(1, 2, &paths[0], &paths[0], 8, false));
         let inv = inventory::scan(&[common::ds("l", b)]);
         prop_assert_eq!(inv.vms.len(), 1);
