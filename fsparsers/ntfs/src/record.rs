@@ -380,10 +380,25 @@ pub fn parse_attributes(
     record: u64,
     total_clusters: u64,
 ) -> Result<Vec<Attribute>, Corrupt> {
+    parse_attributes_where(rec, hdr, record, total_clusters, |_| true)
+}
+
+/// Validates every attribute of a FILE record as [`parse_attributes`] does (so it fails
+/// exactly where that fails) but decodes into owned form only those `keep` selects: a caller
+/// that wants one stream copies that stream's value or run list and nothing else.
+pub fn parse_attributes_where(
+    rec: &[u8],
+    hdr: &FileRecordHeader,
+    record: u64,
+    total_clusters: u64,
+    mut keep: impl FnMut(&RawAttribute<'_>) -> bool,
+) -> Result<Vec<Attribute>, Corrupt> {
     // A typical record holds 3 to 6 attributes: reserving avoids regrowing the vector.
     let mut attrs = Vec::with_capacity(8);
     for_each_attribute(rec, hdr, total_clusters, |a| {
-        attrs.push(a.to_attribute(record, total_clusters));
+        if keep(&a) {
+            attrs.push(a.to_attribute(record, total_clusters));
+        }
     })?;
     Ok(attrs)
 }

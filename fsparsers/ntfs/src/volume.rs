@@ -19,11 +19,14 @@ use crate::index::{self, IndexEntry};
 use crate::record::{
     self, AT_ATTRIBUTE_LIST, AT_BITMAP, AT_DATA, AT_FILE_NAME, AT_INDEX_ALLOCATION, AT_INDEX_ROOT,
     AT_REPARSE_POINT, AT_STANDARD_INFORMATION, AT_VOLUME_NAME, ATTR_COMPRESSION_MASK,
-    ATTR_ENCRYPTED, AttrBody, Attribute, FileRecordHeader, MFT_RECORD_IS_DIRECTORY, Run,
+    ATTR_ENCRYPTED, AttrBody, Attribute, FileRecordHeader, MFT_RECORD_IS_DIRECTORY, RawAttribute,
+    Run,
 };
 use crate::stream::{CompressedStream, NonResidentStream};
 use crate::upcase::UpCase;
 
+#[cfg(test)]
+mod open_tests;
 mod tree;
 
 /// MFT record of the root directory.
@@ -39,9 +42,15 @@ const FIRST_USER_RECORD: u64 = 16;
 
 /// Bytes of $MFT read at once; records are cached in chunks this big.
 const MFT_CHUNK: u64 = 64 << 10;
-/// Chunks kept in the record cache (16 MiB: the whole $MFT of a 15,000-file datastore, so a
-/// recursive walk or an inventory loads each chunk once).
-const MFT_CACHE_CHUNKS: usize = 256;
+/// Chunks kept in the record cache: 2 MiB. A recursive walk and an inventory visit records
+/// close to $MFT order (files are created directory by directory), so on a 1,000-VM datastore
+/// (11 MiB of $MFT) they load each chunk once with 2 MiB as with 16 MiB, while touching an
+/// eighth of the memory: fresh memory costs page faults and zeroing, which measured slower
+/// than the extra hits a larger cache buys (examples/list_tree_bench.rs, open-read).
+const MFT_CACHE_CHUNKS: usize = 32;
+/// Evicted chunk buffers kept for reuse.
+const MFT_SPARE_CHUNKS: usize = 4;
+
 /// Largest $ATTRIBUTE_LIST value accepted (Windows caps it at 256 KiB).
 const MAX_ATTRIBUTE_LIST: u64 = 1 << 20;
 /// Largest $INDEX_ALLOCATION read in one piece; bigger ones are read record by record.
@@ -99,17 +108,25 @@ struct Mft {
     /// Bytes of $MFT holding records (its initialized size).
     size: u64,
     record_size: u64,
+    /// Bytes of $MFT per cached chunk: [`MFT_CHUNK`], or one record where records are larger.
+    chunk_bytes: u64,
     cache: Mutex<ChunkCache>,
 }
 
 #[derive(Default)]
 struct ChunkCache {
     chunks: HashMap<u64, Arc<MftChunk>>,
+    /// Cached chunks, oldest first.
     order: VecDeque<u64>,
+    /// Buffers of evicted chunks that no reader holds any more. Loading into one of them
+    /// touches no fresh memory (no page faults, no zeroing): the cache stays at the same few
+    /// megabytes for the life of the volume.
+    spare: Vec<MftChunk>,
 }
 
 /// Bytes of $MFT as read, except that every intact FILE record has its fixups applied in
 /// place (once per load instead of once per record read).
+#[derive(Default)]
 struct MftChunk {
     data: Vec<u8>,
     /// Per record slot: fixups applied. Other slots (never written, torn, not a FILE record)
@@ -213,6 +230,7 @@ impl Ntfs {
             }],
             size: record_size,
             record_size,
+            chunk_bytes: MFT_CHUNK.max(record_size),
             cache: Mutex::new(ChunkCache::default()),
         };
         let mut ntfs = Ntfs {
@@ -322,6 +340,7 @@ impl Ntfs {
         let mut c = self.mft.cache.lock().expect("cache lock");
         c.chunks.clear();
         c.order.clear();
+        c.spare.clear();
     }
 
     fn corrupt_rec(
@@ -357,45 +376,58 @@ impl Ntfs {
         Some((r.lcn? + (vcn - r.vcn)) * cs + pos % cs)
     }
 
-    /// Reads the chunk of $MFT holding byte `pos`, through the cache.
+    /// Reads chunk `chunk` of $MFT (bytes `chunk * chunk_bytes..`), through the cache. The
+    /// lock is held only to look up and to insert: the device read and the fixups run
+    /// outside it, so readers on other threads are not held up by a miss.
     fn mft_chunk(&self, chunk: u64) -> Result<Arc<MftChunk>> {
-        if let Some(c) = self
-            .mft
-            .cache
-            .lock()
-            .expect("cache lock")
-            .chunks
-            .get(&chunk)
-        {
-            return Ok(c.clone());
-        }
-        let chunk_bytes = MFT_CHUNK.max(self.mft.record_size);
+        let spare = {
+            let mut c = self.mft.cache.lock().expect("cache lock");
+            if let Some(hit) = c.chunks.get(&chunk) {
+                return Ok(hit.clone());
+            }
+            c.spare.pop()
+        };
+        let chunk_bytes = self.mft.chunk_bytes;
         let start = chunk * chunk_bytes;
         let end = (start + chunk_bytes).min(self.mft.size);
-        let mut buf = vec![0u8; (end - start) as usize];
-        self.read_mft_bytes(start, &mut buf)?;
+        let mut loaded = spare.unwrap_or_default();
+        // A reused buffer is overwritten by the read: only bytes it never had are zeroed.
+        loaded.data.resize((end - start) as usize, 0);
+        self.read_mft_bytes(start, &mut loaded.data)?;
         let rs = self.mft.record_size as usize;
-        let fixed = if chunk_bytes.is_multiple_of(self.mft.record_size) {
-            buf.chunks_exact_mut(rs)
-                .map(|rec| {
-                    rec.starts_with(b"FILE")
-                        && record::fixups_intact(rec)
-                        && record::apply_fixups(rec).is_ok()
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let buf = Arc::new(MftChunk { data: buf, fixed });
-        let mut c = self.mft.cache.lock().expect("cache lock");
-        if c.chunks.len() >= MFT_CACHE_CHUNKS
-            && let Some(old) = c.order.pop_front()
-        {
-            c.chunks.remove(&old);
+        loaded.fixed.clear();
+        if chunk_bytes.is_multiple_of(self.mft.record_size) {
+            let fixed = loaded.data.chunks_exact_mut(rs).map(|rec| {
+                rec.starts_with(b"FILE")
+                    && record::fixups_intact(rec)
+                    && record::apply_fixups(rec).is_ok()
+            });
+            loaded.fixed.extend(fixed);
         }
-        c.chunks.insert(chunk, buf.clone());
+        let loaded = Arc::new(loaded);
+        let mut c = self.mft.cache.lock().expect("cache lock");
+        // Another thread may have loaded the same chunk meanwhile: keep the cached one.
+        if let Some(hit) = c.chunks.get(&chunk) {
+            let hit = hit.clone();
+            if let Ok(buf) = Arc::try_unwrap(loaded) {
+                c.spare.push(buf);
+            }
+            return Ok(hit);
+        }
+        while c.chunks.len() >= MFT_CACHE_CHUNKS {
+            let Some(old) = c.order.pop_front() else {
+                break;
+            };
+            // A chunk still held by a reader is simply dropped when that reader is done.
+            if let Some(buf) = c.chunks.remove(&old).and_then(|a| Arc::try_unwrap(a).ok())
+                && c.spare.len() < MFT_SPARE_CHUNKS
+            {
+                c.spare.push(buf);
+            }
+        }
+        c.chunks.insert(chunk, loaded.clone());
         c.order.push_back(chunk);
-        Ok(buf)
+        Ok(loaded)
     }
 
     /// Reads bytes `start..start + buf.len()` of $MFT through its run list (several device
@@ -435,6 +467,16 @@ impl Ntfs {
 
     /// Reads and decodes MFT record `record`: its header and its own attributes.
     fn read_record_attrs(&self, record: u64) -> Result<(FileRecordHeader, Vec<Attribute>)> {
+        self.read_record_attrs_where(record, |_| true)
+    }
+
+    /// Reads MFT record `record` and validates it whole as [`Ntfs::read_record_attrs`] does
+    /// (same errors), keeping in owned form only the attributes `keep` selects.
+    fn read_record_attrs_where(
+        &self,
+        record: u64,
+        keep: impl FnMut(&RawAttribute<'_>) -> bool,
+    ) -> Result<(FileRecordHeader, Vec<Attribute>)> {
         let rs = self.mft.record_size;
         let pos = record
             .checked_mul(rs)
@@ -443,12 +485,12 @@ impl Ntfs {
                 device: self.name.clone(),
                 record,
             })?;
-        let chunk_bytes = MFT_CHUNK.max(rs);
+        let chunk_bytes = self.mft.chunk_bytes;
         let chunk = self.mft_chunk(pos / chunk_bytes)?;
         let off = (pos % chunk_bytes) as usize;
         let raw = &chunk.data[off..off + rs as usize];
         if chunk.fixed.get(off / rs as usize) == Some(&true) {
-            return self.decode_record(record, raw);
+            return self.decode_record_where(record, raw, keep);
         }
         // Not fixed up at load: never written, or corrupt; a copy gets the checks again so the
         // error names what is wrong.
@@ -467,11 +509,22 @@ impl Ntfs {
         }
         record::apply_fixups(&mut rec)
             .map_err(|c| self.corrupt_rec("FILE record", record, c.offset as u64, c.detail))?;
-        self.decode_record(record, &rec)
+        self.decode_record_where(record, &rec, keep)
     }
 
     /// Decodes FILE record `record` whose fixups are applied.
     fn decode_record(&self, record: u64, rec: &[u8]) -> Result<(FileRecordHeader, Vec<Attribute>)> {
+        self.decode_record_where(record, rec, |_| true)
+    }
+
+    /// Decodes FILE record `record` whose fixups are applied, validating every attribute but
+    /// keeping only those `keep` selects.
+    fn decode_record_where(
+        &self,
+        record: u64,
+        rec: &[u8],
+        keep: impl FnMut(&RawAttribute<'_>) -> bool,
+    ) -> Result<(FileRecordHeader, Vec<Attribute>)> {
         let hdr = record::parse_file_header(rec)
             .map_err(|c| self.corrupt_rec("FILE record", record, c.offset as u64, c.detail))?;
         if let Some(n) = hdr.mft_record_number
@@ -484,8 +537,9 @@ impl Ntfs {
                 format!("record says it is number {n}"),
             ));
         }
-        let attrs = record::parse_attributes(rec, &hdr, record, self.boot.total_clusters())
-            .map_err(|c| self.corrupt_rec("attribute", record, c.offset as u64, c.detail))?;
+        let attrs =
+            record::parse_attributes_where(rec, &hdr, record, self.boot.total_clusters(), keep)
+                .map_err(|c| self.corrupt_rec("attribute", record, c.offset as u64, c.detail))?;
         Ok((hdr, attrs))
     }
 
@@ -510,15 +564,41 @@ impl Ntfs {
         }
     }
 
-    /// Loads file `ino`: its base record and every extension record its $ATTRIBUTE_LIST names.
-    pub(crate) fn load_file(&self, ino: u64) -> Result<File> {
-        let (header, mut attrs) = self.read_record_attrs(ino)?;
+    /// Loads file `ino` keeping only the attributes `keep` selects, for callers that need a
+    /// few (one stream, the names): a base record without an $ATTRIBUTE_LIST (the common
+    /// case) is validated whole exactly as [`Ntfs::load_file`] validates it, but only the
+    /// kept attributes are copied out of the record. A file with an $ATTRIBUTE_LIST is loaded
+    /// whole by [`Ntfs::load_file`], so its checks across extension records stay in one place.
+    /// Whatever the caller reads of the kept attributes equals what it reads of the whole file.
+    pub(crate) fn load_file_where(
+        &self,
+        ino: u64,
+        mut keep: impl FnMut(&RawAttribute<'_>) -> bool,
+    ) -> Result<File> {
+        let (header, attrs) =
+            self.read_record_attrs_where(ino, |a| a.type_code == AT_ATTRIBUTE_LIST || keep(a))?;
+        self.check_base(ino, &header)?;
+        if attrs.iter().any(|a| a.type_code == AT_ATTRIBUTE_LIST) {
+            return self.load_file(ino);
+        }
+        Ok(File { ino, header, attrs })
+    }
+
+    /// Refuses a record that is not an in-use base record.
+    fn check_base(&self, ino: u64, header: &FileRecordHeader) -> Result<()> {
         if !header.in_use() || mask_ref(header.base_mft_record) != 0 {
             return Err(NtfsError::NotInUse {
                 device: self.name.clone(),
                 record: ino,
             });
         }
+        Ok(())
+    }
+
+    /// Loads file `ino`: its base record and every extension record its $ATTRIBUTE_LIST names.
+    pub(crate) fn load_file(&self, ino: u64) -> Result<File> {
+        let (header, mut attrs) = self.read_record_attrs(ino)?;
+        self.check_base(ino, &header)?;
         let Some(list_attr) = attrs
             .iter()
             .find(|a| a.type_code == AT_ATTRIBUTE_LIST)
@@ -826,7 +906,8 @@ impl Ntfs {
                 break v;
             }
             chain.push(cur);
-            let parent = self.load_file(cur).ok().and_then(|f| {
+            let names = self.load_file_where(cur, |a| a.type_code == AT_FILE_NAME);
+            let parent = names.ok().and_then(|f| {
                 f.names()
                     .find(|n| n.namespace != Namespace::Dos)
                     .map(|n| n.parent_record())
@@ -1098,13 +1179,18 @@ impl Ntfs {
 
     /// True when directory `ino` names `parent` as its parent directory.
     fn is_child_dir(&self, ino: u64, parent: u64) -> bool {
-        self.load_file(ino)
+        self.load_file_where(ino, |a| a.type_code == AT_FILE_NAME)
             .is_ok_and(|f| f.is_dir() && f.names().any(|n| n.parent_record() == parent))
     }
 
     /// Target of an Interix symlink (ntfs-3g's default symlink format), if `ino` is one.
     fn interix_target(&self, ino: u64) -> Option<String> {
-        let f = self.load_file(ino).ok()?;
+        let f = self
+            .load_file_where(ino, |a| {
+                a.type_code == AT_STANDARD_INFORMATION
+                    || (a.type_code == AT_DATA && a.name.is_empty())
+            })
+            .ok()?;
         self.interix_target_of(&f)
     }
 
@@ -1238,7 +1324,21 @@ impl Ntfs {
     }
 
     fn metadata_impl(&self, id: &FileId) -> Result<Metadata> {
-        let f = self.load_file(id.ino)?;
+        // What metadata reads: times and flags, names, reparse data, data streams and the
+        // directory index allocation (its size). Index roots, security descriptors and object
+        // ids are validated but not copied.
+        let f = self.load_file_where(id.ino, |a| {
+            matches!(
+                a.type_code,
+                AT_STANDARD_INFORMATION | AT_FILE_NAME | AT_REPARSE_POINT | AT_DATA
+            ) || (a.type_code == AT_INDEX_ALLOCATION && a.name_is(&I30))
+        })?;
+        self.metadata_of(id, &f)
+    }
+
+    /// Metadata of `id` from its loaded file `f` (whole, or with the attributes
+    /// [`Ntfs::metadata_impl`] keeps).
+    fn metadata_of(&self, id: &FileId, f: &File) -> Result<Metadata> {
         let si = f
             .resident(AT_STANDARD_INFORMATION, &[])
             .and_then(|v| StandardInformation::parse(v).ok());
@@ -1255,9 +1355,9 @@ impl Ntfs {
                 parent.get_or_insert(n.parent_record());
             }
         }
-        let mut symlink_target = self.reparse_target(&f)?;
+        let mut symlink_target = self.reparse_target(f)?;
         if symlink_target.is_none() && id.stream.is_none() {
-            symlink_target = self.interix_target_of(&f);
+            symlink_target = self.interix_target_of(f);
         }
         let file_type = if symlink_target.is_some() {
             FileType::Symlink
@@ -1266,8 +1366,8 @@ impl Ntfs {
         } else {
             FileType::File
         };
-        let (size, allocated) = self.sizes_of(&f, id)?;
-        let streams = self.named_streams(&f)?;
+        let (size, allocated) = self.sizes_of(f, id)?;
+        let streams = self.named_streams(f)?;
         let t = |v: Option<u64>| v.and_then(attr::ntfs_time_to_unix_ns);
         Ok(Metadata {
             id: id.clone(),
@@ -1292,18 +1392,29 @@ impl Ntfs {
     }
 
     fn open_impl(&self, id: &FileId) -> Result<Source> {
-        let f = self.load_file(id.ino)?;
+        // Only the data streams decide what opens: every other attribute is validated but not
+        // copied.
+        let f = self.load_file_where(id.ino, |a| {
+            a.type_code == AT_DATA && a.name.is_empty() == id.stream.is_none()
+        })?;
+        self.open_file(id, &f)
+    }
+
+    /// Opens stream `id` of its loaded file `f` (whole, or with the data streams
+    /// [`Ntfs::open_impl`] keeps).
+    fn open_file(&self, id: &FileId, f: &File) -> Result<Source> {
         if f.is_dir() && id.stream.is_none() {
             return Err(NtfsError::Unsupported {
                 feature: "reading a directory as a file".into(),
                 record: id.ino,
             });
         }
-        let label = match &id.stream {
-            Some(s) => format!("$DATA:{s}"),
+        // The default stream, opened thousands of times by an inventory, formats no label.
+        let label: std::borrow::Cow<'_, str> = match &id.stream {
+            Some(s) => format!("$DATA:{s}").into(),
             None => "$DATA".into(),
         };
-        match self.data_of(&f, id)? {
+        match self.data_of(f, id)? {
             Some(v) => self.stream_source(id.ino, &label, v),
             None => Ok(Arc::new(MemSource::new(
                 format!("{}:record {}", self.name, id.ino),

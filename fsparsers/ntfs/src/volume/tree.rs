@@ -572,6 +572,7 @@ impl Ntfs {
             },
             size,
             allocated,
+            inline: None,
         });
         let mut tree = Tree {
             entries,
@@ -631,6 +632,7 @@ impl Ntfs {
                 entry: e,
                 size,
                 allocated,
+                inline: None,
             });
             below_extend.push(below);
             if is_dir {
