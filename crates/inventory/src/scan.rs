@@ -130,6 +130,8 @@ struct Entry {
     /// Size and allocated bytes, as the filesystem's listing reported them.
     size: u64,
     allocated: u64,
+    /// The file's bytes, when the listing had them at hand (NTFS resident data).
+    inline: Option<Box<[u8]>>,
 }
 
 /// Every name of one datastore.
@@ -190,6 +192,8 @@ impl Index {
             max_entries: limits.max_entries,
             max_depth: limits.max_depth,
             include_hidden: false,
+            inline_max: INLINE_MAX,
+            ..TreeLimits::default()
         });
         let case_insensitive = ds.info.fs == FsKind::Ntfs;
         let mut ix = Index {
@@ -241,6 +245,7 @@ impl Index {
                 parent,
                 size: te.size,
                 allocated: te.allocated,
+                inline: te.inline,
             });
             ix.children.push(Vec::new());
         }
@@ -466,6 +471,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Files up to this size come with their bytes from the listing when the filesystem has them
+/// at hand (NTFS resident data: descriptors, `.vmsd`, small `.vmx`), saving an open each.
+const INLINE_MAX: usize = 64 << 10;
 /// Datastores with fewer names than this are scanned without a read-ahead thread.
 const READ_AHEAD_MIN_ENTRIES: usize = 2_000;
 /// Files larger than this are not announced (a text descriptor or configuration never is).
@@ -689,9 +697,22 @@ impl Scanner<'_> {
                 limit: cap,
             });
         }
+        if let Some(bytes) = &self.entry(ds, i).inline {
+            return Ok(bytes[..bytes.len().min(cap as usize)].to_vec());
+        }
         let src = self.ds[ds].fs.open(&self.entry(ds, i).id)?;
         let n = src.size().min(cap);
         Ok(src.read_vec(0, n as usize)?)
+    }
+
+    /// The file as a byte source: its inline bytes when the listing gave them, otherwise the
+    /// filesystem's open file.
+    fn source(&self, ds: usize, i: u32) -> Result<lun::Source, InventoryError> {
+        let e = self.entry(ds, i);
+        Ok(match &e.inline {
+            Some(bytes) => Arc::new(lun::MemSource::new(e.path.clone(), bytes.to_vec())),
+            None => self.ds[ds].fs.open(&e.id)?,
+        })
     }
 
     fn layer(&self, ds: usize, i: u32) -> Arc<LayerParse> {
@@ -727,7 +748,7 @@ impl Scanner<'_> {
     fn read_ahead(&self) {
         for (d, ix) in self.idx.iter().enumerate() {
             for e in &ix.entries {
-                if e.dir || e.size == 0 || e.size > READ_AHEAD_MAX_BYTES {
+                if e.dir || e.size == 0 || e.size > READ_AHEAD_MAX_BYTES || e.inline.is_some() {
                     continue;
                 }
                 let wanted = match ext_of(&e.name).as_str() {
@@ -834,7 +855,7 @@ impl Scanner<'_> {
     fn parse_layer(&self, ds: usize, i: u32) -> Result<LayerParse, InventoryError> {
         let e = self.entry(ds, i);
         let ext = ext_of(&e.name);
-        let src = self.ds[ds].fs.open(&e.id)?;
+        let src = self.source(ds, i)?;
         match ext.as_str() {
             "vhd" | "avhd" | "vud" => return Ok(LayerParse::Vhd(vhd::read(&*src)?)),
             "vhdx" | "avhdx" => return Ok(LayerParse::Vhdx(vhdx::read(&*src)?)),

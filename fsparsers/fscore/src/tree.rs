@@ -21,6 +21,13 @@ pub struct TreeLimits {
     /// Also list filesystem metadata files and NTFS DOS short names
     /// ([`DirEntry::metadata_file`], [`DirEntry::short_name`]).
     pub include_hidden: bool,
+    /// Files whose bytes the listing holds anyway (NTFS resident data, inside the MFT record
+    /// it decodes for the size) and that are at most this big come with their bytes in
+    /// [`TreeEntry::inline`], saving the caller an [`Filesystem::open`] per small file.
+    /// 0 turns this off.
+    pub inline_max: usize,
+    /// Inline bytes of the whole listing at most; files past it come without.
+    pub inline_total: usize,
 }
 
 impl Default for TreeLimits {
@@ -29,6 +36,8 @@ impl Default for TreeLimits {
             max_entries: 4_000_000,
             max_depth: 64,
             include_hidden: false,
+            inline_max: 0,
+            inline_total: 64 << 20,
         }
     }
 }
@@ -48,6 +57,9 @@ pub struct TreeEntry {
     pub size: u64,
     /// Allocated bytes, as [`Filesystem::metadata`] reports them.
     pub allocated: u64,
+    /// The whole content of the default stream, when the listing had it at hand and it is at
+    /// most [`TreeLimits::inline_max`] bytes (see there). `None` says nothing: read the file.
+    pub inline: Option<Box<[u8]>>,
 }
 
 /// Something a listing could not list. The listing goes on past every problem except
@@ -145,6 +157,7 @@ pub fn walk_tree<F: Filesystem + ?Sized>(fs: &F, limits: &TreeLimits) -> Tree {
             },
             size,
             allocated,
+            inline: None,
         }],
         problems: Vec::new(),
     };
@@ -197,6 +210,7 @@ pub fn walk_tree<F: Filesystem + ?Sized>(fs: &F, limits: &TreeLimits) -> Tree {
             entry: e,
             size,
             allocated,
+            inline: None,
         });
         if is_dir {
             if depth as usize >= limits.max_depth {
@@ -319,7 +333,7 @@ mod tests {
         let limits = TreeLimits {
             max_entries: 3,
             max_depth: 1,
-            include_hidden: false,
+            ..TreeLimits::default()
         };
         let t = walk_tree(&sample(), &limits);
         let paths: Vec<String> = (0..t.entries.len() as u32).map(|i| t.path(i)).collect();

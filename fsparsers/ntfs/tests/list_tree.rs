@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use fscore::{FileType, Filesystem, Tree, TreeLimits, TreeProblem, walk_tree};
-use lun::{DevicePath, Source};
+use lun::{DevicePath, ReadAt, Source};
 use testkit::ntfs::{Layout, Spec, image_path};
 
 fn open(path: &Path) -> ntfs::Ntfs {
@@ -106,7 +106,51 @@ fn check_image(path: &Path, what: &str) -> Tree {
     for limits in limit_sets() {
         assert_same(&fs, &limits, &format!("{what} {limits:?}"));
     }
+    check_inline(&fs, what);
     assert_same(&fs, &TreeLimits::default(), what)
+}
+
+/// With `inline_max`, the listing is the same but for the bytes of small resident files, and
+/// those bytes are what `open` reads; the total stays within `inline_total`. Returns how many
+/// files came inline.
+fn check_inline(fs: &ntfs::Ntfs, what: &str) -> usize {
+    let plain = fs.list_tree(&TreeLimits::default());
+    let with = fs.list_tree(&TreeLimits {
+        inline_max: 4096,
+        ..TreeLimits::default()
+    });
+    assert_eq!(with.entries.len(), plain.entries.len(), "{what}");
+    let mut inline = 0;
+    for (i, (w, p)) in with.entries.iter().zip(&plain.entries).enumerate() {
+        let path = plain.path(i as u32);
+        assert_eq!(
+            p.inline, None,
+            "{what} {path}: inline bytes without inline_max"
+        );
+        assert_eq!((&w.entry, w.size), (&p.entry, p.size), "{what} {path}");
+        if let Some(bytes) = &w.inline {
+            inline += 1;
+            assert_eq!(w.entry.file_type, FileType::File, "{what} {path}");
+            let src = fs.open(&w.entry.id).expect("open");
+            let mut want = vec![0; src.size() as usize];
+            src.read_exact_at(0, &mut want).expect("read");
+            assert_eq!(&bytes[..], &want[..], "{what} {path}: inline bytes");
+        }
+    }
+    // A budget smaller than the first file's bytes: nothing but empty files inline.
+    let starved = fs.list_tree(&TreeLimits {
+        inline_max: 4096,
+        inline_total: 0,
+        ..TreeLimits::default()
+    });
+    assert!(
+        starved
+            .entries
+            .iter()
+            .all(|e| e.inline.as_deref().is_none_or(<[u8]>::is_empty)),
+        "{what}: inline past the budget"
+    );
+    inline
 }
 
 fn check_layout(test: &str, layout: Layout, cluster: u32) -> Option<Tree> {
@@ -128,6 +172,8 @@ fn list_tree_equals_walk_tree_on_the_windows_volume() {
     };
     let t = check_image(&path, "windows");
     assert!(t.entries.len() > 2000, "{} entries", t.entries.len());
+    let inline = check_inline(&open(&path), "windows");
+    assert!(inline > 0, "{inline} resident files came inline");
     // Hidden names: metadata files and everything below $Extend, in both listings alike.
     let hidden = assert_same(
         &open(&path),

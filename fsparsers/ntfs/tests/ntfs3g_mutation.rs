@@ -223,6 +223,7 @@ fn list_tree_checked(fs: &ntfs::Ntfs, out: &mut Outcome) {
             max_depth: 2,
             include_hidden: true,
             inline_max: 0,
+            inline_total: 0,
         },
     ];
     for limits in limit_sets {

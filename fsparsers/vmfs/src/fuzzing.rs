@@ -174,6 +174,8 @@ pub fn volume(data: &[u8]) {
         max_entries: 256,
         max_depth: 8,
         include_hidden: true,
+        inline_max: 0,
+        inline_total: 0,
     });
     let mut stack = vec![(fs.root(), 0u32)];
     let mut seen = std::collections::HashSet::new();

@@ -120,7 +120,8 @@ impl Ctx<'_> {
     }
 
     /// Checks the file length, and gives the data of a resident file.
-    fn resident<'f>(&self, fd: &'f Fd) -> Result<Option<&'f [u8]>> {
+    /// The bytes of a resident file (inside its FD), `None` when the file is not resident.
+    pub fn resident<'f>(&self, fd: &'f Fd) -> Result<Option<&'f [u8]>> {
         let size = fd.file_length;
         if size > MAX_FILE_SIZE {
             return Err(self.bad(fd, "FD", format!("file length {size} is absurd")));

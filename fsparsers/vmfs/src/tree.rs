@@ -59,6 +59,27 @@ impl Listing {
     }
 }
 
+/// The bytes of a small regular file that lives inside its FD, which the listing has read
+/// anyway ([`TreeLimits::inline_max`]).
+/// `budget`: inline bytes the listing may still hold ([`TreeLimits::inline_total`]).
+fn inline_bytes(
+    fs: &Vmfs,
+    fd: Option<&Fd>,
+    limits: &TreeLimits,
+    budget: &mut usize,
+) -> Option<Box<[u8]>> {
+    let fd = fd?;
+    if limits.inline_max == 0
+        || fd.file_length > limits.inline_max.min(*budget) as u64
+        || crate::file_type(fd) != FileType::File
+    {
+        return None;
+    }
+    let bytes: Box<[u8]> = fs.ctx().resident(fd).ok().flatten()?.into();
+    *budget -= bytes.len();
+    Some(bytes)
+}
+
 /// Size and allocation of one entry, as [`Filesystem::metadata`] gives them, with the FD when
 /// it could be read (a directory is then listed from it). `pre`: the FD, read in advance.
 fn sizes(fs: &Vmfs, id: &FileId, pre: Option<Fd>) -> (fscore::Result<(u64, u64)>, Option<Fd>) {
@@ -101,11 +122,13 @@ pub(crate) fn list_tree(fs: &Vmfs, limits: &TreeLimits) -> Tree {
             },
             size,
             allocated,
+            inline: None,
         }],
         problems: Vec::new(),
     };
     let mut seen_dirs = HashSet::new();
     seen_dirs.insert(root.clone());
+    let mut inline_budget = limits.inline_total;
     let mut stack: Vec<(u32, Listing)> = Vec::new();
     match listing(fs, &root, root_fd.as_ref(), limits) {
         Ok(l) => stack.push((0, l)),
@@ -147,12 +170,14 @@ pub(crate) fn list_tree(fs: &Vmfs, limits: &TreeLimits) -> Tree {
             }
         };
         let is_dir = e.file_type == FileType::Dir;
+        let inline = inline_bytes(fs, fd.as_ref(), limits, &mut inline_budget);
         tree.entries.push(TreeEntry {
             parent: dir,
             depth,
             entry: e,
             size,
             allocated,
+            inline,
         });
         if is_dir {
             if depth as usize >= limits.max_depth {

@@ -101,6 +101,9 @@ fn allocation_scan_and_list_tree_match_reference_on_real_images() {
         let n = common::check_allocated_scan(&fs);
         assert!(n > 10, "{name}: {n} entries");
         let listed = common::check_list_tree(&fs, &common::tree_limits());
+        // ESXi keeps small files (descriptors, .vmsd) inside their FD: they come inline.
+        let inline = common::check_inline(&fs);
+        assert!(inline > 0, "{name}: no file came inline");
         let manifest = testkit::real_manifest(name);
         assert!(listed > manifest.len(), "{name}: {listed} entries listed");
         // Sizes in the listing are the manifest's.

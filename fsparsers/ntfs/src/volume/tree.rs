@@ -54,6 +54,9 @@ struct RecordInfo {
     has_index_root: bool,
     /// Size and allocated bytes of the default stream; `None` when `metadata()` fails.
     sizes: Option<(u64, u64)>,
+    /// The default stream's bytes when they are resident and wanted inline
+    /// ([`TreeLimits::inline_max`]).
+    inline: Option<Box<[u8]>>,
 }
 
 /// One $FILE_NAME of an in-use base record.
@@ -111,6 +114,9 @@ struct Scan {
     group: Vec<u32>,
     /// Directories (record numbers) holding a name whose directory entry needs the index.
     needs_index: HashSet<u64>,
+    /// Largest resident value kept inline, and how many inline bytes may still be kept.
+    inline_max: usize,
+    inline_budget: usize,
 }
 
 impl Scan {
@@ -236,13 +242,14 @@ impl Ntfs {
         if usize::try_from(records).map_or(true, |r| r > bound) {
             return None;
         }
-        let scan = self.scan_mft(limits.include_hidden)?;
+        let scan = self.scan_mft(limits)?;
         Some(self.tree_from_scan(&scan, limits))
     }
 
     /// Reads $MFT front to back and collects every in-use base record's names and sizes.
     /// `None` when a record that may be in use does not decode, or $MFT cannot be read.
-    fn scan_mft(&self, include_hidden: bool) -> Option<Scan> {
+    fn scan_mft(&self, limits: &TreeLimits) -> Option<Scan> {
+        let include_hidden = limits.include_hidden;
         let rs = self.mft.record_size;
         let count = self.mft.size / rs;
         // The record size is a power of two of at most 64 KiB, so it divides the chunk.
@@ -256,6 +263,8 @@ impl Ntfs {
             order: Vec::new(),
             group: Vec::new(),
             needs_index: HashSet::new(),
+            inline_max: limits.inline_max,
+            inline_budget: limits.inline_total,
         };
         let mut buf = vec![0u8; chunk.min(count * rs) as usize];
         let mut first = 0u64;
@@ -354,12 +363,25 @@ impl Ntfs {
             .standard_information
             .and_then(|v| StandardInformation::parse(v).ok())
             .map_or(0, |s| s.file_attributes);
+        // A resident default stream is the file's whole content, already in hand.
+        let inline = match view.stream_first.map(|a| a.body) {
+            Some(RawBody::Resident(v))
+                if !is_dir
+                    && scan.inline_max > 0
+                    && v.len() <= scan.inline_max.min(scan.inline_budget) =>
+            {
+                scan.inline_budget -= v.len();
+                Some(Box::from(v))
+            }
+            _ => None,
+        };
         Self::add_record(
             scan,
             ino,
             header.sequence_number,
             view.has_index_root,
             sizes,
+            inline,
         )?;
         for v in &view.names[..view.name_count] {
             self.add_name(scan, ino, v, is_dir, false, si_attributes, include_hidden)?;
@@ -436,6 +458,7 @@ impl Ntfs {
             f.header.sequence_number,
             f.resident(AT_INDEX_ROOT, &I30).is_some(),
             self.tree_sizes(&f).ok(),
+            None,
         )?;
         let has_reparse = f.has(AT_REPARSE_POINT, &[]);
         for a in f.attrs.iter().filter(|a| a.type_code == AT_FILE_NAME) {
@@ -462,6 +485,7 @@ impl Ntfs {
         sequence_number: u16,
         has_index_root: bool,
         sizes: Option<(u64, u64)>,
+        inline: Option<Box<[u8]>>,
     ) -> Option<()> {
         let index = u32::try_from(scan.records.len()).ok()?;
         *scan.slot.get_mut(usize::try_from(ino).ok()?)? = index;
@@ -469,6 +493,7 @@ impl Ntfs {
             sequence_number,
             has_index_root,
             sizes,
+            inline,
         });
         Some(())
     }
@@ -626,13 +651,17 @@ impl Ntfs {
             let is_dir = e.file_type == FileType::Dir;
             let below = e.id.ino == EXTEND_RECORD
                 || (e.id.ino != ROOT_RECORD && below_extend[dir as usize]);
+            let inline = match e.file_type {
+                FileType::File => scan.record(e.id.ino).and_then(|r| r.inline.clone()),
+                _ => None,
+            };
             tree.entries.push(TreeEntry {
                 parent: dir,
                 depth,
                 entry: e,
                 size,
                 allocated,
-                inline: None,
+                inline,
             });
             below_extend.push(below);
             if is_dir {
@@ -669,6 +698,8 @@ mod tests {
             order: Vec::new(),
             group: Vec::new(),
             needs_index: HashSet::new(),
+            inline_max: 0,
+            inline_budget: 0,
         };
         for &(parent, name, ino) in names {
             let start = scan.units.len();

@@ -153,6 +153,8 @@ pub fn exercise(devices: Vec<Source>) -> Option<String> {
         fscore::TreeLimits {
             max_entries: 3000,
             include_hidden: true,
+            inline_max: 0,
+            inline_total: 0,
             max_depth: 3,
         },
     ];
@@ -247,7 +249,36 @@ pub fn check_list_tree(fs: &vmfs::Vmfs, limits: &[fscore::TreeLimits]) -> usize 
         assert_eq!(problems(&got), problems(&want), "{l:?}: problems");
         first.get_or_insert(want.entries.len());
     }
+    check_inline(fs);
     first.unwrap_or(0)
+}
+
+/// With [`fscore::TreeLimits::inline_max`] set, the listing is the same but for the bytes of
+/// small resident files, and those bytes are the file's content. Returns how many files came
+/// inline.
+pub fn check_inline(fs: &vmfs::Vmfs) -> usize {
+    let plain = fs.list_tree(&fscore::TreeLimits::default());
+    let max = 4096;
+    let with = fs.list_tree(&fscore::TreeLimits {
+        inline_max: max,
+        ..Default::default()
+    });
+    assert_eq!(with.entries.len(), plain.entries.len());
+    let mut inline = 0;
+    for (i, (w, p)) in with.entries.iter().zip(&plain.entries).enumerate() {
+        let path = plain.path(i as u32);
+        assert_eq!(p.inline, None, "{path}: inline bytes without inline_max");
+        assert_eq!((&w.entry, w.size), (&p.entry, p.size), "{path}");
+        if let Some(bytes) = &w.inline {
+            inline += 1;
+            assert!(bytes.len() <= max, "{path}: {} inline bytes", bytes.len());
+            let src = fs.open(&w.entry.id).expect("open");
+            let mut want = vec![0; src.size() as usize];
+            src.read_exact_at(0, &mut want).expect("read");
+            assert_eq!(&bytes[..], &want[..], "{path}: inline bytes");
+        }
+    }
+    inline
 }
 
 /// For every entry of the volume (system files included): the allocated bytes counted without
