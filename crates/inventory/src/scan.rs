@@ -237,6 +237,8 @@ impl Index {
                 });
                 ix.children[parent as usize].push(n);
             }
+            // Only what the assembly reads is worth keeping in memory.
+            let inline = te.inline.filter(|_| read_by_assembly(&te.entry.name));
             ix.entries.push(Entry {
                 path,
                 name: te.entry.name,
@@ -245,7 +247,7 @@ impl Index {
                 parent,
                 size: te.size,
                 allocated: te.allocated,
-                inline: te.inline,
+                inline,
             });
             ix.children.push(Vec::new());
         }
@@ -329,6 +331,26 @@ impl Index {
 enum Loc {
     Found(usize, u32),
     Missing { path: String, needs: Option<String> },
+}
+
+/// Files the assembly reads (configurations, snapshot lists, descriptors, disk headers), by
+/// name.
+fn read_by_assembly(name: &str) -> bool {
+    matches!(
+        ext_of(name).as_str(),
+        "vmx"
+            | "vmtx"
+            | "vmsd"
+            | "vmc"
+            | "vmcx"
+            | "vmdk"
+            | "vhd"
+            | "avhd"
+            | "vud"
+            | "vhdx"
+            | "avhdx"
+            | "xml"
+    )
 }
 
 fn ext_of(name: &str) -> String {
@@ -715,12 +737,22 @@ impl Scanner<'_> {
         })
     }
 
+    /// The parse of a disk layer: the one a prefetch worker left, taken (so parses do not
+    /// pile up in memory), or a fresh one.
     fn layer(&self, ds: usize, i: u32) -> Arc<LayerParse> {
-        if let Some(l) = lock(&self.layers).get(&(ds, i)) {
-            return l.clone();
+        if let Some(l) = lock(&self.layers).remove(&(ds, i)) {
+            return l;
+        }
+        Arc::new(self.parse_layer(ds, i).unwrap_or_else(LayerParse::Failed))
+    }
+
+    /// Parses a disk layer ahead and leaves it for [`Scanner::layer`].
+    fn prefetch_layer(&self, ds: usize, i: u32) {
+        if lock(&self.layers).contains_key(&(ds, i)) {
+            return;
         }
         let l = Arc::new(self.parse_layer(ds, i).unwrap_or_else(LayerParse::Failed));
-        lock(&self.layers).entry((ds, i)).or_insert(l).clone()
+        lock(&self.layers).entry((ds, i)).or_insert(l);
     }
 
     /// Reads and parses a `.vmx`.
@@ -847,7 +879,7 @@ impl Scanner<'_> {
                 _ => false,
             };
             if disk {
-                self.layer(d, k);
+                self.prefetch_layer(d, k);
             }
         }
     }
