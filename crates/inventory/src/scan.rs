@@ -353,10 +353,45 @@ fn read_by_assembly(name: &str) -> bool {
     )
 }
 
-fn ext_of(name: &str) -> String {
-    name.rsplit_once('.')
-        .map(|(_, e)| e.to_ascii_lowercase())
-        .unwrap_or_default()
+/// A file name's extension, lower-cased, kept on the stack: it is asked of every name of the
+/// datastore several times. Extensions longer than [`Ext::MAX`] bytes or not ASCII, which no
+/// VM file has, read as empty.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Ext {
+    bytes: [u8; Ext::MAX],
+    len: u8,
+}
+
+impl Ext {
+    const MAX: usize = 8;
+
+    fn as_str(&self) -> &str {
+        // Only ASCII bytes are ever stored.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+impl PartialEq<&str> for Ext {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+fn ext_of(name: &str) -> Ext {
+    let mut ext = Ext {
+        bytes: [0; Ext::MAX],
+        len: 0,
+    };
+    if let Some((_, e)) = name.rsplit_once('.')
+        && e.len() <= Ext::MAX
+        && e.is_ascii()
+    {
+        for (d, b) in ext.bytes.iter_mut().zip(e.bytes()) {
+            *d = b.to_ascii_lowercase();
+        }
+        ext.len = e.len() as u8;
+    }
+    ext
 }
 
 fn stem_of(name: &str) -> &str {
@@ -2100,6 +2135,17 @@ fn base32(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extensions_are_lower_case_and_short() {
+        assert_eq!(ext_of("Disk.VMDK").as_str(), "vmdk");
+        assert_eq!(ext_of("a.b.vmx"), "vmx");
+        assert_eq!(ext_of("noext").as_str(), "");
+        assert_eq!(ext_of("trailing.").as_str(), "");
+        assert_eq!(ext_of("x.vmxbackup").as_str(), "");
+        assert_eq!(ext_of("x.vmx~").as_str(), "vmx~");
+        assert_eq!(ext_of("x.vmdké").as_str(), "");
+    }
 
     #[test]
     fn classify_references() {
