@@ -21,7 +21,7 @@ fn main() {
         threads: 1,
         ..Default::default()
     };
-    // One prefetch thread per core (at most 4).
+    // One assembly thread per core (at most 4).
     let per_core = inventory::Limits {
         threads: 0,
         ..Default::default()

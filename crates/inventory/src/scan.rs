@@ -49,10 +49,10 @@ pub struct Limits {
     pub max_depth: usize,
     /// Layers followed in one disk chain.
     pub max_chain: usize,
-    /// Threads of the assembly, the calling thread included: the others read and parse VMware
-    /// folders from the far end of the list while the calling thread assembles from the
-    /// front. 0 picks the number of cores (at most 4); 1 does everything on the calling
-    /// thread. The result is the same whatever the number.
+    /// Threads that assemble VMs, the calling thread included (each VM's files, configuration,
+    /// disk chains; the order-dependent end runs in order on the calling thread). 0 picks the
+    /// number of cores (at most 4); 1 does everything on the calling thread. The result is the
+    /// same whatever the number.
     pub threads: usize,
 }
 
@@ -64,7 +64,7 @@ impl Default for Limits {
             max_entries: 5_000_000,
             max_depth: 64,
             max_chain: 255,
-            threads: 1,
+            threads: 0,
         }
     }
 }
@@ -87,16 +87,11 @@ pub fn scan_with(datastores: &[Datastore], limits: &Limits) -> Inventory {
         idx: indexes,
         limits: limits.clone(),
         claimed: Mutex::new(HashSet::default()),
-        layers: Mutex::new(HashMap::default()),
-        configs: Mutex::new(HashMap::default()),
-        started: AtomicUsize::new(0),
-        unclaimed: AtomicUsize::new(0),
     };
     let mut vms = std::thread::scope(|s| {
         if scanner.read_ahead_worth_it() {
             s.spawn(|| scanner.read_ahead());
         }
-        scanner.spawn_prefetch(s);
         scanner.vms()
     });
     vms.sort_by(|a, b| {
@@ -508,22 +503,15 @@ struct Scanner<'a> {
     ds: &'a [Datastore],
     idx: Vec<Index>,
     limits: Limits,
+    /// Files some VM has taken, so a later VM's folder does not take them as leftovers.
     claimed: Mutex<HashSet<(usize, u32)>>,
-    layers: Mutex<HashMap<(usize, u32), Arc<LayerParse>>>,
-    /// `.vmx` files parsed ahead by the prefetch workers, taken once by their VM.
-    configs: Mutex<HashMap<(usize, u32), ParsedVmx>>,
-    /// Configurations the assembly has begun, in [`Scanner::config_order`].
-    started: AtomicUsize,
-    /// Configurations, counted from the front of [`Scanner::config_order`], that no prefetch
-    /// worker has taken yet.
-    unclaimed: AtomicUsize,
 }
 
 /// A parsed `.vmx`, or the problem kind and error that stopped it.
 type ParsedVmx = Result<vmx::Vmx, (&'static str, InventoryError)>;
 
-/// Locks a scan cache. The caches only ever hold finished values, so a worker that panicked
-/// cannot have left one half-written: a poisoned lock is still usable.
+/// Locks the claims. They only ever hold finished values, so a thread that panicked cannot
+/// have left them half-written: a poisoned lock is still usable.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -536,16 +524,31 @@ const READ_AHEAD_MIN_ENTRIES: usize = 2_000;
 /// Files larger than this are not announced (a text descriptor or configuration never is).
 const READ_AHEAD_MAX_BYTES: u64 = 256 << 10;
 
-/// Below this many configurations the prefetch workers cost more than they save.
-const PREFETCH_MIN_CONFIGS: usize = 32;
-/// Most prefetch threads (the work is a mix of small device reads and parsing).
-const PREFETCH_MAX_THREADS: usize = 4;
-/// Largest `.vmx` parsed ahead and held until its VM is assembled; larger ones are read
-/// when the VM is assembled, so the held memory stays small whatever the datastore holds.
-const PREFETCH_MAX_CONFIG_BYTES: u64 = 64 << 10;
-/// Most parsed `.vmx` files held at once (with the size cap above: at most 256 MiB of input,
-/// far less parsed); configurations past it are parsed when their VM is assembled.
-const PREFETCH_MAX_HELD: usize = 4096;
+/// A VMware or Virtual Server VM assembled but for its order-dependent end
+/// ([`Scanner::complete`]).
+struct Assembled {
+    d: usize,
+    cfg: u32,
+    /// The only configuration in its folder: the folder's other files are the VM's.
+    single: bool,
+    name: String,
+    platform: Platform,
+    build: Build,
+    template: bool,
+    guest_os: Option<String>,
+    cpus: Option<u64>,
+    memory_mb: Option<u64>,
+    bios_uuid: Option<String>,
+    instance_uuid: Option<String>,
+    snapshots: Vec<SnapshotInfo>,
+}
+
+/// Most assembly threads (the work is small reads and parsing).
+const ASSEMBLY_MAX_THREADS: usize = 4;
+/// Configurations a thread must have at least to be worth starting.
+const ASSEMBLY_MIN_PER_THREAD: usize = 32;
+/// Configurations a thread takes at once.
+const ASSEMBLY_GRAIN: usize = 8;
 
 /// A VM (or orphan disk) being assembled.
 struct Build {
@@ -772,22 +775,9 @@ impl Scanner<'_> {
         })
     }
 
-    /// The parse of a disk layer: the one a prefetch worker left, taken (so parses do not
-    /// pile up in memory), or a fresh one.
+    /// The parse of a disk layer.
     fn layer(&self, ds: usize, i: u32) -> Arc<LayerParse> {
-        if let Some(l) = lock(&self.layers).remove(&(ds, i)) {
-            return l;
-        }
         Arc::new(self.parse_layer(ds, i).unwrap_or_else(LayerParse::Failed))
-    }
-
-    /// Parses a disk layer ahead and leaves it for [`Scanner::layer`].
-    fn prefetch_layer(&self, ds: usize, i: u32) {
-        if lock(&self.layers).contains_key(&(ds, i)) {
-            return;
-        }
-        let l = Arc::new(self.parse_layer(ds, i).unwrap_or_else(LayerParse::Failed));
-        lock(&self.layers).entry((ds, i)).or_insert(l);
     }
 
     /// Reads and parses a `.vmx`.
@@ -832,89 +822,6 @@ impl Scanner<'_> {
                 if let Ok(src) = self.ds[d].fs.open(&e.id) {
                     src.will_need(0, e.size);
                 }
-            }
-        }
-    }
-
-    /// Every configuration file (`.vmx`, `.vmtx`, `.vmc`), in the order [`Scanner::vms`]
-    /// assembles them.
-    fn config_order(&self) -> Vec<(usize, u32)> {
-        let mut order = Vec::new();
-        for (d, ix) in self.idx.iter().enumerate() {
-            for (i, e) in ix.entries.iter().enumerate() {
-                if !e.dir && matches!(ext_of(&e.name).as_str(), "vmx" | "vmtx" | "vmc") {
-                    order.push((d, i as u32));
-                }
-            }
-        }
-        order
-    }
-
-    /// Starts the workers that do, beside the assembly, its order-independent part for
-    /// VMware VMs: the `.vmx` parse and the parse of every descriptor and virtual disk header
-    /// beside it. The assembly takes configurations from the front of
-    /// [`Scanner::config_order`], the workers from the back, so the two meet in the middle
-    /// and almost nothing is done twice; the assembly stays sequential (which VM claims which
-    /// file depends on the order) and finds the workers' results cached. Every cached result
-    /// equals what the assembly would compute itself.
-    fn spawn_prefetch<'s>(&'s self, s: &'s std::thread::Scope<'s, '_>) {
-        let workers = match self.limits.threads {
-            0 => std::thread::available_parallelism()
-                .map_or(1, |n| n.get())
-                .min(PREFETCH_MAX_THREADS),
-            n => n,
-        }
-        .saturating_sub(1);
-        if workers == 0 {
-            return;
-        }
-        let order = self.config_order();
-        if order.len() < PREFETCH_MIN_CONFIGS {
-            return;
-        }
-        self.unclaimed.store(order.len(), Ordering::SeqCst);
-        let order = Arc::new(order);
-        for _ in 0..workers {
-            let order = order.clone();
-            s.spawn(move || {
-                while let Ok(prev) =
-                    self.unclaimed
-                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                {
-                    let k = prev - 1;
-                    // The assembly got here first: everything before is its own.
-                    if k < self.started.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let (d, cfg) = order[k];
-                    if ext_of(&self.entry(d, cfg).name) != "vmc" {
-                        self.prefetch_vm(d, cfg);
-                    }
-                }
-            });
-        }
-    }
-
-    fn prefetch_vm(&self, d: usize, cfg: u32) {
-        let (size, _) = self.meta(d, cfg);
-        if size <= PREFETCH_MAX_CONFIG_BYTES && lock(&self.configs).len() < PREFETCH_MAX_HELD {
-            let parsed = self.parse_vmx(d, cfg);
-            lock(&self.configs).insert((d, cfg), parsed);
-        }
-        let ix = &self.idx[d];
-        for &k in ix.kids(ix.entries[cfg as usize].parent) {
-            let e = self.entry(d, k);
-            if e.dir || k == cfg {
-                continue;
-            }
-            self.meta(d, k);
-            let disk = match ext_of(&e.name).as_str() {
-                "vmdk" => !is_extent_name(&e.name),
-                "vhd" | "avhd" | "vhdx" | "avhdx" => true,
-                _ => false,
-            };
-            if disk {
-                self.prefetch_layer(d, k);
             }
         }
     }
@@ -1386,15 +1293,14 @@ impl Scanner<'_> {
                     _ => {}
                 }
             }
-            for c in configs {
-                self.started.fetch_add(1, Ordering::SeqCst);
-                let single = per_dir.get(&self.entry(d, c).parent) == Some(&1);
-                let ext = ext_of(&self.entry(d, c).name);
-                out.push(if ext == "vmc" {
-                    self.virtual_server_vm(d, c, single)
-                } else {
-                    self.vmware_vm(d, c, single)
-                });
+            let jobs: Vec<(u32, bool)> = configs
+                .iter()
+                .map(|&c| (c, per_dir.get(&self.entry(d, c).parent) == Some(&1)))
+                .collect();
+            // Which VM claims a leftover file depends on the order, so only the completion
+            // runs in order; everything before it may run on several threads.
+            for a in self.assemble_all(d, &jobs) {
+                out.push(self.complete(a));
             }
             let mut groups: Vec<_> = hyperv_groups.into_iter().collect();
             groups.sort_by(|a, b| a.0.cmp(&b.0));
@@ -1569,7 +1475,7 @@ impl Scanner<'_> {
         }
     }
 
-    fn vmware_vm(&self, d: usize, cfg: u32, single: bool) -> Vm {
+    fn vmware_build(&self, d: usize, cfg: u32, single: bool) -> Assembled {
         let mut b = Build::new();
         let e = self.entry(d, cfg);
         let path = e.path.clone();
@@ -1578,8 +1484,7 @@ impl Scanner<'_> {
         let stem = stem_of(&e.name).to_string();
         let template = ext_of(&e.name) == "vmtx";
         self.add(&mut b, &Loc::Found(d, cfg), Role::Config);
-        let prefetched = lock(&self.configs).remove(&(d, cfg));
-        let parsed = prefetched.unwrap_or_else(|| self.parse_vmx(d, cfg));
+        let parsed = self.parse_vmx(d, cfg);
         let mut name = stem.clone();
         let mut snapshot_stems = HashSet::default();
         let mut snaps = Vec::new();
@@ -1708,21 +1613,24 @@ impl Scanner<'_> {
             }
         }
         self.vmware_dir_files(&mut b, d, dir, &stem, single, &snapshot_stems);
-        if single {
-            self.add_leftovers(&mut b, d, dir);
+        Assembled {
+            d,
+            cfg,
+            single,
+            name,
+            platform: Platform::Vmware,
+            build: b,
+            template,
+            guest_os,
+            cpus,
+            memory_mb: memory,
+            bios_uuid: bios,
+            instance_uuid: inst,
+            snapshots: snaps,
         }
-        let mut vm = self.finish(d, cfg, name, Platform::Vmware, b);
-        vm.template = template;
-        vm.guest_os = guest_os;
-        vm.cpus = cpus;
-        vm.memory_mb = memory;
-        vm.bios_uuid = bios;
-        vm.instance_uuid = inst;
-        vm.snapshots = snaps;
-        vm
     }
 
-    fn virtual_server_vm(&self, d: usize, cfg: u32, single: bool) -> Vm {
+    fn virtual_server_build(&self, d: usize, cfg: u32, single: bool) -> Assembled {
         let mut b = Build::new();
         let e = self.entry(d, cfg);
         let path = e.path.clone();
@@ -1760,12 +1668,96 @@ impl Scanner<'_> {
             }
         }
         self.vmware_dir_files(&mut b, d, dir, &stem, single, &HashSet::default());
-        if single {
-            self.add_leftovers(&mut b, d, dir);
+        Assembled {
+            d,
+            cfg,
+            single,
+            name: stem,
+            platform: Platform::VirtualServer,
+            build: b,
+            template: false,
+            guest_os,
+            cpus: None,
+            memory_mb: memory,
+            bios_uuid: None,
+            instance_uuid: None,
+            snapshots: Vec::new(),
         }
-        let mut vm = self.finish(d, cfg, stem, Platform::VirtualServer, b);
-        vm.guest_os = guest_os;
-        vm.memory_mb = memory;
+    }
+
+    /// The order-independent part of one VMware or Virtual Server VM.
+    fn assemble(&self, d: usize, cfg: u32, single: bool) -> Assembled {
+        if ext_of(&self.entry(d, cfg).name) == "vmc" {
+            self.virtual_server_build(d, cfg, single)
+        } else {
+            self.vmware_build(d, cfg, single)
+        }
+    }
+
+    /// [`Scanner::assemble`] of every `(configuration, alone in its folder)` of datastore
+    /// `d`, in order, on up to [`Limits::threads`] threads. Each result equals what one thread
+    /// computes: assembling reads the index and the datastore, never another VM's result.
+    fn assemble_all(&self, d: usize, jobs: &[(u32, bool)]) -> Vec<Assembled> {
+        let threads = match self.limits.threads {
+            0 => std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(ASSEMBLY_MAX_THREADS),
+            n => n,
+        }
+        .min(jobs.len().div_ceil(ASSEMBLY_MIN_PER_THREAD))
+        .max(1);
+        if threads == 1 {
+            return jobs
+                .iter()
+                .map(|&(c, single)| self.assemble(d, c, single))
+                .collect();
+        }
+        let next = AtomicUsize::new(0);
+        let mut parts: Vec<Vec<(usize, Assembled)>> = std::thread::scope(|s| {
+            let work = || {
+                let mut mine = Vec::new();
+                loop {
+                    let k = next.fetch_add(ASSEMBLY_GRAIN, Ordering::Relaxed);
+                    let Some(chunk) = jobs.get(k..(k + ASSEMBLY_GRAIN).min(jobs.len())) else {
+                        break;
+                    };
+                    if chunk.is_empty() {
+                        break;
+                    }
+                    for (j, &(c, single)) in chunk.iter().enumerate() {
+                        mine.push((k + j, self.assemble(d, c, single)));
+                    }
+                }
+                mine
+            };
+            let helpers: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
+            let mut parts = vec![work()];
+            for h in helpers {
+                // A panicking assembly is a bug; it surfaces here as it would on one thread.
+                parts.push(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+            }
+            parts
+        });
+        let mut all: Vec<(usize, Assembled)> = parts.drain(..).flatten().collect();
+        all.sort_unstable_by_key(|(k, _)| *k);
+        all.into_iter().map(|(_, a)| a).collect()
+    }
+
+    /// The order-dependent end of a VM: the leftover files of its folder that no earlier VM
+    /// claimed, then its claims.
+    fn complete(&self, a: Assembled) -> Vm {
+        let mut b = a.build;
+        if a.single {
+            self.add_leftovers(&mut b, a.d, self.entry(a.d, a.cfg).parent);
+        }
+        let mut vm = self.finish(a.d, a.cfg, a.name, a.platform, b);
+        vm.template = a.template;
+        vm.guest_os = a.guest_os;
+        vm.cpus = a.cpus;
+        vm.memory_mb = a.memory_mb;
+        vm.bios_uuid = a.bios_uuid;
+        vm.instance_uuid = a.instance_uuid;
+        vm.snapshots = a.snapshots;
         vm
     }
 

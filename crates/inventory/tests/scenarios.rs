@@ -759,13 +759,13 @@ fn templates_rdms_and_independent_disks() {
     assert_eq!(r.disks[1].mode.as_deref(), Some("independent-persistent"));
 }
 
-/// Prefetching VM folders on several threads gives exactly the one-thread inventory,
-/// including a broken VM, a shared disk (claimed by the first VM only) and a folder with two
-/// configurations.
+/// Assembling VMs on several threads gives exactly the one-thread inventory, including a
+/// broken VM, a shared disk (claimed by the first VM only) and a folder with two
+/// configurations; enough VMs that four threads all get work.
 #[test]
-fn prefetch_threads_give_the_same_inventory() {
+fn assembly_threads_give_the_same_inventory() {
     let mut b = common::vmfs("par", "5f9a1c2e-7d3b4a10-1e2f-000c29aabb01");
-    for n in 0..48 {
+    for n in 0..130 {
         let name = format!("vm{n:02}");
         let dir = common::esxi_vm(&mut b, &format!("/{name}"), &name, &[1, 2]);
         b.file(&format!("{dir}/vmware-1.log"), "log\n");
