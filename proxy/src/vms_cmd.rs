@@ -96,6 +96,8 @@ pub fn run(args: VmsArgs) -> anyhow::Result<()> {
         eprintln!("warning: {}", serde_json::to_string(p)?);
     }
     out.flush()?;
+    // The process ends here: freeing every name and VM one by one would only delay the exit.
+    std::mem::forget(inv);
     Ok(())
 }
 
