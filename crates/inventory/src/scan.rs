@@ -521,6 +521,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 const INLINE_MAX: usize = 64 << 10;
 /// Datastores with fewer names than this are scanned without a read-ahead thread.
 const READ_AHEAD_MIN_ENTRIES: usize = 2_000;
+/// Files probed per datastore to tell a warm LUN (nothing to read ahead) from a cold one.
+const READ_AHEAD_PROBES: usize = 4;
 /// Files larger than this are not announced (a text descriptor or configuration never is).
 const READ_AHEAD_MAX_BYTES: u64 = 256 << 10;
 
@@ -791,34 +793,55 @@ impl Scanner<'_> {
             .and_then(|bytes| vmx::Vmx::parse(&bytes).map_err(|e| ("config-invalid", e)))
     }
 
-    /// Whether announcing the reads ahead pays for a thread: only for datastores with many
-    /// VM folders.
+    /// Files of datastore `d` the assembly will read from the LUN (configurations, snapshot
+    /// lists, text descriptors), in index order; inline ones are already in memory.
+    fn to_read(&self, d: usize) -> impl Iterator<Item = &Entry> {
+        let ix = &self.idx[d];
+        ix.entries.iter().filter(move |e| {
+            if e.dir || e.size == 0 || e.size > READ_AHEAD_MAX_BYTES || e.inline.is_some() {
+                return false;
+            }
+            match ext_of(&e.name).as_str() {
+                "vmx" | "vmtx" | "vmsd" | "vmc" => true,
+                "vmdk" => !is_extent_name(&e.name),
+                "xml" => ix.entries[e.parent as usize]
+                    .name
+                    .eq_ignore_ascii_case("Virtual Machines"),
+                _ => false,
+            }
+        })
+    }
+
+    /// Whether announcing the reads ahead pays for a thread: datastores with many names whose
+    /// files are not already in the page cache. A few files spread over each datastore are
+    /// probed ([`lun::ReadAt::is_cached`]); a LUN that cannot tell counts as cold.
     fn read_ahead_worth_it(&self) -> bool {
-        self.idx.iter().map(|ix| ix.entries.len()).sum::<usize>() >= READ_AHEAD_MIN_ENTRIES
+        if self.idx.iter().map(|ix| ix.entries.len()).sum::<usize>() < READ_AHEAD_MIN_ENTRIES {
+            return false;
+        }
+        for d in 0..self.ds.len() {
+            let n = self.to_read(d).count();
+            let step = (n / READ_AHEAD_PROBES).max(1);
+            for e in self.to_read(d).step_by(step).take(READ_AHEAD_PROBES) {
+                let Ok(src) = self.ds[d].fs.open(&e.id) else {
+                    continue;
+                };
+                let len = src.size().min(4096) as usize;
+                if src.is_cached(0, len) != Some(true) {
+                    return true;
+                }
+            }
+        }
+        false
     }
 
     /// Tells the LUNs, up front, which bytes the assembly is about to read: every
     /// configuration, snapshot list and text descriptor. On a cold LUN those thousands of small
     /// reads then reach the device together, as one deep queue, instead of one at a time as the
-    /// assembly gets to each VM. Runs beside the assembly; on a warm cache it only costs a
-    /// little of another core.
+    /// assembly gets to each VM. Runs beside the assembly.
     fn read_ahead(&self) {
-        for (d, ix) in self.idx.iter().enumerate() {
-            for e in &ix.entries {
-                if e.dir || e.size == 0 || e.size > READ_AHEAD_MAX_BYTES || e.inline.is_some() {
-                    continue;
-                }
-                let wanted = match ext_of(&e.name).as_str() {
-                    "vmx" | "vmtx" | "vmsd" | "vmc" => true,
-                    "vmdk" => !is_extent_name(&e.name),
-                    "xml" => ix.entries[e.parent as usize]
-                        .name
-                        .eq_ignore_ascii_case("Virtual Machines"),
-                    _ => false,
-                };
-                if !wanted {
-                    continue;
-                }
+        for d in 0..self.ds.len() {
+            for e in self.to_read(d) {
                 if let Ok(src) = self.ds[d].fs.open(&e.id) {
                     src.will_need(0, e.size);
                 }
@@ -2211,11 +2234,14 @@ mod tests {
     struct Hinted {
         inner: crate::memfs::MemFs,
         hints: Arc<Mutex<Vec<String>>>,
+        /// What its files say to `is_cached`.
+        cached: Option<bool>,
     }
 
     struct HintSource {
         inner: lun::Source,
         hints: Arc<Mutex<Vec<String>>>,
+        cached: Option<bool>,
     }
 
     impl ReadAt for HintSource {
@@ -2231,6 +2257,9 @@ mod tests {
         fn will_need(&self, offset: u64, len: u64) {
             assert_eq!((offset, len), (0, self.size()));
             lock(&self.hints).push(self.inner.name().to_string());
+        }
+        fn is_cached(&self, _: u64, _: usize) -> Option<bool> {
+            self.cached
         }
     }
 
@@ -2251,6 +2280,7 @@ mod tests {
             Ok(Arc::new(HintSource {
                 inner: self.inner.open(id)?,
                 hints: self.hints.clone(),
+                cached: self.cached,
             }))
         }
         fn extents(&self, id: &FileId) -> fscore::Result<fscore::FileMapping> {
@@ -2262,7 +2292,13 @@ mod tests {
     }
 
     #[test]
-    fn read_ahead_announces_configurations_and_descriptors_only() {
+    fn read_ahead_announces_configurations_and_descriptors_only_on_a_cold_lun() {
+        for cached in [None, Some(false), Some(true)] {
+            read_ahead_case(cached);
+        }
+    }
+
+    fn read_ahead_case(cached: Option<bool>) {
         let mut b = crate::memfs::MemFs::builder(FsKind::Vmfs6, "ds", "5f1c-aa");
         let vms = READ_AHEAD_MIN_ENTRIES / 5;
         for n in 0..vms {
@@ -2283,6 +2319,7 @@ mod tests {
         let fs = Hinted {
             inner: b.build(),
             hints: hints.clone(),
+            cached,
         };
         let mut want: Vec<String> = (0..vms)
             .flat_map(|n| ["vmx", "vmdk", "vmsd"].map(|e| format!("/vm{n}/vm{n}.{e}")))
@@ -2294,6 +2331,11 @@ mod tests {
         assert!(inv.vms.iter().all(|v| v.problems.is_empty()));
         let mut got = lock(&hints).clone();
         got.sort();
-        assert_eq!(got, want);
+        if cached == Some(true) {
+            // A warm LUN: only the probe's opens, no hints.
+            assert!(got.is_empty(), "{} hints on a warm LUN", got.len());
+        } else {
+            assert_eq!(got, want, "cached: {cached:?}");
+        }
     }
 }

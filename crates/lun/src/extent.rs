@@ -261,6 +261,25 @@ impl MappedFile {
 }
 
 impl ReadAt for MappedFile {
+    fn is_cached(&self, offset: u64, len: usize) -> Option<bool> {
+        check_range(&self.name, offset, len, self.map.size).ok()?;
+        let end = offset + len as u64;
+        let first = self.map.index_of(offset)?;
+        let mut cached = true;
+        for e in self.map.extents[first..]
+            .iter()
+            .take_while(|e| e.logical < end)
+        {
+            if let Some(p) = e.physical {
+                let from = offset.max(e.logical);
+                let to = end.min(e.logical + e.length);
+                cached &= self
+                    .base
+                    .is_cached(p + (from - e.logical), (to - from) as usize)?;
+            }
+        }
+        Some(cached)
+    }
     fn will_need(&self, offset: u64, len: u64) {
         let end = offset.saturating_add(len).min(self.map.size);
         let Some(first) = self.map.index_of(offset) else {
@@ -503,6 +522,10 @@ mod tests {
         fn will_need(&self, offset: u64, len: u64) {
             self.0.lock().unwrap().push((offset, len));
         }
+        /// Bytes from 13,000 on are "cached".
+        fn is_cached(&self, offset: u64, _: usize) -> Option<bool> {
+            Some(offset >= 13_000)
+        }
     }
 
     #[test]
@@ -531,5 +554,11 @@ mod tests {
         f.will_need(400, 10);
         f.will_need(290, u64::MAX);
         assert_eq!(*dev.0.lock().unwrap(), [(4096 + 9090, 10)]);
+        // The first extent sits below 13,000 on the device, the last above; holes are free.
+        assert_eq!(f.is_cached(0, 10), Some(false));
+        assert_eq!(f.is_cached(100, 100), Some(true));
+        assert_eq!(f.is_cached(150, 150), Some(true));
+        assert_eq!(f.is_cached(50, 200), Some(false));
+        assert_eq!(f.is_cached(250, 100), None, "past the end");
     }
 }

@@ -283,6 +283,13 @@ fn check_same_bytes(name: &str, devices: &[Box<dyn ReadAt>], sample_len: usize) 
 }
 
 impl ReadAt for Lun {
+    fn is_cached(&self, offset: u64, len: usize) -> Option<bool> {
+        let slot = self.paths.get(self.preferred.load(Ordering::Relaxed))?;
+        if !slot.up.load(Ordering::SeqCst) {
+            return None;
+        }
+        slot.device.is_cached(offset, len)
+    }
     fn will_need(&self, offset: u64, len: u64) {
         let i = self.preferred.load(Ordering::Relaxed);
         if let Some(slot) = self.paths.get(i)

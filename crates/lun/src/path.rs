@@ -25,6 +25,9 @@ pub struct OpenOptions {
     pub direct: bool,
 }
 
+/// Largest range [`ReadAt::is_cached`] probes (it reads it into a stack buffer).
+const IS_CACHED_MAX: usize = 64 << 10;
+
 /// Largest single O_DIRECT transfer; bigger reads are split, so the bounce buffer stays bounded.
 const DIRECT_CHUNK: usize = 4 << 20;
 
@@ -306,6 +309,33 @@ impl ReadAt for DevicePath {
     }
     fn name(&self) -> &str {
         &self.name
+    }
+    fn is_cached(&self, offset: u64, len: usize) -> Option<bool> {
+        use std::os::fd::AsRawFd;
+        if self.direct
+            || len > IS_CACHED_MAX
+            || check_range(&self.name, offset, len, self.size).is_err()
+        {
+            return None;
+        }
+        let mut buf = [0u8; IS_CACHED_MAX];
+        let iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: len,
+        };
+        let off = libc::off_t::try_from(offset).ok()?;
+        // SAFETY: one iovec over a live stack buffer of at least `len` bytes, on a file
+        // descriptor this path owns; RWF_NOWAIT makes the read fail with EAGAIN instead of
+        // waiting for the device.
+        let n = unsafe { libc::preadv2(self.file.as_raw_fd(), &iov, 1, off, libc::RWF_NOWAIT) };
+        if n >= 0 {
+            return Some(n as usize == len);
+        }
+        match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::EAGAIN) => Some(false),
+            // Kernels or filesystems without RWF_NOWAIT: cannot tell.
+            _ => None,
+        }
     }
     fn will_need(&self, offset: u64, len: u64) {
         // O_DIRECT reads bypass the page cache, so readahead into it would be wasted.

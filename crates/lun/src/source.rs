@@ -38,6 +38,14 @@ pub trait ReadAt: Send + Sync {
         let _ = (offset, len);
     }
 
+    /// Whether `[offset, offset + len)` can be read right now without waiting for the device
+    /// (it sits in the page cache), when the source can tell cheaply; `None` when it cannot.
+    /// Lets a caller skip read-ahead work on a warm LUN. `len` is at most 64 KiB.
+    fn is_cached(&self, offset: u64, len: usize) -> Option<bool> {
+        let _ = (offset, len);
+        None
+    }
+
     /// True when every byte of `[offset, offset + len)` is known to be a hole, so a streamer can
     /// send zeros without reading (or zero-filling) anything. `false` means "read it", never
     /// "it holds data".
@@ -60,6 +68,9 @@ impl<T: ReadAt + ?Sized> ReadAt for Arc<T> {
     fn will_need(&self, offset: u64, len: u64) {
         (**self).will_need(offset, len)
     }
+    fn is_cached(&self, offset: u64, len: usize) -> Option<bool> {
+        (**self).is_cached(offset, len)
+    }
     fn splice_to_pipe(&self, offset: u64, len: usize, pipe: BorrowedFd<'_>) -> usize {
         (**self).splice_to_pipe(offset, len, pipe)
     }
@@ -81,6 +92,9 @@ impl<T: ReadAt + ?Sized> ReadAt for &T {
     fn will_need(&self, offset: u64, len: u64) {
         (**self).will_need(offset, len)
     }
+    fn is_cached(&self, offset: u64, len: usize) -> Option<bool> {
+        (**self).is_cached(offset, len)
+    }
     fn splice_to_pipe(&self, offset: u64, len: usize, pipe: BorrowedFd<'_>) -> usize {
         (**self).splice_to_pipe(offset, len, pipe)
     }
@@ -101,6 +115,9 @@ impl<T: ReadAt + ?Sized> ReadAt for Box<T> {
     }
     fn will_need(&self, offset: u64, len: u64) {
         (**self).will_need(offset, len)
+    }
+    fn is_cached(&self, offset: u64, len: usize) -> Option<bool> {
+        (**self).is_cached(offset, len)
     }
     fn splice_to_pipe(&self, offset: u64, len: usize, pipe: BorrowedFd<'_>) -> usize {
         (**self).splice_to_pipe(offset, len, pipe)
@@ -204,6 +221,10 @@ impl ReadAt for Window {
             return 0;
         }
         self.base.splice_to_pipe(self.start + offset, len, pipe)
+    }
+    fn is_cached(&self, offset: u64, len: usize) -> Option<bool> {
+        check_range(&self.name, offset, len, self.len).ok()?;
+        self.base.is_cached(self.start + offset, len)
     }
     fn will_need(&self, offset: u64, len: u64) {
         if offset < self.len {

@@ -384,6 +384,7 @@ fn will_need_reads_ahead_into_the_page_cache() {
     }
     let direct = DevicePath::open_with(&path, OpenOptions { direct: true });
     if let Ok(direct) = direct {
+        assert_eq!(direct.is_cached(0, 4096), None, "O_DIRECT cannot tell");
         direct.will_need(2 << 20, 1 << 20);
         std::thread::sleep(Duration::from_millis(200));
         assert!(
@@ -392,6 +393,11 @@ fn will_need_reads_ahead_into_the_page_cache() {
         );
     }
     let dev = DevicePath::open(&path).unwrap();
+    assert_eq!(
+        dev.is_cached(2 << 20, 4096),
+        Some(false),
+        "evicted page reported cached"
+    );
     dev.will_need(2 << 20, 1 << 20);
     dev.will_need(u64::MAX - 5, 100); // past the end: ignored, no panic
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -399,5 +405,12 @@ fn will_need_reads_ahead_into_the_page_cache() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(resident_pages(&file, 2 << 20, 1 << 20), 256);
+    assert_eq!(dev.is_cached(2 << 20, 64 << 10), Some(true));
+    assert_eq!(dev.is_cached(8 << 20, 1), None, "past the end");
+    // Through a partition window and a mapped file, offsets translate.
+    let base: lun::Source = Arc::new(dev);
+    let part = lun::Window::new(base, 1 << 20, 4 << 20, "part").unwrap();
+    assert_eq!(part.is_cached(1 << 20, 4096), Some(true));
+    assert_eq!(part.is_cached(0, 4096), Some(false));
     evict();
 }
