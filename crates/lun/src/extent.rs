@@ -260,40 +260,36 @@ impl MappedFile {
     }
 }
 
+impl MappedFile {
+    /// The device ranges `(offset, length)` holding the file's data in `[offset, end)`; holes
+    /// hold none. `end` is clamped to the file size.
+    fn data_ranges(&self, offset: u64, end: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let end = end.min(self.map.size);
+        let first = self.map.index_of(offset).unwrap_or(self.map.extents.len());
+        self.map.extents[first..]
+            .iter()
+            .take_while(move |e| e.logical < end)
+            .filter_map(move |e| {
+                let p = e.physical?;
+                let from = offset.max(e.logical);
+                let to = end.min(e.logical + e.length);
+                Some((p + (from - e.logical), to - from))
+            })
+    }
+}
+
 impl ReadAt for MappedFile {
     fn is_cached(&self, offset: u64, len: usize) -> Option<bool> {
         check_range(&self.name, offset, len, self.map.size).ok()?;
-        let end = offset + len as u64;
-        let first = self.map.index_of(offset)?;
         let mut cached = true;
-        for e in self.map.extents[first..]
-            .iter()
-            .take_while(|e| e.logical < end)
-        {
-            if let Some(p) = e.physical {
-                let from = offset.max(e.logical);
-                let to = end.min(e.logical + e.length);
-                cached &= self
-                    .base
-                    .is_cached(p + (from - e.logical), (to - from) as usize)?;
-            }
+        for (p, n) in self.data_ranges(offset, offset + len as u64) {
+            cached &= self.base.is_cached(p, n as usize)?;
         }
         Some(cached)
     }
     fn will_need(&self, offset: u64, len: u64) {
-        let end = offset.saturating_add(len).min(self.map.size);
-        let Some(first) = self.map.index_of(offset) else {
-            return;
-        };
-        for e in self.map.extents[first..]
-            .iter()
-            .take_while(|e| e.logical < end)
-        {
-            if let Some(p) = e.physical {
-                let from = offset.max(e.logical);
-                let to = end.min(e.logical + e.length);
-                self.base.will_need(p + (from - e.logical), to - from);
-            }
+        for (p, n) in self.data_ranges(offset, offset.saturating_add(len)) {
+            self.base.will_need(p, n);
         }
     }
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {

@@ -19,7 +19,9 @@ use serde::Serialize;
 
 pub use error::FsError;
 pub use path::{split_path, split_stream};
-pub use tree::{Tree, TreeEntry, TreeLimits, TreeProblem, walk_tree};
+pub use tree::{
+    SizedEntry, Tree, TreeEntry, TreeLimits, TreeProblem, TreeSource, walk_tree, walk_tree_with,
+};
 
 /// Result type of this crate and of the [`Filesystem`] trait.
 pub type Result<T, E = FsError> = std::result::Result<T, E>;

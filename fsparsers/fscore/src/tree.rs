@@ -6,7 +6,7 @@
 //! pass) overrides [`Filesystem::list_tree`]. Both produce the same entries in the same order,
 //! so callers never see which one ran.
 
-use crate::{DirEntry, FileType, Filesystem, FsError};
+use crate::{DirEntry, FileId, FileType, Filesystem, FsError};
 
 /// Bounds of one tree listing. A LUN is untrusted: a directory tree may be absurdly wide,
 /// deep, or loop onto itself.
@@ -136,44 +136,80 @@ impl Tree {
     }
 }
 
-/// Lists a tree through [`Filesystem::read_dir`] and [`Filesystem::metadata`]: the reference
-/// behaviour of [`Filesystem::list_tree`], which every override must reproduce.
-pub fn walk_tree<F: Filesystem + ?Sized>(fs: &F, limits: &TreeLimits) -> Tree {
-    let root = fs.root();
-    let (size, allocated) = match fs.metadata(&root) {
-        Ok(m) => (m.size, m.allocated),
-        Err(_) => (0, 0),
+/// An entry's sizes as a listing reports them, and what its listing may reuse.
+pub struct SizedEntry<C> {
+    /// Size and allocated bytes, or why they could not be read.
+    pub sizes: crate::Result<(u64, u64)>,
+    /// The file's bytes, when the listing has them at hand ([`TreeLimits::inline_max`]).
+    pub inline: Option<Box<[u8]>>,
+    /// Handed to [`TreeSource::list`] if the entry is a directory that gets listed.
+    pub carry: Option<C>,
+}
+
+/// What [`walk_tree_with`] asks of a filesystem. The walk itself (order, filters, cycle, depth
+/// and entry limits, problems) is the same for every implementation, so an override of
+/// [`Filesystem::list_tree`] that walks through this trait differs from [`walk_tree`] only in
+/// how it reads.
+pub trait TreeSource {
+    /// What sizing an entry hands to the listing of it, or a listing to the sizing of its
+    /// entries (VMFS: a decoded file descriptor).
+    type Carry;
+    /// A directory's entries in [`Filesystem::read_dir`] order, each with anything read for
+    /// it in advance.
+    type Listing: Iterator<Item = (DirEntry, Option<Self::Carry>)>;
+    /// Lists the directory at `tree.entries[dir]`, with what its sizing carried.
+    fn list(
+        &mut self,
+        tree: &Tree,
+        dir: u32,
+        carry: Option<Self::Carry>,
+    ) -> crate::Result<Self::Listing>;
+    /// Sizes `e`, listed in the directory at `tree.entries[parent]` (the root: its own parent,
+    /// 0, before anything is listed), with what its listing read in advance.
+    fn size(
+        &mut self,
+        tree: &Tree,
+        parent: u32,
+        e: &DirEntry,
+        pre: Option<Self::Carry>,
+    ) -> SizedEntry<Self::Carry>;
+}
+
+/// The walk of every tree listing: depth-first pre-order from `root`, each directory's entries
+/// in listing order, `.`/`..`/empty names skipped, hidden ones unless asked for, a directory met
+/// twice reported as a cycle, limits applied, problems collected.
+pub fn walk_tree_with<S: TreeSource>(source: &mut S, root: FileId, limits: &TreeLimits) -> Tree {
+    let root_entry = DirEntry {
+        name: String::new(),
+        id: root.clone(),
+        file_type: FileType::Dir,
+        metadata_file: false,
+        short_name: false,
     };
-    let mut tree = Tree {
-        entries: vec![TreeEntry {
-            parent: 0,
-            depth: 0,
-            entry: DirEntry {
-                name: String::new(),
-                id: root.clone(),
-                file_type: FileType::Dir,
-                metadata_file: false,
-                short_name: false,
-            },
-            size,
-            allocated,
-            inline: None,
-        }],
-        problems: Vec::new(),
-    };
+    let mut tree = Tree::default();
+    // The root's sizes are best effort: a listing without them is still a listing.
+    let sized = source.size(&tree, 0, &root_entry, None);
+    let (size, allocated) = sized.sizes.unwrap_or((0, 0));
+    tree.entries.push(TreeEntry {
+        parent: 0,
+        depth: 0,
+        entry: root_entry,
+        size,
+        allocated,
+        inline: None,
+    });
     let mut seen_dirs = std::collections::HashSet::new();
     seen_dirs.insert(root);
-    // Depth-first pre-order with an explicit stack of (directory, its remaining listing).
-    let mut stack: Vec<(u32, std::vec::IntoIter<DirEntry>)> = Vec::new();
-    match fs.read_dir(&tree.entries[0].entry.id) {
-        Ok(l) => stack.push((0, l.into_iter())),
+    let mut stack: Vec<(u32, S::Listing)> = Vec::new();
+    match source.list(&tree, 0, sized.carry) {
+        Ok(l) => stack.push((0, l)),
         Err(error) => tree
             .problems
             .push(TreeProblem::UnreadableDir { dir: 0, error }),
     }
     while let Some((dir, listing)) = stack.last_mut() {
         let dir = *dir;
-        let Some(e) = listing.next() else {
+        let Some((e, pre)) = listing.next() else {
             stack.pop();
             continue;
         };
@@ -195,8 +231,9 @@ pub fn walk_tree<F: Filesystem + ?Sized>(fs: &F, limits: &TreeLimits) -> Tree {
         }
         let n = tree.entries.len() as u32;
         let depth = tree.entries[dir as usize].depth + 1;
-        let (size, allocated) = match fs.metadata(&e.id) {
-            Ok(m) => (m.size, m.allocated),
+        let sized = source.size(&tree, dir, &e, pre);
+        let (size, allocated) = match sized.sizes {
+            Ok(s) => s,
             Err(error) => {
                 tree.problems
                     .push(TreeProblem::UnreadableFile { entry: n, error });
@@ -210,14 +247,14 @@ pub fn walk_tree<F: Filesystem + ?Sized>(fs: &F, limits: &TreeLimits) -> Tree {
             entry: e,
             size,
             allocated,
-            inline: None,
+            inline: sized.inline,
         });
         if is_dir {
             if depth as usize >= limits.max_depth {
                 tree.problems.push(TreeProblem::TooDeep { dir: n });
             } else {
-                match fs.read_dir(&tree.entries[n as usize].entry.id) {
-                    Ok(l) => stack.push((n, l.into_iter())),
+                match source.list(&tree, n, sized.carry) {
+                    Ok(l) => stack.push((n, l)),
                     Err(error) => tree
                         .problems
                         .push(TreeProblem::UnreadableDir { dir: n, error }),
@@ -228,10 +265,47 @@ pub fn walk_tree<F: Filesystem + ?Sized>(fs: &F, limits: &TreeLimits) -> Tree {
     tree
 }
 
+/// A listed entry with nothing read in advance.
+fn no_carry(e: DirEntry) -> (DirEntry, Option<()>) {
+    (e, None)
+}
+
+/// [`TreeSource`] over [`Filesystem::read_dir`] and [`Filesystem::metadata`].
+struct ReadDirSource<'f, F: ?Sized>(&'f F);
+
+impl<F: Filesystem + ?Sized> TreeSource for ReadDirSource<'_, F> {
+    type Carry = ();
+    type Listing =
+        std::iter::Map<std::vec::IntoIter<DirEntry>, fn(DirEntry) -> (DirEntry, Option<()>)>;
+
+    fn list(&mut self, tree: &Tree, dir: u32, _: Option<()>) -> crate::Result<Self::Listing> {
+        let id = &tree.entries[dir as usize].entry.id;
+        Ok(self
+            .0
+            .read_dir(id)?
+            .into_iter()
+            .map(no_carry as fn(DirEntry) -> (DirEntry, Option<()>)))
+    }
+
+    fn size(&mut self, _: &Tree, _: u32, e: &DirEntry, _: Option<()>) -> SizedEntry<()> {
+        SizedEntry {
+            sizes: self.0.metadata(&e.id).map(|m| (m.size, m.allocated)),
+            inline: None,
+            carry: None,
+        }
+    }
+}
+
+/// Lists a tree through [`Filesystem::read_dir`] and [`Filesystem::metadata`]: the reference
+/// behaviour of [`Filesystem::list_tree`], which every override must reproduce.
+pub fn walk_tree<F: Filesystem + ?Sized>(fs: &F, limits: &TreeLimits) -> Tree {
+    walk_tree_with(&mut ReadDirSource(fs), fs.root(), limits)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{FileId, FileMapping, Metadata, Result, VolumeInfo};
+    use crate::{FileMapping, Metadata, Result, VolumeInfo};
     use lun::Source;
     use std::collections::HashMap;
 

@@ -3,9 +3,10 @@
 //! directory's FD twice (for its metadata, then again to list it); here the FD decoded for the
 //! metadata is the one listed.
 
-use std::collections::HashSet;
-
-use fscore::{DirEntry, FileId, FileType, Filesystem, Tree, TreeEntry, TreeLimits, TreeProblem};
+use fscore::{
+    DirEntry, FileId, FileType, Filesystem, SizedEntry, Tree, TreeLimits, TreeSource,
+    walk_tree_with,
+};
 
 use crate::Vmfs;
 use crate::fd::Fd;
@@ -15,16 +16,18 @@ const PREFETCH_WINDOW: usize = 64;
 
 /// The rest of a directory's entries, with the FDs of the next few read in advance in one
 /// batch (where [`Vmfs::read_fds_batched`] can).
-struct Listing {
+struct Listing<'a> {
+    fs: &'a Vmfs,
     entries: std::vec::IntoIter<DirEntry>,
     /// The next entries, each with its FD when it was read in advance.
     ahead: std::collections::VecDeque<(DirEntry, Option<Fd>)>,
     include_hidden: bool,
 }
 
-impl Listing {
-    fn new(entries: Vec<DirEntry>, limits: &TreeLimits) -> Listing {
+impl<'a> Listing<'a> {
+    fn new(fs: &'a Vmfs, entries: Vec<DirEntry>, limits: &TreeLimits) -> Listing<'a> {
         Listing {
+            fs,
             entries: entries.into_iter(),
             ahead: std::collections::VecDeque::new(),
             include_hidden: limits.include_hidden,
@@ -36,8 +39,13 @@ impl Listing {
         !(e.name.is_empty() || e.name == "." || e.name == "..")
             && (self.include_hidden || !(e.metadata_file || e.short_name))
     }
+}
 
-    fn next(&mut self, fs: &Vmfs) -> Option<(DirEntry, Option<Fd>)> {
+impl Iterator for Listing<'_> {
+    type Item = (DirEntry, Option<Fd>);
+
+    fn next(&mut self) -> Option<(DirEntry, Option<Fd>)> {
+        let fs = self.fs;
         if self.ahead.is_empty() {
             let window: Vec<DirEntry> = self.entries.by_ref().take(PREFETCH_WINDOW).collect();
             let addrs: Vec<u32> = window
@@ -92,106 +100,53 @@ fn sizes(fs: &Vmfs, id: &FileId, pre: Option<Fd>) -> (fscore::Result<(u64, u64)>
 }
 
 /// Lists a directory from its FD when it was read, else as [`Filesystem::read_dir`] does.
-fn listing(
-    fs: &Vmfs,
+fn listing<'a>(
+    fs: &'a Vmfs,
     id: &FileId,
     fd: Option<&Fd>,
     limits: &TreeLimits,
-) -> fscore::Result<Listing> {
+) -> fscore::Result<Listing<'a>> {
     let entries = match fd {
         Some(fd) => fs.dir_entries(fd)?,
         None => fs.read_dir(id)?,
     };
-    Ok(Listing::new(entries, limits))
+    Ok(Listing::new(fs, entries, limits))
+}
+
+/// The volume's FDs as a [`TreeSource`]: the FD read to size an entry is the one its listing
+/// decodes.
+struct FdSource<'a> {
+    fs: &'a Vmfs,
+    limits: TreeLimits,
+    /// Inline bytes the listing may still hold ([`TreeLimits::inline_total`]).
+    inline_budget: usize,
+}
+
+impl<'a> TreeSource for FdSource<'a> {
+    type Carry = Fd;
+    type Listing = Listing<'a>;
+
+    fn list(&mut self, tree: &Tree, dir: u32, fd: Option<Fd>) -> fscore::Result<Listing<'a>> {
+        let id = &tree.entries[dir as usize].entry.id;
+        listing(self.fs, id, fd.as_ref(), &self.limits)
+    }
+
+    fn size(&mut self, _: &Tree, _: u32, e: &DirEntry, pre: Option<Fd>) -> SizedEntry<Fd> {
+        let (sizes, fd) = sizes(self.fs, &e.id, pre);
+        let inline = inline_bytes(self.fs, fd.as_ref(), &self.limits, &mut self.inline_budget);
+        SizedEntry {
+            sizes,
+            inline,
+            carry: fd,
+        }
+    }
 }
 
 pub(crate) fn list_tree(fs: &Vmfs, limits: &TreeLimits) -> Tree {
-    let root = fs.root();
-    let (root_sizes, root_fd) = sizes(fs, &root, None);
-    let (size, allocated) = root_sizes.unwrap_or((0, 0));
-    let mut tree = Tree {
-        entries: vec![TreeEntry {
-            parent: 0,
-            depth: 0,
-            entry: DirEntry {
-                name: String::new(),
-                id: root.clone(),
-                file_type: FileType::Dir,
-                metadata_file: false,
-                short_name: false,
-            },
-            size,
-            allocated,
-            inline: None,
-        }],
-        problems: Vec::new(),
+    let mut source = FdSource {
+        fs,
+        limits: *limits,
+        inline_budget: limits.inline_total,
     };
-    let mut seen_dirs = HashSet::new();
-    seen_dirs.insert(root.clone());
-    let mut inline_budget = limits.inline_total;
-    let mut stack: Vec<(u32, Listing)> = Vec::new();
-    match listing(fs, &root, root_fd.as_ref(), limits) {
-        Ok(l) => stack.push((0, l)),
-        Err(error) => tree
-            .problems
-            .push(TreeProblem::UnreadableDir { dir: 0, error }),
-    }
-    while let Some((dir, entries)) = stack.last_mut() {
-        let dir = *dir;
-        let Some((e, pre)) = entries.next(fs) else {
-            stack.pop();
-            continue;
-        };
-        if e.name.is_empty() || e.name == "." || e.name == ".." {
-            continue;
-        }
-        if !limits.include_hidden && (e.metadata_file || e.short_name) {
-            continue;
-        }
-        if e.file_type == FileType::Dir && !seen_dirs.insert(e.id.clone()) {
-            tree.problems.push(TreeProblem::Cycle { dir, name: e.name });
-            continue;
-        }
-        if tree.entries.len() > limits.max_entries {
-            tree.problems.push(TreeProblem::TooManyEntries {
-                limit: limits.max_entries,
-            });
-            break;
-        }
-        let n = tree.entries.len() as u32;
-        let depth = tree.entries[dir as usize].depth + 1;
-        let (r, fd) = sizes(fs, &e.id, pre);
-        let (size, allocated) = match r {
-            Ok(s) => s,
-            Err(error) => {
-                tree.problems
-                    .push(TreeProblem::UnreadableFile { entry: n, error });
-                (0, 0)
-            }
-        };
-        let is_dir = e.file_type == FileType::Dir;
-        let inline = inline_bytes(fs, fd.as_ref(), limits, &mut inline_budget);
-        tree.entries.push(TreeEntry {
-            parent: dir,
-            depth,
-            entry: e,
-            size,
-            allocated,
-            inline,
-        });
-        if is_dir {
-            if depth as usize >= limits.max_depth {
-                tree.problems.push(TreeProblem::TooDeep { dir: n });
-            } else {
-                let id = &tree.entries[n as usize].entry.id;
-                match listing(fs, id, fd.as_ref(), limits) {
-                    Ok(l) => stack.push((n, l)),
-                    Err(error) => tree
-                        .problems
-                        .push(TreeProblem::UnreadableDir { dir: n, error }),
-                }
-            }
-        }
-    }
-    tree
+    walk_tree_with(&mut source, fs.root(), limits)
 }

@@ -19,7 +19,8 @@
 use std::collections::HashSet;
 
 use fscore::{
-    DirEntry, FileId, FileType, Filesystem, Tree, TreeEntry, TreeLimits, TreeProblem, walk_tree,
+    DirEntry, FileId, FileType, Filesystem, SizedEntry, Tree, TreeLimits, TreeSource, walk_tree,
+    walk_tree_with,
 };
 
 use super::{File, I30, Ntfs, ROOT_RECORD, mask_ref};
@@ -582,103 +583,66 @@ impl Ntfs {
 
     /// Walks the scanned names from the root exactly as [`walk_tree`] walks `read_dir`.
     fn tree_from_scan(&self, scan: &Scan, limits: &TreeLimits) -> Tree {
-        let root = self.root();
-        let (size, allocated) = self.scanned_sizes(scan, root.ino).unwrap_or((0, 0));
-        let mut entries = Vec::with_capacity(scan.names.len().min(limits.max_entries) + 1);
-        entries.push(TreeEntry {
-            parent: 0,
-            depth: 0,
-            entry: DirEntry {
-                name: String::new(),
-                id: root.clone(),
-                file_type: FileType::Dir,
-                metadata_file: false,
-                short_name: false,
-            },
-            size,
-            allocated,
-            inline: None,
-        });
-        let mut tree = Tree {
-            entries,
-            problems: Vec::new(),
+        let mut source = ScanSource {
+            fs: self,
+            scan,
+            below_extend: Vec::new(),
         };
-        // Per tree entry: a directory below $Extend (how `is_metadata` walks up the parents).
-        let mut below_extend = vec![false];
-        let is_meta =
-            |ino: u64, below: bool| ino != ROOT_RECORD && (ino < FIRST_USER_RECORD || below);
-        let mut seen_dirs = HashSet::new();
-        seen_dirs.insert(root.clone());
-        let mut stack: Vec<(u32, std::vec::IntoIter<DirEntry>)> = Vec::new();
-        match self.scanned_dir(scan, &root, false) {
-            Ok(l) => stack.push((0, l.into_iter())),
-            Err(error) => tree
-                .problems
-                .push(TreeProblem::UnreadableDir { dir: 0, error }),
+        walk_tree_with(&mut source, self.root(), limits)
+    }
+}
+
+/// The scanned names and sizes as a [`TreeSource`].
+struct ScanSource<'a> {
+    fs: &'a Ntfs,
+    scan: &'a Scan,
+    /// Per tree entry: a directory below $Extend (how `is_metadata` walks up the parents).
+    below_extend: Vec<bool>,
+}
+
+/// A listed entry: nothing is read in advance.
+fn listed(e: DirEntry) -> (DirEntry, Option<()>) {
+    (e, None)
+}
+
+impl TreeSource for ScanSource<'_> {
+    type Carry = ();
+    type Listing =
+        std::iter::Map<std::vec::IntoIter<DirEntry>, fn(DirEntry) -> (DirEntry, Option<()>)>;
+
+    fn list(&mut self, tree: &Tree, dir: u32, _: Option<()>) -> fscore::Result<Self::Listing> {
+        let id = &tree.entries[dir as usize].entry.id;
+        let below = self
+            .below_extend
+            .get(dir as usize)
+            .copied()
+            .unwrap_or(false);
+        let meta = id.ino != ROOT_RECORD && (id.ino < FIRST_USER_RECORD || below);
+        Ok(self
+            .fs
+            .scanned_dir(self.scan, id, meta)?
+            .into_iter()
+            .map(listed as fn(DirEntry) -> (DirEntry, Option<()>)))
+    }
+
+    fn size(&mut self, _: &Tree, parent: u32, e: &DirEntry, _: Option<()>) -> SizedEntry<()> {
+        let below = e.id.ino == EXTEND_RECORD
+            || (e.id.ino != ROOT_RECORD
+                && self
+                    .below_extend
+                    .get(parent as usize)
+                    .copied()
+                    .unwrap_or(false));
+        self.below_extend.push(below);
+        let inline = match e.file_type {
+            FileType::File => self.scan.record(e.id.ino).and_then(|r| r.inline.clone()),
+            _ => None,
+        };
+        SizedEntry {
+            sizes: self.fs.scanned_sizes(self.scan, e.id.ino),
+            inline,
+            carry: None,
         }
-        while let Some((dir, listing)) = stack.last_mut() {
-            let dir = *dir;
-            let Some(e) = listing.next() else {
-                stack.pop();
-                continue;
-            };
-            if e.name.is_empty() || e.name == "." || e.name == ".." {
-                continue;
-            }
-            if !limits.include_hidden && (e.metadata_file || e.short_name) {
-                continue;
-            }
-            if e.file_type == FileType::Dir && !seen_dirs.insert(e.id.clone()) {
-                tree.problems.push(TreeProblem::Cycle { dir, name: e.name });
-                continue;
-            }
-            if tree.entries.len() > limits.max_entries {
-                tree.problems.push(TreeProblem::TooManyEntries {
-                    limit: limits.max_entries,
-                });
-                break;
-            }
-            let n = tree.entries.len() as u32;
-            let depth = tree.entries[dir as usize].depth + 1;
-            let (size, allocated) = match self.scanned_sizes(scan, e.id.ino) {
-                Ok(s) => s,
-                Err(error) => {
-                    tree.problems
-                        .push(TreeProblem::UnreadableFile { entry: n, error });
-                    (0, 0)
-                }
-            };
-            let is_dir = e.file_type == FileType::Dir;
-            let below = e.id.ino == EXTEND_RECORD
-                || (e.id.ino != ROOT_RECORD && below_extend[dir as usize]);
-            let inline = match e.file_type {
-                FileType::File => scan.record(e.id.ino).and_then(|r| r.inline.clone()),
-                _ => None,
-            };
-            tree.entries.push(TreeEntry {
-                parent: dir,
-                depth,
-                entry: e,
-                size,
-                allocated,
-                inline,
-            });
-            below_extend.push(below);
-            if is_dir {
-                if depth as usize >= limits.max_depth {
-                    tree.problems.push(TreeProblem::TooDeep { dir: n });
-                } else {
-                    let id = &tree.entries[n as usize].entry.id;
-                    match self.scanned_dir(scan, id, is_meta(id.ino, below)) {
-                        Ok(l) => stack.push((n, l.into_iter())),
-                        Err(error) => tree
-                            .problems
-                            .push(TreeProblem::UnreadableDir { dir: n, error }),
-                    }
-                }
-            }
-        }
-        tree
     }
 }
 
