@@ -71,8 +71,8 @@ pub struct VmFile {
     /// Absolute path on its LUN's filesystem (`/` separators); for a missing file, the path
     /// as the configuration gives it.
     pub path: String,
-    /// The LUN holding it; `None` when missing.
-    pub lun: Option<String>,
+    /// The LUN holding it (shared by all the files on it); `None` when missing.
+    pub lun: Option<std::sync::Arc<str>>,
     /// What it is.
     pub role: Role,
     /// Logical size in bytes (0 when missing).

@@ -87,6 +87,10 @@ pub fn scan_with(datastores: &[Datastore], limits: &Limits) -> Inventory {
         idx: indexes,
         limits: limits.clone(),
         claimed: Mutex::new(HashSet::default()),
+        luns: datastores
+            .iter()
+            .map(|d| Arc::from(d.lun.as_str()))
+            .collect(),
     };
     let mut vms = std::thread::scope(|s| {
         if scanner.read_ahead_worth_it() {
@@ -505,6 +509,8 @@ struct Scanner<'a> {
     limits: Limits,
     /// Files some VM has taken, so a later VM's folder does not take them as leftovers.
     claimed: Mutex<HashSet<(usize, u32)>>,
+    /// Each datastore's LUN name, shared by all the files found on it.
+    luns: Vec<Arc<str>>,
 }
 
 /// A parsed `.vmx`, or the problem kind and error that stopped it.
@@ -634,7 +640,7 @@ impl Scanner<'_> {
                 VmFile {
                     name,
                     path: e.path.clone(),
-                    lun: Some(self.ds[*d].lun.clone()),
+                    lun: Some(self.luns[*d].clone()),
                     role,
                     size,
                     allocated,

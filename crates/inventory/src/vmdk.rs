@@ -172,6 +172,53 @@ pub struct ExtentLine {
     pub offset: u64,
 }
 
+/// The `ddb.*` lines of a descriptor, kept in one string: a descriptor has ten or so and the
+/// inventory reads a few, so one allocation serves them all.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DiskDatabase {
+    /// Keys (lower-case) and values back to back.
+    text: String,
+    /// Per line: where its key ends and its value ends in `text` (each starts where the one
+    /// before ends).
+    ends: Vec<(u32, u32)>,
+}
+
+impl DiskDatabase {
+    fn push(&mut self, key: &str, value: &str) {
+        if self.ends.is_empty() {
+            // ESXi writes seven to ten ddb lines of about 40 bytes.
+            self.text.reserve(512);
+            self.ends.reserve(10);
+        }
+        self.text
+            .extend(key.chars().map(|c| c.to_ascii_lowercase()));
+        let key_end = self.text.len() as u32;
+        self.text.push_str(value);
+        self.ends.push((key_end, self.text.len() as u32));
+    }
+
+    /// `(key, value)` of every line, in file order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        let mut start = 0usize;
+        self.ends.iter().map(move |&(k, v)| {
+            let (k, v) = (k as usize, v as usize);
+            let kv = (&self.text[start..k], &self.text[k..v]);
+            start = v;
+            kv
+        })
+    }
+
+    /// Number of lines.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// No `ddb.*` line at all.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+}
+
 /// A parsed descriptor.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Descriptor {
@@ -191,8 +238,8 @@ pub struct Descriptor {
     pub extents: Vec<ExtentLine>,
     /// Extent lines dropped beyond [`MAX_EXTENTS`].
     pub extents_dropped: usize,
-    /// The disk database (`ddb.*`), lower-case keys.
-    pub ddb: Vec<(String, String)>,
+    /// The disk database (`ddb.*` lines), lower-case keys, in file order.
+    pub ddb: DiskDatabase,
     /// Lines that did not parse.
     pub warnings: Vec<String>,
 }
@@ -239,7 +286,7 @@ impl Descriptor {
         self.ddb
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(key))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v)
     }
 }
 
@@ -333,11 +380,7 @@ pub fn parse_descriptor(bytes: &[u8]) -> Result<Descriptor, InventoryError> {
         let is = |name: &str| key.eq_ignore_ascii_case(name);
         // Most lines of a descriptor are `ddb.*`: test for them first.
         if starts_with_ignore_ascii_case(key, "ddb.") {
-            if d.ddb.is_empty() {
-                // ESXi writes seven to ten ddb lines.
-                d.ddb.reserve(10);
-            }
-            d.ddb.push((key.to_ascii_lowercase(), value.to_string()));
+            d.ddb.push(key, value);
         } else if is("version") {
             d.version = trim_str(value).parse().ok();
         } else if is("cid") {
@@ -448,7 +491,10 @@ mod tests {
         assert_eq!(d.ddb("ddb.uuid"), Some("x"), "the first ddb line wins");
         assert_eq!(d.ddb("DDB.Uuid"), Some("x"));
         assert_eq!(d.ddb.len(), 2);
-        assert_eq!(d.ddb[0].0, "ddb.uuid");
+        assert_eq!(
+            d.ddb.iter().collect::<Vec<_>>(),
+            [("ddb.uuid", "x"), ("ddb.uuid", "y")]
+        );
         assert_eq!(d.extents.len(), 2);
         assert_eq!(d.extents[0].kind, "VMFS");
         assert_eq!(d.extents[0].file_name.as_deref(), Some("a b.vmdk"));
