@@ -351,3 +351,83 @@ fn list_tree_equals_walk_tree_with_dos_short_names() {
         hidden.problems
     );
 }
+
+/// A device over an image that fails reads touching `fail`, or reads `patch` bytes over the
+/// image at `patch_at`.
+struct Faulty {
+    inner: Source,
+    fail: std::ops::Range<u64>,
+    patch_at: u64,
+    patch: Vec<u8>,
+}
+
+impl ReadAt for Faulty {
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> lun::Result<()> {
+        let end = offset + buf.len() as u64;
+        if offset < self.fail.end && self.fail.start < end {
+            return Err(lun::LunError::Read {
+                name: "faulty".into(),
+                offset,
+                len: buf.len() as u64,
+                source: std::io::Error::from_raw_os_error(5),
+            });
+        }
+        self.inner.read_exact_at(offset, buf)?;
+        for (i, b) in self.patch.iter().enumerate() {
+            let at = self.patch_at + i as u64;
+            if (offset..end).contains(&at) {
+                buf[(at - offset) as usize] = *b;
+            }
+        }
+        Ok(())
+    }
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn name(&self) -> &str {
+        "faulty"
+    }
+}
+
+/// A large $MFT is read on one thread and decoded on another: a read error or a torn record
+/// deep inside it stops both (no hang) and the listing falls back to the reference walk.
+#[test]
+fn list_tree_survives_errors_deep_in_a_large_mft() {
+    let test = "list_tree_survives_errors_deep_in_a_large_mft";
+    let Some(path) = image_path(test, &Spec::of(Layout::Bench10k, 4096)) else {
+        return;
+    };
+    let image: Source = Arc::new(DevicePath::open(&path).unwrap());
+    let mut boot = [0u8; 512];
+    image.read_exact_at(0, &mut boot).unwrap();
+    let cluster = u64::from(u16::from_le_bytes([boot[0x0B], boot[0x0C]])) * u64::from(boot[0x0D]);
+    let mft = u64::from_le_bytes(boot[0x30..0x38].try_into().unwrap()) * cluster;
+    // Six MiB in: well past the first chunks, inside a 10,000-file $MFT.
+    let deep = mft + (6 << 20);
+    let cases = [
+        ("read error", deep..deep + 4096, 0, Vec::new()),
+        ("torn record", 0..0, deep, b"BAAD".to_vec()),
+    ];
+    for (what, fail, patch_at, patch) in cases {
+        let dev: Source = Arc::new(Faulty {
+            inner: image.clone(),
+            fail,
+            patch_at,
+            patch,
+        });
+        let fs = ntfs::Ntfs::open(dev).expect("the boot sector and $MFT start still read");
+        let limits = TreeLimits::default();
+        assert!(
+            fs.list_tree_from_mft(&limits).is_none(),
+            "{what}: fast path must give up"
+        );
+        let listed = fs.list_tree(&limits);
+        let walked = walk_tree(&fs, &limits);
+        assert_eq!(listed.entries, walked.entries, "{what}");
+        assert!(
+            listed.entries.len() > 1000,
+            "{what}: {} entries",
+            listed.entries.len()
+        );
+    }
+}

@@ -35,6 +35,8 @@ use crate::record::{
 
 /// Bytes of $MFT read at once during the pass (one reused buffer).
 const SCAN_CHUNK: u64 = 1 << 20;
+/// $MFTs of fewer chunks than this are read and decoded on one thread.
+const PIPELINE_MIN_CHUNKS: u64 = 4;
 /// Record $Extend: directories below it hold metadata files.
 const EXTEND_RECORD: u64 = 11;
 /// Records below this number are system files.
@@ -267,19 +269,76 @@ impl Ntfs {
             inline_max: limits.inline_max,
             inline_budget: limits.inline_total,
         };
-        let mut buf = vec![0u8; chunk.min(count * rs) as usize];
-        let mut first = 0u64;
-        while first < count {
-            let n = (chunk / rs).min(count - first);
-            let bytes = &mut buf[..(n * rs) as usize];
-            self.read_mft_bytes(first * rs, bytes).ok()?;
-            for (k, rec) in bytes.chunks_exact_mut(rs as usize).enumerate() {
-                self.scan_record(first + k as u64, rec, include_hidden, &mut scan)?;
+        let per_chunk = chunk / rs;
+        let chunks = count.div_ceil(per_chunk);
+        let buf_len = chunk.min(count * rs) as usize;
+        // The chunk starting at record `first`: its length in bytes.
+        let chunk_bytes = |first: u64| ((per_chunk.min(count - first)) * rs) as usize;
+        if chunks < PIPELINE_MIN_CHUNKS {
+            let mut buf = vec![0u8; buf_len];
+            for c in 0..chunks {
+                let first = c * per_chunk;
+                let bytes = &mut buf[..chunk_bytes(first)];
+                self.read_mft_bytes(first * rs, bytes).ok()?;
+                self.scan_chunk(first, bytes, include_hidden, &mut scan)?;
             }
-            first += n;
+        } else {
+            // One thread reads the next chunk while this one decodes the last: the copy out of
+            // the page cache (or the wait for the LUN) overlaps the decoding. Two buffers go
+            // round between them, so memory stays at two chunks.
+            let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Option<(u64, Vec<u8>)>>(1);
+            let (empty_tx, empty_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
+            for _ in 0..2 {
+                empty_tx.send(vec![0u8; buf_len]).ok()?;
+            }
+            let decoded = std::thread::scope(|sc| {
+                sc.spawn(move || {
+                    for c in 0..chunks {
+                        let Ok(mut buf) = empty_rx.recv() else {
+                            return;
+                        };
+                        let first = c * per_chunk;
+                        let n = chunk_bytes(first);
+                        let msg = self
+                            .read_mft_bytes(first * rs, &mut buf[..n])
+                            .ok()
+                            .map(|()| (first, buf));
+                        let failed = msg.is_none();
+                        if full_tx.send(msg).is_err() || failed {
+                            return;
+                        }
+                    }
+                });
+                // Owned here, so that returning early hangs up on the reader, which then stops.
+                let (full_rx, empty_tx) = (full_rx, empty_tx);
+                for _ in 0..chunks {
+                    let (first, mut buf) = full_rx.recv().ok()??;
+                    let n = chunk_bytes(first);
+                    self.scan_chunk(first, &mut buf[..n], include_hidden, &mut scan)?;
+                    // The reader may have finished: a buffer nobody takes is just dropped.
+                    let _ = empty_tx.send(buf);
+                }
+                Some(())
+            });
+            decoded?;
         }
         scan.sort();
         Some(scan)
+    }
+
+    /// Takes in the records of one chunk of $MFT, the first being record `first`.
+    fn scan_chunk(
+        &self,
+        first: u64,
+        bytes: &mut [u8],
+        include_hidden: bool,
+        scan: &mut Scan,
+    ) -> Option<()> {
+        let rs = self.mft.record_size as usize;
+        for (k, rec) in bytes.chunks_exact_mut(rs).enumerate() {
+            self.scan_record(first + k as u64, rec, include_hidden, scan)?;
+        }
+        Some(())
     }
 
     /// Takes in MFT record `ino` (raw bytes, fixups not applied). `None` when it may be in
