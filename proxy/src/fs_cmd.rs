@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::mpsc;
 
 use anyhow::{Context, bail};
-use fscore::{DirEntry, FileId, FileMapping, FileType, Filesystem};
+use fscore::{DirEntry, FileId, FileMapping, FileType, Filesystem, TreeLimits, TreeProblem};
 use fsprobe::{LunSpec, Volume};
 use lun::{OpenOptions, ReadAt, Source};
 use serde::Serialize;
@@ -171,6 +171,12 @@ fn ls(
     if meta.file_type != FileType::Dir {
         return print_entry(fs, path, &id, json, out);
     }
+    // The whole volume without hidden names: one tree listing gives names and sizes together.
+    // (With --all, a directory's DOS short name is a second name of one directory, which the
+    // listing reports as a cycle, so --all keeps the directory walk.)
+    if recursive && !all && id == fs.root() {
+        return ls_tree(fs, json, out);
+    }
     let base = path.trim_end_matches('/').to_string();
     let mut visited = HashSet::new();
     visited.insert(id.ino);
@@ -208,6 +214,82 @@ fn ls(
     Ok(())
 }
 
+/// `ls -r /`: every name from one [`Filesystem::list_tree`], depth first. Problems are
+/// reported after the listing, the first one as the error.
+fn ls_tree(fs: &dyn Filesystem, json: bool, out: &mut impl Write) -> anyhow::Result<()> {
+    let tree = fs.list_tree(&TreeLimits {
+        max_depth: MAX_DEPTH,
+        ..TreeLimits::default()
+    });
+    // Paths of directories, so that children build theirs; files keep an empty string.
+    let mut dir_paths: Vec<String> = Vec::with_capacity(tree.entries.len());
+    dir_paths.push(String::new());
+    let mut p = String::new();
+    for e in &tree.entries[1..] {
+        p.clear();
+        p.push_str(&dir_paths[e.parent as usize]);
+        p.push('/');
+        p.push_str(&e.entry.name);
+        let target = match e.entry.file_type {
+            FileType::Symlink => {
+                fs.metadata(&e.entry.id)
+                    .with_context(|| format!("reading metadata of {p}"))?
+                    .symlink_target
+            }
+            _ => None,
+        };
+        print_line(
+            &p,
+            e.entry.file_type,
+            e.size,
+            e.allocated,
+            target.as_deref(),
+            json,
+            out,
+        )?;
+        dir_paths.push(if e.entry.file_type == FileType::Dir {
+            p.clone()
+        } else {
+            String::new()
+        });
+    }
+    let path_of = |i: u32| display_dir(&dir_paths[i as usize]).to_string();
+    let mut first = None;
+    for problem in tree.problems {
+        let msg = match problem {
+            TreeProblem::UnreadableDir { dir, error } => {
+                format!("reading directory {}: {error}", path_of(dir))
+            }
+            TreeProblem::UnreadableFile { entry, error } => {
+                format!("reading metadata of entry {entry}: {error}")
+            }
+            TreeProblem::Cycle { dir, name } => {
+                eprintln!(
+                    "warning: {}/{name} is a directory already listed (a loop); not descending",
+                    dir_paths[dir as usize]
+                );
+                continue;
+            }
+            TreeProblem::TooDeep { dir } => {
+                format!(
+                    "{}: directory tree deeper than {MAX_DEPTH} levels",
+                    path_of(dir)
+                )
+            }
+            TreeProblem::TooManyEntries { limit } => format!("more than {limit} entries"),
+        };
+        if first.is_none() {
+            first = Some(msg);
+        } else {
+            eprintln!("warning: {msg}");
+        }
+    }
+    match first {
+        Some(msg) => bail!(msg),
+        None => Ok(()),
+    }
+}
+
 fn display_dir(p: &str) -> &str {
     if p.is_empty() { "/" } else { p }
 }
@@ -222,32 +304,49 @@ fn print_entry(
     let m = fs
         .metadata(id)
         .with_context(|| format!("reading metadata of {path}"))?;
+    print_line(
+        path,
+        m.file_type,
+        m.size,
+        m.allocated,
+        m.symlink_target.as_deref(),
+        json,
+        out,
+    )
+}
+
+/// One line of `ls`: a JSON object, or `TYPE SIZE ALLOCATED PATH [-> TARGET]`.
+fn print_line(
+    path: &str,
+    file_type: FileType,
+    size: u64,
+    allocated: u64,
+    target: Option<&str>,
+    json: bool,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
     if json {
         serde_json::to_writer(
             &mut *out,
             &LsLine {
                 path,
-                file_type: m.file_type,
-                size: m.size,
-                allocated: m.allocated,
-                target: m.symlink_target.as_deref(),
+                file_type,
+                size,
+                allocated,
+                target,
             },
         )?;
         writeln!(out)?;
     } else {
-        let t = match m.file_type {
+        let t = match file_type {
             FileType::File => '-',
             FileType::Dir => 'd',
             FileType::Symlink => 'l',
             FileType::Other => '?',
         };
-        match &m.symlink_target {
-            Some(target) => writeln!(
-                out,
-                "{t} {:>14} {:>14} {path} -> {target}",
-                m.size, m.allocated
-            )?,
-            None => writeln!(out, "{t} {:>14} {:>14} {path}", m.size, m.allocated)?,
+        match target {
+            Some(target) => writeln!(out, "{t} {size:>14} {allocated:>14} {path} -> {target}")?,
+            None => writeln!(out, "{t} {size:>14} {allocated:>14} {path}")?,
         }
     }
     Ok(())
@@ -435,4 +534,37 @@ fn extents(vol: &Volume, path: &str, out: &mut impl Write) -> anyhow::Result<()>
     serde_json::to_writer(&mut *out, &v)?;
     writeln!(out)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod ls_tree_tests {
+    use super::*;
+
+    /// The tree listing prints every entry it could read, then fails naming the directory it
+    /// could not list.
+    #[test]
+    fn ls_tree_prints_what_it_can_then_names_the_broken_directory() {
+        let mut b = inventory::memfs::MemFs::builder(fscore::FsKind::Vmfs6, "ds", "5f1c-aa");
+        b.file("/a/x.vmx", "x");
+        b.file("/b.txt", "hello");
+        b.broken_dir("/bad");
+        let fs = b.build();
+        let mut out = Vec::new();
+        let err = ls_tree(&fs, true, &mut out).unwrap_err().to_string();
+        assert!(err.contains("reading directory /bad"), "{err}");
+        let lines: Vec<serde_json::Value> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let paths: Vec<&str> = lines.iter().map(|l| l["path"].as_str().unwrap()).collect();
+        assert_eq!(paths, ["/a", "/a/x.vmx", "/b.txt", "/bad"]);
+        assert_eq!(lines[2]["size"], 5);
+        assert_eq!(lines[0]["type"], "dir");
+        let mut text = Vec::new();
+        let _ = ls_tree(&fs, false, &mut text);
+        let text = String::from_utf8(text).unwrap();
+        let line = text.lines().find(|l| l.ends_with(" /b.txt")).unwrap();
+        assert!(line.starts_with("-              5 "), "{line}");
+    }
 }
