@@ -58,77 +58,37 @@ pub trait ReadAt: Send + Sync {
 /// The shared handle every layer passes around.
 pub type Source = Arc<dyn ReadAt>;
 
-impl<T: ReadAt + ?Sized> ReadAt for Arc<T> {
-    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        (**self).read_exact_at(offset, buf)
-    }
-    fn is_hole(&self, offset: u64, len: usize) -> bool {
-        (**self).is_hole(offset, len)
-    }
-    fn will_need(&self, offset: u64, len: u64) {
-        (**self).will_need(offset, len)
-    }
-    fn is_cached(&self, offset: u64, len: usize) -> Option<bool> {
-        (**self).is_cached(offset, len)
-    }
-    fn splice_to_pipe(&self, offset: u64, len: usize, pipe: BorrowedFd<'_>) -> usize {
-        (**self).splice_to_pipe(offset, len, pipe)
-    }
-    fn size(&self) -> u64 {
-        (**self).size()
-    }
-    fn name(&self) -> &str {
-        (**self).name()
-    }
+/// `ReadAt` for a pointer type, every method handed to the pointee: one list, so a method
+/// added to the trait cannot be forgotten by one of the wrappers.
+macro_rules! forward_read_at {
+    ($($ptr:ty),+) => {$(
+        impl<T: ReadAt + ?Sized> ReadAt for $ptr {
+            fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+                (**self).read_exact_at(offset, buf)
+            }
+            fn is_hole(&self, offset: u64, len: usize) -> bool {
+                (**self).is_hole(offset, len)
+            }
+            fn will_need(&self, offset: u64, len: u64) {
+                (**self).will_need(offset, len)
+            }
+            fn is_cached(&self, offset: u64, len: usize) -> Option<bool> {
+                (**self).is_cached(offset, len)
+            }
+            fn splice_to_pipe(&self, offset: u64, len: usize, pipe: BorrowedFd<'_>) -> usize {
+                (**self).splice_to_pipe(offset, len, pipe)
+            }
+            fn size(&self) -> u64 {
+                (**self).size()
+            }
+            fn name(&self) -> &str {
+                (**self).name()
+            }
+        }
+    )+};
 }
 
-impl<T: ReadAt + ?Sized> ReadAt for &T {
-    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        (**self).read_exact_at(offset, buf)
-    }
-    fn is_hole(&self, offset: u64, len: usize) -> bool {
-        (**self).is_hole(offset, len)
-    }
-    fn will_need(&self, offset: u64, len: u64) {
-        (**self).will_need(offset, len)
-    }
-    fn is_cached(&self, offset: u64, len: usize) -> Option<bool> {
-        (**self).is_cached(offset, len)
-    }
-    fn splice_to_pipe(&self, offset: u64, len: usize, pipe: BorrowedFd<'_>) -> usize {
-        (**self).splice_to_pipe(offset, len, pipe)
-    }
-    fn size(&self) -> u64 {
-        (**self).size()
-    }
-    fn name(&self) -> &str {
-        (**self).name()
-    }
-}
-
-impl<T: ReadAt + ?Sized> ReadAt for Box<T> {
-    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        (**self).read_exact_at(offset, buf)
-    }
-    fn is_hole(&self, offset: u64, len: usize) -> bool {
-        (**self).is_hole(offset, len)
-    }
-    fn will_need(&self, offset: u64, len: u64) {
-        (**self).will_need(offset, len)
-    }
-    fn is_cached(&self, offset: u64, len: usize) -> Option<bool> {
-        (**self).is_cached(offset, len)
-    }
-    fn splice_to_pipe(&self, offset: u64, len: usize, pipe: BorrowedFd<'_>) -> usize {
-        (**self).splice_to_pipe(offset, len, pipe)
-    }
-    fn size(&self) -> u64 {
-        (**self).size()
-    }
-    fn name(&self) -> &str {
-        (**self).name()
-    }
-}
+forward_read_at!(Arc<T>, &T, Box<T>);
 
 /// Checks that `[offset, offset + len)` lies inside a source of `size` bytes.
 pub(crate) fn check_range(name: &str, offset: u64, len: usize, size: u64) -> Result<()> {
