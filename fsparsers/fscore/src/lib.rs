@@ -20,7 +20,8 @@ use serde::Serialize;
 pub use error::FsError;
 pub use path::{split_path, split_stream};
 pub use tree::{
-    SizedEntry, Tree, TreeEntry, TreeLimits, TreeProblem, TreeSource, walk_tree, walk_tree_with,
+    PlainListing, SizedEntry, Tree, TreeEntry, TreeLimits, TreeProblem, TreeSource, plain_listing,
+    walk_tree, walk_tree_with,
 };
 
 /// Result type of this crate and of the [`Filesystem`] trait.

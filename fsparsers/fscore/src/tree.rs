@@ -265,9 +265,18 @@ pub fn walk_tree_with<S: TreeSource>(source: &mut S, root: FileId, limits: &Tree
     tree
 }
 
-/// A listed entry with nothing read in advance.
-fn no_carry(e: DirEntry) -> (DirEntry, Option<()>) {
-    (e, None)
+/// A directory listing with nothing read in advance, as a [`TreeSource::Listing`].
+pub type PlainListing =
+    std::iter::Map<std::vec::IntoIter<DirEntry>, fn(DirEntry) -> (DirEntry, Option<()>)>;
+
+/// `entries` as a [`PlainListing`].
+pub fn plain_listing(entries: Vec<DirEntry>) -> PlainListing {
+    fn no_carry(e: DirEntry) -> (DirEntry, Option<()>) {
+        (e, None)
+    }
+    entries
+        .into_iter()
+        .map(no_carry as fn(DirEntry) -> (DirEntry, Option<()>))
 }
 
 /// [`TreeSource`] over [`Filesystem::read_dir`] and [`Filesystem::metadata`].
@@ -275,16 +284,11 @@ struct ReadDirSource<'f, F: ?Sized>(&'f F);
 
 impl<F: Filesystem + ?Sized> TreeSource for ReadDirSource<'_, F> {
     type Carry = ();
-    type Listing =
-        std::iter::Map<std::vec::IntoIter<DirEntry>, fn(DirEntry) -> (DirEntry, Option<()>)>;
+    type Listing = PlainListing;
 
-    fn list(&mut self, tree: &Tree, dir: u32, _: Option<()>) -> crate::Result<Self::Listing> {
+    fn list(&mut self, tree: &Tree, dir: u32, _: Option<()>) -> crate::Result<PlainListing> {
         let id = &tree.entries[dir as usize].entry.id;
-        Ok(self
-            .0
-            .read_dir(id)?
-            .into_iter()
-            .map(no_carry as fn(DirEntry) -> (DirEntry, Option<()>)))
+        Ok(plain_listing(self.0.read_dir(id)?))
     }
 
     fn size(&mut self, _: &Tree, _: u32, e: &DirEntry, _: Option<()>) -> SizedEntry<()> {

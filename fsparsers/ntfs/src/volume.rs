@@ -780,11 +780,7 @@ impl Ntfs {
         type_code: u32,
         name: &[u16],
     ) -> Result<Option<StreamValue>> {
-        let parts: Vec<&Attribute> = file
-            .attrs
-            .iter()
-            .filter(|a| a.type_code == type_code && a.name == name)
-            .collect();
+        let parts = stream_parts(file, type_code, name);
         let Some(first) = parts.first() else {
             return Ok(None);
         };
@@ -805,11 +801,7 @@ impl Ntfs {
         type_code: u32,
         name: &[u16],
     ) -> Result<Option<(u64, u64)>> {
-        let parts: Vec<&Attribute> = file
-            .attrs
-            .iter()
-            .filter(|a| a.type_code == type_code && a.name == name)
-            .collect();
+        let parts = stream_parts(file, type_code, name);
         let Some(first) = parts.first() else {
             return Ok(None);
         };
@@ -1623,4 +1615,12 @@ impl Filesystem for Ntfs {
     fn list_tree(&self, limits: &TreeLimits) -> Tree {
         self.list_tree_impl(limits)
     }
+}
+
+/// The extents of attribute (`type_code`, `name`) of `file`, in record order.
+fn stream_parts<'f>(file: &'f File, type_code: u32, name: &[u16]) -> Vec<&'f Attribute> {
+    file.attrs
+        .iter()
+        .filter(|a| a.type_code == type_code && a.name == name)
+        .collect()
 }

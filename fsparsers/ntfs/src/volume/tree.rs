@@ -19,8 +19,8 @@
 use std::collections::HashSet;
 
 use fscore::{
-    DirEntry, FileId, FileType, Filesystem, SizedEntry, Tree, TreeLimits, TreeSource, walk_tree,
-    walk_tree_with,
+    DirEntry, FileId, FileType, Filesystem, PlainListing, SizedEntry, Tree, TreeLimits, TreeSource,
+    plain_listing, walk_tree, walk_tree_with,
 };
 
 use super::{File, I30, Ntfs, ROOT_RECORD, mask_ref};
@@ -123,6 +123,22 @@ struct Scan {
 }
 
 impl Scan {
+    /// An empty scan of an $MFT of `records` records.
+    fn new(records: usize, inline_max: usize, inline_budget: usize) -> Scan {
+        Scan {
+            slot: vec![NO_RECORD; records],
+            records: Vec::new(),
+            names: Vec::new(),
+            units: Vec::new(),
+            upcased: Vec::new(),
+            order: Vec::new(),
+            group: Vec::new(),
+            needs_index: HashSet::new(),
+            inline_max,
+            inline_budget,
+        }
+    }
+
     fn record(&self, ino: u64) -> Option<&RecordInfo> {
         let i = *self.slot.get(usize::try_from(ino).ok()?)?;
         self.records.get(i as usize)
@@ -257,18 +273,11 @@ impl Ntfs {
         let count = self.mft.size / rs;
         // The record size is a power of two of at most 64 KiB, so it divides the chunk.
         let chunk = SCAN_CHUNK.max(rs);
-        let mut scan = Scan {
-            slot: vec![NO_RECORD; usize::try_from(count).ok()?],
-            records: Vec::new(),
-            names: Vec::new(),
-            units: Vec::new(),
-            upcased: Vec::new(),
-            order: Vec::new(),
-            group: Vec::new(),
-            needs_index: HashSet::new(),
-            inline_max: limits.inline_max,
-            inline_budget: limits.inline_total,
-        };
+        let mut scan = Scan::new(
+            usize::try_from(count).ok()?,
+            limits.inline_max,
+            limits.inline_total,
+        );
         let per_chunk = chunk / rs;
         let chunks = count.div_ceil(per_chunk);
         let buf_len = chunk.min(count * rs) as usize;
@@ -659,17 +668,11 @@ struct ScanSource<'a> {
     below_extend: Vec<bool>,
 }
 
-/// A listed entry: nothing is read in advance.
-fn listed(e: DirEntry) -> (DirEntry, Option<()>) {
-    (e, None)
-}
-
 impl TreeSource for ScanSource<'_> {
     type Carry = ();
-    type Listing =
-        std::iter::Map<std::vec::IntoIter<DirEntry>, fn(DirEntry) -> (DirEntry, Option<()>)>;
+    type Listing = PlainListing;
 
-    fn list(&mut self, tree: &Tree, dir: u32, _: Option<()>) -> fscore::Result<Self::Listing> {
+    fn list(&mut self, tree: &Tree, dir: u32, _: Option<()>) -> fscore::Result<PlainListing> {
         let id = &tree.entries[dir as usize].entry.id;
         let below = self
             .below_extend
@@ -677,11 +680,7 @@ impl TreeSource for ScanSource<'_> {
             .copied()
             .unwrap_or(false);
         let meta = id.ino != ROOT_RECORD && (id.ino < FIRST_USER_RECORD || below);
-        Ok(self
-            .fs
-            .scanned_dir(self.scan, id, meta)?
-            .into_iter()
-            .map(listed as fn(DirEntry) -> (DirEntry, Option<()>)))
+        Ok(plain_listing(self.fs.scanned_dir(self.scan, id, meta)?))
     }
 
     fn size(&mut self, _: &Tree, parent: u32, e: &DirEntry, _: Option<()>) -> SizedEntry<()> {
@@ -712,18 +711,7 @@ mod tests {
 
     fn scan_of(names: &[(u64, &str, u64)]) -> Scan {
         let up = UpCase::ascii();
-        let mut scan = Scan {
-            slot: vec![NO_RECORD; 64],
-            records: Vec::new(),
-            names: Vec::new(),
-            units: Vec::new(),
-            upcased: Vec::new(),
-            order: Vec::new(),
-            group: Vec::new(),
-            needs_index: HashSet::new(),
-            inline_max: 0,
-            inline_budget: 0,
-        };
+        let mut scan = Scan::new(64, 0, 0);
         for &(parent, name, ino) in names {
             let start = scan.units.len();
             scan.units.extend(name.encode_utf16());
