@@ -784,8 +784,8 @@ impl Scanner<'_> {
     }
 
     /// The parse of a disk layer.
-    fn layer(&self, ds: usize, i: u32) -> Arc<LayerParse> {
-        Arc::new(self.parse_layer(ds, i).unwrap_or_else(LayerParse::Failed))
+    fn layer(&self, ds: usize, i: u32) -> LayerParse {
+        self.parse_layer(ds, i).unwrap_or_else(LayerParse::Failed)
     }
 
     /// Reads and parses a `.vmx`.
@@ -983,7 +983,7 @@ impl Scanner<'_> {
                 missing: false,
             };
             let mut parents: Vec<String> = Vec::new();
-            match &*parsed {
+            match &parsed {
                 LayerParse::Vmdk {
                     descriptor,
                     embedded,
