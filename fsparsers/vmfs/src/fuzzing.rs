@@ -13,6 +13,22 @@ use crate::lvm::LVM_DEV_HEADER_OFFSET as HDR;
 const DATA: u64 = 0x110_0000;
 const VOLUME: u64 = 32 << 20;
 
+/// Writes over `buf`, which holds the bytes at `offset`, the parts of `patches` (device offset,
+/// bytes) it covers, in order, so later patches win.
+pub fn apply_patches(patches: &[(u64, Vec<u8>)], offset: u64, buf: &mut [u8]) {
+    let end = offset + buf.len() as u64;
+    for (p, bytes) in patches {
+        let pend = p + bytes.len() as u64;
+        if *p >= end || pend <= offset {
+            continue;
+        }
+        let s = (*p).max(offset);
+        let e = pend.min(end);
+        buf[(s - offset) as usize..(e - offset) as usize]
+            .copy_from_slice(&bytes[(s - p) as usize..(e - p) as usize]);
+    }
+}
+
 /// A zero-filled device of `size` bytes with byte patches.
 struct Patched {
     size: u64,
@@ -21,7 +37,7 @@ struct Patched {
 
 impl ReadAt for Patched {
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> lun::Result<()> {
-        let end = offset
+        offset
             .checked_add(buf.len() as u64)
             .filter(|&e| e <= self.size)
             .ok_or_else(|| lun::LunError::OutOfRange {
@@ -31,16 +47,7 @@ impl ReadAt for Patched {
                 size: self.size,
             })?;
         buf.fill(0);
-        for (p, bytes) in &self.patches {
-            let pend = p + bytes.len() as u64;
-            if *p >= end || pend <= offset {
-                continue;
-            }
-            let s = (*p).max(offset);
-            let e = pend.min(end);
-            buf[(s - offset) as usize..(e - offset) as usize]
-                .copy_from_slice(&bytes[(s - p) as usize..(e - p) as usize]);
-        }
+        apply_patches(&self.patches, offset, buf);
         Ok(())
     }
     fn size(&self) -> u64 {

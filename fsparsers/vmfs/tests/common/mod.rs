@@ -106,17 +106,7 @@ impl Overlay {
 impl ReadAt for Overlay {
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> lun::Result<()> {
         self.base.read_exact_at(offset, buf)?;
-        let end = offset + buf.len() as u64;
-        for (p, bytes) in &self.patches {
-            let pend = p + bytes.len() as u64;
-            if *p >= end || pend <= offset {
-                continue;
-            }
-            let s = (*p).max(offset);
-            let e = pend.min(end);
-            buf[(s - offset) as usize..(e - offset) as usize]
-                .copy_from_slice(&bytes[(s - p) as usize..(e - p) as usize]);
-        }
+        vmfs::fuzzing::apply_patches(&self.patches, offset, buf);
         Ok(())
     }
     fn size(&self) -> u64 {
