@@ -156,6 +156,19 @@ pub struct SpannedVolume {
 }
 
 impl SpannedVolume {
+    /// Device `index`, once the volume is checked to span 1 to 32 devices (what the LVM
+    /// header can describe).
+    pub fn device(&self, index: usize) -> Result<&DeviceExtent> {
+        let num_devs = self.devices.len();
+        ensure!(
+            (1..=32).contains(&num_devs),
+            "a volume spans 1 to 32 devices, not {num_devs}"
+        );
+        self.devices
+            .get(index)
+            .ok_or_else(|| anyhow::anyhow!("internal: no LVM device {index}"))
+    }
+
     /// PEs of the whole volume.
     pub fn total_pes(&self) -> u64 {
         self.devices.iter().map(|d| d.num_pes).sum()
@@ -180,15 +193,8 @@ pub fn partition_len_for(num_pes: u64) -> u64 {
 
 /// Writes the LVM5 header of device `index` of `span` into `vol`.
 pub fn write_lvm5_device(vol: &Volume, span: &SpannedVolume, index: usize) -> Result<()> {
-    let dev = span
-        .devices
-        .get(index)
-        .ok_or_else(|| anyhow::anyhow!("internal: no LVM device {index}"))?;
+    let dev = span.device(index)?;
     let num_devs = span.devices.len();
-    ensure!(
-        (1..=32).contains(&num_devs),
-        "a volume spans 1 to 32 devices, not {num_devs}"
-    );
     let mut expected_first = 0;
     for d in &span.devices {
         ensure!(

@@ -1403,15 +1403,8 @@ fn write_descriptor(
 /// device-name table (all devices, on the head extent only), the PE bitmap and one PE entry
 /// covering this device's 256 MiB segments.
 fn write_lvm(vol: &Volume, span: &SpannedVolume, index: usize) -> Result<()> {
-    let dev = span
-        .devices
-        .get(index)
-        .ok_or_else(|| anyhow::anyhow!("internal: no LVM device {index}"))?;
+    let dev = span.device(index)?;
     let num_devs = span.devices.len();
-    ensure!(
-        (1..=32).contains(&num_devs),
-        "a volume spans 1 to 32 devices, not {num_devs}"
-    );
     ensure!(
         dev.num_pes >= 1 && LVM_DATA_OFFSET + dev.num_pes * PE_SIZE <= vol.len(),
         "LVM device of {} segments does not fit its partition of {} bytes",
