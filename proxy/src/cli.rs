@@ -3,7 +3,6 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use lun::{Lun, MultipathPolicy, OpenOptions, ReadAt};
@@ -44,8 +43,9 @@ enum LunCommand {
     },
 }
 
-/// Parses arguments, runs the command and turns any error into one `error:` line.
-pub fn main() -> ExitCode {
+/// Parses arguments, runs the command and turns any error into one `error:` line. Returns
+/// the exit status.
+pub fn main() -> i32 {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("LUNPROXY_LOG")
@@ -55,15 +55,15 @@ pub fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => 0,
         Err(e) => {
             // A closed stdout (`| head`) is not an error worth reporting.
             if is_broken_pipe(&e) {
-                return ExitCode::SUCCESS;
+                return 0;
             }
             let msg = one_line(&e);
             let _ = writeln!(std::io::stderr(), "error: {msg}");
-            ExitCode::FAILURE
+            1
         }
     }
 }

@@ -1,6 +1,7 @@
 //! `lunproxy vms`: the VMs found on a set of LUN clones.
 
 use std::io::Write;
+use std::ops::ControlFlow;
 
 use fsprobe::LunSpec;
 use inventory::Datastore;
@@ -57,118 +58,62 @@ pub fn run(args: VmsArgs) -> anyhow::Result<()> {
     for e in &failures {
         eprintln!("warning: {e}");
     }
-    let inv = inventory::scan(&datastores);
     let mut out = std::io::BufWriter::with_capacity(256 << 10, std::io::stdout().lock());
-    if args.json {
-        write_json_lines(&mut out, &inv.vms)?;
-        if args.orphans {
-            for d in &inv.orphan_disks {
+    // VMs are written as they are assembled, so the output starts early and memory holds only
+    // the VMs in flight; a write error (a closed pipe) stops the scan.
+    let mut written: std::io::Result<()> = Ok(());
+    let found = inventory::scan_each(&datastores, &inventory::Limits::default(), |vm| {
+        written = if args.json {
+            write_json_line(&mut out, &vm)
+        } else {
+            write_text(&mut out, &vm)
+        };
+        if written.is_ok() {
+            ControlFlow::Continue(())
+        } else {
+            ControlFlow::Break(())
+        }
+    });
+    written?;
+    if args.orphans {
+        for d in &found.orphan_disks {
+            if args.json {
                 serde_json::to_writer(&mut out, &serde_json::json!({ "orphan_disk": d }))?;
                 writeln!(out)?;
-            }
-        }
-    } else {
-        for vm in &inv.vms {
-            writeln!(
-                out,
-                "{}  {}  [{}] {}  {} files, {} disks, {}",
-                vm.id,
-                vm.name,
-                vm.lun,
-                vm.config,
-                vm.files.len(),
-                vm.disks.len(),
-                serde_json::to_value(vm.consistency.state)?
-                    .as_str()
-                    .unwrap_or("?")
-            )?;
-            for p in &vm.problems {
-                writeln!(out, "    problem: {}", serde_json::to_string(p)?)?;
-            }
-        }
-        if args.orphans {
-            for d in &inv.orphan_disks {
+            } else {
                 writeln!(out, "orphan disk {}  [{}] {}", d.id, d.lun, d.path)?;
             }
         }
     }
-    for p in &inv.problems {
+    for p in &found.problems {
         eprintln!("warning: {}", serde_json::to_string(p)?);
     }
     out.flush()?;
-    // The process ends here: freeing every name and VM one by one would only delay the exit.
-    std::mem::forget(inv);
     Ok(())
 }
 
-/// VMs a JSON batch holds: big enough to keep both cores busy, small enough that the batches
-/// in flight stay a few hundred KiB whatever the inventory's size.
-const JSON_BATCH: usize = 64;
-
-/// Writes one JSON line per VM, in order. Serialising is most of the output's cost, so batches
-/// are serialised on two threads, the second one a batch ahead of the writer.
-fn write_json_lines(out: &mut impl Write, vms: &[inventory::Vm]) -> anyhow::Result<()> {
-    fn batch(vms: &[inventory::Vm]) -> serde_json::Result<Vec<u8>> {
-        let mut buf = Vec::with_capacity(vms.len() * 4096);
-        for vm in vms {
-            serde_json::to_writer(&mut buf, vm)?;
-            buf.push(b'\n');
-        }
-        Ok(buf)
-    }
-    let batches: Vec<&[inventory::Vm]> = vms.chunks(JSON_BATCH).collect();
-    std::thread::scope(|s| -> anyhow::Result<()> {
-        // Odd batches on a helper thread, even ones here; each handed over through a
-        // one-slot channel, so at most two batches wait in memory.
-        let (tx, rx) = std::sync::mpsc::sync_channel::<serde_json::Result<Vec<u8>>>(1);
-        let odd: Vec<&[inventory::Vm]> = batches.iter().skip(1).step_by(2).copied().collect();
-        s.spawn(move || {
-            for b in odd {
-                if tx.send(batch(b)).is_err() {
-                    break;
-                }
-            }
-        });
-        for (i, b) in batches.iter().enumerate() {
-            let bytes = if i % 2 == 0 { batch(b)? } else { rx.recv()?? };
-            out.write_all(&bytes)?;
-        }
-        Ok(())
-    })
+/// One VM as a JSON line.
+fn write_json_line(out: &mut impl Write, vm: &inventory::Vm) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *out, vm)?;
+    out.write_all(b"\n")
 }
 
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use super::*;
-
-    /// The two-thread writer gives exactly the sequential output, in order, across many
-    /// batches (an odd number of them, the last one short).
-    #[test]
-    fn json_lines_in_order_across_batches() {
-        let mut b = inventory::memfs::MemFs::builder(fscore::FsKind::Vmfs6, "ds", "5f1c-aa");
-        for n in 0..(JSON_BATCH * 5 + 7) {
-            b.file(
-                &format!("/vm{n:04}/vm{n:04}.vmx"),
-                format!("displayName = \"vm {n}\"\n"),
-            );
-        }
-        let inv = inventory::scan(&[Datastore::new("lun0", Arc::new(b.build()))]);
-        assert_eq!(inv.vms.len(), JSON_BATCH * 5 + 7);
-        let mut want = Vec::new();
-        for vm in &inv.vms {
-            serde_json::to_writer(&mut want, vm).unwrap();
-            want.push(b'\n');
-        }
-        let mut got = Vec::new();
-        write_json_lines(&mut got, &inv.vms).unwrap();
-        assert_eq!(
-            String::from_utf8(got).unwrap(),
-            String::from_utf8(want).unwrap()
-        );
-        let mut none = Vec::new();
-        write_json_lines(&mut none, &[]).unwrap();
-        assert!(none.is_empty());
+/// One VM as a line of text, then its problems indented below it.
+fn write_text(out: &mut impl Write, vm: &inventory::Vm) -> std::io::Result<()> {
+    let state = serde_json::to_value(vm.consistency.state)?;
+    writeln!(
+        out,
+        "{}  {}  [{}] {}  {} files, {} disks, {}",
+        vm.id,
+        vm.name,
+        vm.lun,
+        vm.config,
+        vm.files.len(),
+        vm.disks.len(),
+        state.as_str().unwrap_or("?")
+    )?;
+    for p in &vm.problems {
+        writeln!(out, "    problem: {}", serde_json::to_string(p)?)?;
     }
+    Ok(())
 }

@@ -25,4 +25,4 @@ pub mod vmx;
 
 pub use error::InventoryError;
 pub use model::*;
-pub use scan::{Datastore, Limits, scan, scan_with};
+pub use scan::{Datastore, Findings, Limits, scan, scan_each, scan_with};

@@ -3,8 +3,9 @@
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::hash::Hasher;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use fscore::{FileId, FileType, Filesystem, FsKind, TreeLimits, TreeProblem, VolumeInfo};
 use hashbrown::HashTable;
@@ -77,6 +78,37 @@ pub fn scan(datastores: &[Datastore]) -> Inventory {
 /// Scans the datastores. Never fails as a whole: what goes wrong is recorded as
 /// [`Problem`]s on the VM, the orphan disk, or the inventory.
 pub fn scan_with(datastores: &[Datastore], limits: &Limits) -> Inventory {
+    let mut vms = Vec::new();
+    let found = scan_each(datastores, limits, |vm| {
+        vms.push(vm);
+        ControlFlow::Continue(())
+    });
+    Inventory {
+        vms,
+        orphan_disks: found.orphan_disks,
+        problems: found.problems,
+    }
+}
+
+/// What a scan finds besides the VMs, which [`scan_each`] hands over one by one.
+#[derive(Debug, Default)]
+pub struct Findings {
+    /// Virtual disks no VM references (none when the caller stopped the scan early).
+    pub orphan_disks: Vec<OrphanDisk>,
+    /// Problems not tied to one VM (an unreadable directory, a walk limit).
+    pub problems: Vec<Problem>,
+}
+
+/// [`scan_with`], handing each VM to `on_vm` as soon as it is complete, in the inventory's
+/// order (LUN, then config path), instead of holding them all: the caller writes VMs out
+/// while later ones are still being assembled, and memory holds only the VMs in flight.
+/// `on_vm` returning [`ControlFlow::Break`] stops the scan (a closed output, say); the
+/// findings then hold the problems met so far and no orphan disks.
+pub fn scan_each(
+    datastores: &[Datastore],
+    limits: &Limits,
+    mut on_vm: impl FnMut(Vm) -> ControlFlow<()>,
+) -> Findings {
     let mut problems = Vec::new();
     let indexes: Vec<Index> = datastores
         .iter()
@@ -92,29 +124,40 @@ pub fn scan_with(datastores: &[Datastore], limits: &Limits) -> Inventory {
             .map(|d| Arc::from(d.lun.as_str()))
             .collect(),
     };
-    let mut vms = std::thread::scope(|s| {
+    let started = std::time::Instant::now();
+    let jobs = scanner.jobs();
+    let mut seen: HashSet<String> = HashSet::default();
+    let mut emit = |mut vm: Vm| {
+        if !seen.contains(&vm.id) {
+            seen.insert(vm.id.clone());
+        } else {
+            // Two clones of one LUN registered at once give equal ids; keep them apart.
+            let base = std::mem::take(&mut vm.id);
+            vm.id = (2..)
+                .map(|n| format!("{base}-{n}"))
+                .find(|id| !seen.contains(id))
+                .unwrap_or_default();
+            seen.insert(vm.id.clone());
+        }
+        on_vm(vm)
+    };
+    let flow = std::thread::scope(|s| {
         if scanner.read_ahead_worth_it() {
             s.spawn(|| scanner.read_ahead());
         }
-        scanner.vms()
+        scanner.run(&jobs, &mut emit)
     });
-    vms.sort_by(|a, b| {
-        (a.lun.as_str(), a.config.as_str()).cmp(&(b.lun.as_str(), b.config.as_str()))
-    });
-    let mut seen = HashSet::default();
-    for vm in &mut vms {
-        // Two clones of one LUN registered at once give equal ids; keep them apart.
-        let base = vm.id.clone();
-        let mut n = 2;
-        while !seen.insert(vm.id.clone()) {
-            vm.id = format!("{base}-{n}");
-            n += 1;
-        }
-    }
-    let orphan_disks = scanner.orphans();
-    Inventory {
-        vms,
-        orphan_disks,
+    tracing::debug!(
+        vms = jobs.len(),
+        ms = started.elapsed().as_secs_f64() * 1e3,
+        "VMs assembled and handed over"
+    );
+    Findings {
+        orphan_disks: if flow.is_continue() {
+            scanner.orphans()
+        } else {
+            Vec::new()
+        },
         problems,
     }
 }
@@ -187,6 +230,7 @@ impl Index {
     }
 
     fn walk(ds: &Datastore, limits: &Limits, problems: &mut Vec<Problem>) -> Index {
+        let started = std::time::Instant::now();
         let tree = ds.fs.list_tree(&TreeLimits {
             max_entries: limits.max_entries,
             max_depth: limits.max_depth,
@@ -194,6 +238,12 @@ impl Index {
             inline_max: INLINE_MAX,
             ..TreeLimits::default()
         });
+        tracing::debug!(
+            lun = %ds.lun,
+            entries = tree.entries.len(),
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "tree listed"
+        );
         let case_insensitive = ds.info.fs == FsKind::Ntfs;
         let mut ix = Index {
             case_insensitive,
@@ -294,6 +344,11 @@ impl Index {
                 ),
             });
         }
+        tracing::debug!(
+            lun = %ds.lun,
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "indexed"
+        );
         ix
     }
 
@@ -549,6 +604,53 @@ struct Assembled {
     bios_uuid: Option<String>,
     instance_uuid: Option<String>,
     snapshots: Vec<SnapshotInfo>,
+}
+
+/// One VM to assemble.
+enum Job {
+    /// A VMware or Virtual Server configuration, `single` when alone in its folder (the
+    /// folder's other files are then the VM's).
+    Config { d: usize, cfg: u32, single: bool },
+    /// A Hyper-V VM: the files of one GUID in a `Virtual Machines` folder, `cfg` among them.
+    HyperV {
+        d: usize,
+        cfg: u32,
+        vmdir: u32,
+        guid: String,
+        files: Vec<u32>,
+        single: bool,
+    },
+}
+
+impl Job {
+    /// Datastore and configuration file: what orders the inventory.
+    fn config(&self) -> (usize, u32) {
+        match *self {
+            Job::Config { d, cfg, .. } | Job::HyperV { d, cfg, .. } => (d, cfg),
+        }
+    }
+}
+
+/// Jobs prepared on several threads, taken in order by the thread that finishes them.
+struct Pipeline {
+    /// The first job no thread has taken yet.
+    next: AtomicUsize,
+    /// Per job: prepared and not yet finished.
+    ready: Mutex<Vec<Option<Option<Assembled>>>>,
+    /// Signalled when jobs become ready.
+    filled: Condvar,
+    /// A preparing thread panicked: what it took will never be ready.
+    worker_failed: AtomicBool,
+}
+
+/// Marks the pipeline failed when dropped, which only a panicking worker lets happen.
+struct FailFlag<'a>(&'a Pipeline);
+
+impl Drop for FailFlag<'_> {
+    fn drop(&mut self) {
+        self.0.worker_failed.store(true, Ordering::Relaxed);
+        self.0.filled.notify_all();
+    }
 }
 
 /// Most assembly threads (the work is small reads and parsing).
@@ -1288,8 +1390,10 @@ impl Scanner<'_> {
         base32(&h.finalize()[..10])
     }
 
-    fn vms(&self) -> Vec<Vm> {
-        let mut out = Vec::new();
+    /// Every VM to assemble, in the inventory's order: LUN, then config path (ties keep the
+    /// datastore order, then VMware and Virtual Server configurations before Hyper-V).
+    fn jobs(&self) -> Vec<Job> {
+        let mut jobs = Vec::new();
         for d in 0..self.ds.len() {
             let ix = &self.idx[d];
             // Configurations per directory decide whether leftover files in it belong to
@@ -1322,38 +1426,173 @@ impl Scanner<'_> {
                     _ => {}
                 }
             }
-            let jobs: Vec<(u32, bool)> = configs
-                .iter()
-                .map(|&c| (c, per_dir.get(&self.entry(d, c).parent) == Some(&1)))
-                .collect();
-            // Which VM claims a leftover file depends on the order, so only the completion
-            // runs in order; everything before it may run on several threads.
-            for a in self.assemble_all(d, &jobs) {
-                out.push(self.complete(a));
+            for &cfg in &configs {
+                let single = per_dir.get(&self.entry(d, cfg).parent) == Some(&1);
+                jobs.push(Job::Config { d, cfg, single });
             }
             let mut groups: Vec<_> = hyperv_groups.into_iter().collect();
             groups.sort_by(|a, b| a.0.cmp(&b.0));
             // VMs per Hyper-V VM folder (the parent of "Virtual Machines").
             let mut per_folder: HashMap<u32, usize> = HashMap::default();
             for ((vmdir, _), files) in &groups {
-                if files
-                    .iter()
-                    .any(|&f| matches!(ext_of(&self.entry(d, f).name).as_str(), "vmcx" | "xml"))
-                {
+                if self.hyperv_config(d, files).is_some() {
                     *per_folder
                         .entry(ix.entries[*vmdir as usize].parent)
                         .or_default() += 1;
                 }
             }
             for ((vmdir, guid), files) in groups {
+                let Some(cfg) = self.hyperv_config(d, &files) else {
+                    continue;
+                };
                 let folder = ix.entries[vmdir as usize].parent;
-                let single = per_folder.get(&folder) == Some(&1);
-                if let Some(vm) = self.hyperv_vm(d, vmdir, &guid, &files, single) {
-                    out.push(vm);
-                }
+                jobs.push(Job::HyperV {
+                    d,
+                    cfg,
+                    vmdir,
+                    guid,
+                    files,
+                    single: per_folder.get(&folder) == Some(&1),
+                });
             }
         }
-        out
+        let key = |j: &Job| {
+            let (d, cfg) = j.config();
+            (self.ds[d].lun.as_str(), self.entry(d, cfg).path.as_str())
+        };
+        jobs.sort_by(|a, b| key(a).cmp(&key(b)));
+        jobs
+    }
+
+    /// The configuration of a Hyper-V VM's files: its `.vmcx`, else its 2012-era `.xml`.
+    fn hyperv_config(&self, d: usize, files: &[u32]) -> Option<u32> {
+        let by_ext = |x: &str| {
+            files
+                .iter()
+                .copied()
+                .find(|&f| ext_of(&self.entry(d, f).name) == x)
+        };
+        by_ext("vmcx").or_else(|| by_ext("xml"))
+    }
+
+    /// Everything of a job that may run on any thread: a VMware or Virtual Server VM but
+    /// for its order-dependent end. (A Hyper-V VM is assembled whole, in order.)
+    fn prepare(&self, job: &Job) -> Option<Assembled> {
+        match *job {
+            Job::Config { d, cfg, single } => Some(self.assemble(d, cfg, single)),
+            Job::HyperV { .. } => None,
+        }
+    }
+
+    /// The order-dependent end of a job: which leftover files are still unclaimed depends on
+    /// the VMs finished before it.
+    fn finish_job(&self, job: &Job, prepared: Option<Assembled>) -> Option<Vm> {
+        match (job, prepared) {
+            (Job::Config { .. }, Some(a)) => Some(self.complete(a)),
+            (
+                Job::HyperV {
+                    d,
+                    cfg,
+                    vmdir,
+                    guid,
+                    files,
+                    single,
+                },
+                _,
+            ) => Some(self.hyperv_vm(*d, *cfg, *vmdir, guid, files, *single)),
+            (Job::Config { d, cfg, single }, None) => {
+                Some(self.complete(self.assemble(*d, *cfg, *single)))
+            }
+        }
+    }
+
+    /// Assembles every job and hands the VMs to `emit` in order. Preparing runs on up to
+    /// [`Limits::threads`] threads; the calling thread finishes the VMs in order, emits them,
+    /// and prepares jobs itself while the next one in order is not ready. Each VM equals
+    /// what one thread computes: preparing reads the index and the datastore, never another
+    /// VM's result.
+    fn run(&self, jobs: &[Job], emit: &mut dyn FnMut(Vm) -> ControlFlow<()>) -> ControlFlow<()> {
+        let n = jobs.len();
+        let threads = match self.limits.threads {
+            0 => std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(ASSEMBLY_MAX_THREADS),
+            t => t,
+        }
+        .min(n.div_ceil(ASSEMBLY_MIN_PER_THREAD))
+        .max(1);
+        if threads == 1 {
+            for job in jobs {
+                if let Some(vm) = self.finish_job(job, self.prepare(job)) {
+                    emit(vm)?;
+                }
+            }
+            return ControlFlow::Continue(());
+        }
+        let pipeline = Pipeline {
+            next: AtomicUsize::new(0),
+            ready: Mutex::new((0..n).map(|_| None).collect()),
+            filled: Condvar::new(),
+            worker_failed: AtomicBool::new(false),
+        };
+        let prepare_chunk = || -> bool {
+            let k = pipeline.next.fetch_add(ASSEMBLY_GRAIN, Ordering::Relaxed);
+            let Some(chunk) = jobs.get(k..(k + ASSEMBLY_GRAIN).min(n)) else {
+                return false;
+            };
+            if chunk.is_empty() {
+                return false;
+            }
+            let done: Vec<_> = chunk.iter().map(|j| self.prepare(j)).collect();
+            let mut ready = lock(&pipeline.ready);
+            for (j, p) in done.into_iter().enumerate() {
+                ready[k + j] = Some(p);
+            }
+            drop(ready);
+            pipeline.filled.notify_all();
+            true
+        };
+        std::thread::scope(|s| {
+            for _ in 1..threads {
+                s.spawn(|| {
+                    // A panicking worker must not leave the calling thread waiting for its
+                    // chunk; the panic itself surfaces when the scope ends.
+                    let failed = FailFlag(&pipeline);
+                    while prepare_chunk() {}
+                    std::mem::forget(failed);
+                });
+            }
+            let mut out = 0;
+            while out < n {
+                let prepared = lock(&pipeline.ready)[out].take();
+                match prepared {
+                    Some(p) => {
+                        if let Some(vm) = self.finish_job(&jobs[out], p) {
+                            let flow = emit(vm);
+                            if flow.is_break() {
+                                pipeline.next.store(n, Ordering::Relaxed);
+                                return flow;
+                            }
+                        }
+                        out += 1;
+                    }
+                    None if prepare_chunk() => {}
+                    None => {
+                        let mut ready = lock(&pipeline.ready);
+                        while ready[out].is_none() {
+                            if pipeline.worker_failed.load(Ordering::Relaxed) {
+                                return ControlFlow::Break(());
+                            }
+                            ready = pipeline
+                                .filled
+                                .wait(ready)
+                                .unwrap_or_else(|p| p.into_inner());
+                        }
+                    }
+                }
+            }
+            ControlFlow::Continue(())
+        })
     }
 
     fn claim(&self, b: &Build) {
@@ -1723,55 +1962,6 @@ impl Scanner<'_> {
         }
     }
 
-    /// [`Scanner::assemble`] of every `(configuration, alone in its folder)` of datastore
-    /// `d`, in order, on up to [`Limits::threads`] threads. Each result equals what one thread
-    /// computes: assembling reads the index and the datastore, never another VM's result.
-    fn assemble_all(&self, d: usize, jobs: &[(u32, bool)]) -> Vec<Assembled> {
-        let threads = match self.limits.threads {
-            0 => std::thread::available_parallelism()
-                .map_or(1, |n| n.get())
-                .min(ASSEMBLY_MAX_THREADS),
-            n => n,
-        }
-        .min(jobs.len().div_ceil(ASSEMBLY_MIN_PER_THREAD))
-        .max(1);
-        if threads == 1 {
-            return jobs
-                .iter()
-                .map(|&(c, single)| self.assemble(d, c, single))
-                .collect();
-        }
-        let next = AtomicUsize::new(0);
-        let mut parts: Vec<Vec<(usize, Assembled)>> = std::thread::scope(|s| {
-            let work = || {
-                let mut mine = Vec::new();
-                loop {
-                    let k = next.fetch_add(ASSEMBLY_GRAIN, Ordering::Relaxed);
-                    let Some(chunk) = jobs.get(k..(k + ASSEMBLY_GRAIN).min(jobs.len())) else {
-                        break;
-                    };
-                    if chunk.is_empty() {
-                        break;
-                    }
-                    for (j, &(c, single)) in chunk.iter().enumerate() {
-                        mine.push((k + j, self.assemble(d, c, single)));
-                    }
-                }
-                mine
-            };
-            let helpers: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
-            let mut parts = vec![work()];
-            for h in helpers {
-                // A panicking assembly is a bug; it surfaces here as it would on one thread.
-                parts.push(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
-            }
-            parts
-        });
-        let mut all: Vec<(usize, Assembled)> = parts.drain(..).flatten().collect();
-        all.sort_unstable_by_key(|(k, _)| *k);
-        all.into_iter().map(|(_, a)| a).collect()
-    }
-
     /// The order-dependent end of a VM: the leftover files of its folder that no earlier VM
     /// claimed, then its claims.
     fn complete(&self, a: Assembled) -> Vm {
@@ -1790,21 +1980,23 @@ impl Scanner<'_> {
         vm
     }
 
+    /// A Hyper-V VM from its configuration `cfg` ([`Scanner::hyperv_config`]) and the other
+    /// files of its GUID in `vmdir`.
     fn hyperv_vm(
         &self,
         d: usize,
+        cfg: u32,
         vmdir: u32,
         guid: &str,
         files: &[u32],
         single: bool,
-    ) -> Option<Vm> {
+    ) -> Vm {
         let by_ext = |x: &str| {
             files
                 .iter()
                 .copied()
                 .find(|&f| ext_of(&self.entry(d, f).name) == x)
         };
-        let cfg = by_ext("vmcx").or_else(|| by_ext("xml"))?;
         let mut b = Build::new();
         let cfg_path = self.entry(d, cfg).path.clone();
         let folder = self.entry(d, vmdir).parent;
@@ -1963,7 +2155,7 @@ impl Scanner<'_> {
         vm.memory_mb = cfgv.memory_mb;
         vm.instance_uuid = Some(guid.to_ascii_uppercase());
         vm.snapshots = snaps;
-        Some(vm)
+        vm
     }
 
     fn orphans(&self) -> Vec<OrphanDisk> {

@@ -788,3 +788,62 @@ fn assembly_threads_give_the_same_inventory() {
     assert_eq!(run(2), one);
     assert_eq!(run(4), one);
 }
+
+/// `scan_each` hands over exactly `scan_with`'s VMs, in its order, whatever the number of
+/// threads; stopping after a few VMs stops the scan (no more VMs, no orphan disks), also when
+/// other threads are still preparing the ones after.
+#[test]
+fn streamed_vms_come_in_inventory_order_and_stop_on_request() {
+    use std::ops::ControlFlow;
+    let mut b = common::vmfs("stream", "5f9a1c2e-7d3b4a10-1e2f-000c29aabb02");
+    // Names that sort differently by path than by directory listing ("a b" < "a/" bytewise).
+    for n in (0..90).rev() {
+        let name = if n % 3 == 0 {
+            format!("a b{n:02}")
+        } else {
+            format!("a{n:02}")
+        };
+        common::esxi_vm(&mut b, &format!("/{name}"), &name, &[1]);
+    }
+    b.file("/orphans/lost.vmdk", "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType=\"vmfs\"\nRW 2048 VMFS \"lost-flat.vmdk\"\n");
+    let ds = common::ds("stream", b);
+    let all = inventory::scan(std::slice::from_ref(&ds));
+    assert_eq!(all.vms.len(), 90);
+    assert!(
+        all.vms
+            .windows(2)
+            .all(|w| (&w[0].lun, &w[0].config) < (&w[1].lun, &w[1].config))
+    );
+    assert!(!all.orphan_disks.is_empty());
+    let want = serde_json::to_string(&all.vms).unwrap();
+    for threads in [1, 2, 4] {
+        let limits = inventory::Limits {
+            threads,
+            ..Default::default()
+        };
+        let mut got = Vec::new();
+        let found = inventory::scan_each(std::slice::from_ref(&ds), &limits, |vm| {
+            got.push(vm);
+            ControlFlow::Continue(())
+        });
+        assert_eq!(
+            serde_json::to_string(&got).unwrap(),
+            want,
+            "{threads} threads"
+        );
+        assert_eq!(found.orphan_disks.len(), all.orphan_disks.len());
+
+        let mut first = Vec::new();
+        let found = inventory::scan_each(std::slice::from_ref(&ds), &limits, |vm| {
+            first.push(vm.id);
+            if first.len() == 3 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        });
+        let want_ids: Vec<_> = all.vms[..3].iter().map(|v| v.id.clone()).collect();
+        assert_eq!(first, want_ids, "{threads} threads");
+        assert!(found.orphan_disks.is_empty());
+    }
+}
