@@ -2,6 +2,7 @@
 //! configurations. Only configurations, descriptors and virtual disk headers are read.
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use std::borrow::Cow;
 use std::hash::Hasher;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -859,7 +860,7 @@ impl Scanner<'_> {
     }
 
     /// Reads a small file whole, refusing files above the configuration limit.
-    fn read_small(&self, ds: usize, i: u32, cap: u64) -> Result<Vec<u8>, InventoryError> {
+    fn read_small(&self, ds: usize, i: u32, cap: u64) -> Result<Cow<'_, [u8]>, InventoryError> {
         let (size, _) = self.meta(ds, i);
         if size > cap {
             return Err(InventoryError::Limit {
@@ -868,11 +869,11 @@ impl Scanner<'_> {
             });
         }
         if let Some(bytes) = &self.entry(ds, i).inline {
-            return Ok(bytes[..bytes.len().min(cap as usize)].to_vec());
+            return Ok(Cow::Borrowed(&bytes[..bytes.len().min(cap as usize)]));
         }
         let src = self.ds[ds].fs.open(&self.entry(ds, i).id)?;
         let n = src.size().min(cap);
-        Ok(src.read_vec(0, n as usize)?)
+        Ok(Cow::Owned(src.read_vec(0, n as usize)?))
     }
 
     /// The file as a byte source: its inline bytes when the listing gave them, otherwise the
@@ -960,6 +961,21 @@ impl Scanner<'_> {
     fn parse_layer(&self, ds: usize, i: u32) -> Result<LayerParse, InventoryError> {
         let e = self.entry(ds, i);
         let ext = ext_of(&e.name);
+        let is_vhd = matches!(ext.as_str(), "vhd" | "avhd" | "vud" | "vhdx" | "avhdx");
+        // A text descriptor the listing brought along is parsed where it lies.
+        if !is_vhd
+            && let Some(bytes) = &e.inline
+            && matches!(
+                vmdk::probe(&bytes[..bytes.len().min(512)]),
+                vmdk::Probe::Text
+            )
+            && bytes.len() as u64 <= self.limits.max_config_bytes
+        {
+            return Ok(LayerParse::Vmdk {
+                descriptor: vmdk::parse_descriptor(bytes)?,
+                embedded: None,
+            });
+        }
         let src = self.source(ds, i)?;
         match ext.as_str() {
             "vhd" | "avhd" | "vud" => return Ok(LayerParse::Vhd(vhd::read(&*src)?)),

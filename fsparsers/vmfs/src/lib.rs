@@ -312,12 +312,6 @@ impl Vmfs {
         let fd_size = self.layout.fd_size as u64;
         let meta = self.layout.meta_offset;
         let mut out = vec![None; addrs.len()];
-        if meta * 4 > self.layout.fd_size {
-            // VMFS6: the lock is half the FD. Reading it along (a batch cannot skip it) cost
-            // as much as the requests it saved (measured on 11,000 FDs); read_fd reads just
-            // the rest.
-            return out;
-        }
         // (offset in .fdc.sf, index in addrs), for the FDs read_fd would read from .fdc.sf.
         let mut at: Vec<(u64, usize)> = addrs
             .iter()
@@ -332,6 +326,28 @@ impl Vmfs {
             })
             .collect();
         at.sort_unstable();
+        if meta * 4 > self.layout.fd_size {
+            // VMFS6: the lock is half the FD. Reading it along (a batch cannot skip it) cost
+            // as much as the requests it saved (measured on 11,000 FDs); read_fd reads just
+            // the rest. On a cold LUN the batch's FDs are announced first, so that those reads
+            // find them in flight together rather than wait for each in turn.
+            if let Some(&(first, _)) = at.first()
+                && self.fdc.file.is_cached(first, fd_size as usize) == Some(false)
+            {
+                let mut k = 0;
+                while k < at.len() {
+                    let start = at[k].0;
+                    let mut end = start + fd_size;
+                    k += 1;
+                    while k < at.len() && at[k].0 <= end + fd_size {
+                        end = end.max(at[k].0 + fd_size);
+                        k += 1;
+                    }
+                    self.fdc.file.will_need(start, end - start);
+                }
+            }
+            return out;
+        }
         let mut buf = Vec::new();
         let mut k = 0;
         while k < at.len() {

@@ -535,6 +535,29 @@ impl ReadAt for VolumeSource {
         }
         Ok(())
     }
+    fn will_need(&self, offset: u64, len: u64) {
+        let end = offset.saturating_add(len).min(self.size);
+        let mut pos = offset;
+        // Bounded by the runs: each step ends one.
+        while pos < end {
+            let Some(i) = self.run_index(pos) else {
+                return;
+            };
+            let r = self.runs[i];
+            let within = pos - r.logical;
+            let n = (r.len - within).min(end - pos);
+            self.devices[r.dev].will_need(r.phys + within, n);
+            pos += n;
+        }
+    }
+    fn is_cached(&self, offset: u64, len: usize) -> Option<bool> {
+        // Asked of the run holding the first byte: a probe, not a guarantee.
+        let i = self.run_index(offset)?;
+        let r = self.runs[i];
+        let within = offset - r.logical;
+        let n = (len as u64).min(r.len - within) as usize;
+        self.devices[r.dev].is_cached(r.phys + within, n)
+    }
     fn size(&self) -> u64 {
         self.size
     }
@@ -553,4 +576,78 @@ pub fn group_by_volume(infos: &[LvmDeviceInfo]) -> HashMap<(String, u32), Vec<us
             .push(i);
     }
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use lun::{ReadAt, Source};
+
+    use super::{Run, VolumeSource};
+
+    /// A device that records the hints it is given and says which offsets are cached.
+    struct Recorder {
+        name: String,
+        hints: Mutex<Vec<(u64, u64)>>,
+        cached_below: u64,
+    }
+
+    impl ReadAt for Recorder {
+        fn read_exact_at(&self, _: u64, buf: &mut [u8]) -> lun::Result<()> {
+            buf.fill(0);
+            Ok(())
+        }
+        fn will_need(&self, offset: u64, len: u64) {
+            self.hints.lock().unwrap().push((offset, len));
+        }
+        fn is_cached(&self, offset: u64, _: usize) -> Option<bool> {
+            Some(offset < self.cached_below)
+        }
+        fn size(&self) -> u64 {
+            1 << 30
+        }
+        fn name(&self) -> &str {
+            &self.name
+        }
+    }
+
+    /// Read-ahead hints and cache probes reach the device and offset each volume range lives
+    /// on, split where a range crosses from one run to the next; past the end nothing is
+    /// announced.
+    #[test]
+    fn hints_follow_the_runs() {
+        let dev = |n: &str, cached_below| {
+            Arc::new(Recorder {
+                name: n.into(),
+                hints: Mutex::new(Vec::new()),
+                cached_below,
+            })
+        };
+        let (a, b) = (dev("a", 0), dev("b", 1 << 20));
+        let devices: Vec<Source> = vec![a.clone(), b.clone()];
+        let runs = vec![
+            Run {
+                logical: 0,
+                len: 1000,
+                dev: 1,
+                phys: 5000,
+            },
+            Run {
+                logical: 1000,
+                len: 1000,
+                dev: 0,
+                phys: 0,
+            },
+        ];
+        let vol = VolumeSource::new(devices, runs, 2000, "vol".into());
+        vol.will_need(900, 200);
+        vol.will_need(1900, 1 << 40);
+        vol.will_need(5000, 10);
+        assert_eq!(*b.hints.lock().unwrap(), vec![(5900, 100)]);
+        assert_eq!(*a.hints.lock().unwrap(), vec![(0, 100), (900, 100)]);
+        assert_eq!(vol.is_cached(10, 4096), Some(true));
+        assert_eq!(vol.is_cached(1010, 4096), Some(false));
+        assert_eq!(vol.is_cached(2000, 1), None);
+    }
 }
