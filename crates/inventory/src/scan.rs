@@ -237,6 +237,7 @@ impl Index {
             max_depth: limits.max_depth,
             include_hidden: false,
             inline_max: INLINE_MAX,
+            inline_extensions: LISTING_READS,
             ..TreeLimits::default()
         });
         tracing::debug!(
@@ -581,6 +582,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Files up to this size come with their bytes from the listing when the filesystem has them
 /// at hand (NTFS resident data: descriptors, `.vmsd`, small `.vmx`), saving an open each.
 const INLINE_MAX: usize = 64 << 10;
+/// Files the listing reads in whole even where the filesystem keeps them outside its metadata
+/// (NTFS non-resident data), up to [`INLINE_MAX`] bytes: configurations and descriptors the
+/// assembly reads in whole anyway. The listing reads them in disk order, without an open each.
+/// Not `.xml` (a Windows volume holds many that are no VM's) nor virtual disks (only headers
+/// are read).
+const LISTING_READS: &[&str] = &["vmx", "vmtx", "vmsd", "vmc", "vmdk"];
 /// Datastores with fewer names than this are scanned without a read-ahead thread.
 const READ_AHEAD_MIN_ENTRIES: usize = 2_000;
 /// Files probed per datastore to tell a warm LUN (nothing to read ahead) from a cold one.
@@ -2444,7 +2451,9 @@ mod tests {
         assert_eq!(base32(b"foobar"), "mzxw6ytboi");
     }
 
-    /// A filesystem whose opened files record the read-ahead hints they get.
+    /// A filesystem whose opened files record the read-ahead hints they get. Its listing
+    /// brings no file bytes but resident ones (none here), as a listing that cannot read
+    /// files in bulk would: the assembly then reads each configuration itself.
     struct Hinted {
         inner: crate::memfs::MemFs,
         hints: Arc<Mutex<Vec<String>>>,
@@ -2483,6 +2492,15 @@ mod tests {
         }
         fn root(&self) -> FileId {
             self.inner.root()
+        }
+        fn list_tree(&self, limits: &TreeLimits) -> fscore::Tree {
+            fscore::walk_tree(
+                self,
+                &TreeLimits {
+                    inline_extensions: &[],
+                    ..*limits
+                },
+            )
         }
         fn read_dir(&self, dir: &FileId) -> fscore::Result<Vec<fscore::DirEntry>> {
             self.inner.read_dir(dir)

@@ -6,6 +6,8 @@
 //! pass) overrides [`Filesystem::list_tree`]. Both produce the same entries in the same order,
 //! so callers never see which one ran.
 
+use lun::ReadAt;
+
 use crate::{DirEntry, FileId, FileType, Filesystem, FsError};
 
 /// Bounds of one tree listing. A LUN is untrusted: a directory tree may be absurdly wide,
@@ -23,11 +25,35 @@ pub struct TreeLimits {
     pub include_hidden: bool,
     /// Files whose bytes the listing holds anyway (NTFS resident data, inside the MFT record
     /// it decodes for the size) and that are at most this big come with their bytes in
-    /// [`TreeEntry::inline`], saving the caller an [`Filesystem::open`] per small file.
-    /// 0 turns this off.
+    /// [`TreeEntry::inline`], saving the caller an [`Filesystem::open`] per small file; so do
+    /// files asked for by [`TreeLimits::inline_extensions`]. 0 turns both off.
     pub inline_max: usize,
-    /// Inline bytes of the whole listing at most; files past it come without.
+    /// Inline bytes of the whole listing at most; files past it come without. Bytes the
+    /// listing holds anyway (resident data) are taken first, as they are met; files read for
+    /// [`TreeLimits::inline_extensions`] share what is left. Which files get bytes once the
+    /// budget runs out is up to the implementation.
     pub inline_total: usize,
+    /// Extensions (lower case, without the dot: `&["vmx", "vmsd"]`) of files wanted inline
+    /// even where the filesystem has to read them from elsewhere (NTFS non-resident data):
+    /// files of at most [`TreeLimits::inline_max`] bytes whose name has one of these
+    /// extensions (ASCII case-insensitive, as [`std::path::Path::extension`] finds it) come
+    /// with their bytes in [`TreeEntry::inline`], so a caller that reads every such file does
+    /// not open them one by one. A filesystem may ignore it, or skip files it cannot read
+    /// cheaply (compressed, sparse, fragmented): inline bytes stay an optional service.
+    pub inline_extensions: &'static [&'static str],
+}
+
+impl TreeLimits {
+    /// True when the extension of `name` is one of [`TreeLimits::inline_extensions`].
+    pub fn inline_extension_listed(&self, name: &str) -> bool {
+        match name.rsplit_once('.') {
+            Some((stem, ext)) if !stem.is_empty() => self
+                .inline_extensions
+                .iter()
+                .any(|want| want.eq_ignore_ascii_case(ext)),
+            _ => false,
+        }
+    }
 }
 
 impl Default for TreeLimits {
@@ -38,6 +64,7 @@ impl Default for TreeLimits {
             include_hidden: false,
             inline_max: 0,
             inline_total: 64 << 20,
+            inline_extensions: &[],
         }
     }
 }
@@ -57,8 +84,9 @@ pub struct TreeEntry {
     pub size: u64,
     /// Allocated bytes, as [`Filesystem::metadata`] reports them.
     pub allocated: u64,
-    /// The whole content of the default stream, when the listing had it at hand and it is at
-    /// most [`TreeLimits::inline_max`] bytes (see there). `None` says nothing: read the file.
+    /// The whole content of the default stream, when the listing had it at hand or read it
+    /// for [`TreeLimits::inline_extensions`], and it is at most [`TreeLimits::inline_max`]
+    /// bytes (see there). `None` says nothing: read the file.
     pub inline: Option<Box<[u8]>>,
 }
 
@@ -280,7 +308,36 @@ pub fn plain_listing(entries: Vec<DirEntry>) -> PlainListing {
 }
 
 /// [`TreeSource`] over [`Filesystem::read_dir`] and [`Filesystem::metadata`].
-struct ReadDirSource<'f, F: ?Sized>(&'f F);
+struct ReadDirSource<'f, F: ?Sized> {
+    fs: &'f F,
+    limits: &'f TreeLimits,
+    /// Inline bytes still allowed ([`TreeLimits::inline_total`]).
+    inline_budget: usize,
+}
+
+impl<F: Filesystem + ?Sized> ReadDirSource<'_, F> {
+    /// The whole content of `e` (of `size` bytes) when [`TreeLimits::inline_extensions`] asks
+    /// for it and the budget allows; a file that does not read comes without.
+    fn inline(&mut self, e: &DirEntry, size: u64) -> Option<Box<[u8]>> {
+        let len = usize::try_from(size).ok()?;
+        if self.limits.inline_max == 0
+            || e.file_type != FileType::File
+            || len > self.limits.inline_max.min(self.inline_budget)
+            || !self.limits.inline_extension_listed(&e.name)
+        {
+            return None;
+        }
+        let src = self.fs.open(&e.id).ok()?;
+        // Checked against the listed size before allocating; the source must agree with it.
+        if src.size() != size {
+            return None;
+        }
+        let mut bytes = vec![0u8; len];
+        src.read_exact_at(0, &mut bytes).ok()?;
+        self.inline_budget -= len;
+        Some(bytes.into_boxed_slice())
+    }
+}
 
 impl<F: Filesystem + ?Sized> TreeSource for ReadDirSource<'_, F> {
     type Carry = ();
@@ -288,22 +345,34 @@ impl<F: Filesystem + ?Sized> TreeSource for ReadDirSource<'_, F> {
 
     fn list(&mut self, tree: &Tree, dir: u32, _: Option<()>) -> crate::Result<PlainListing> {
         let id = &tree.entries[dir as usize].entry.id;
-        Ok(plain_listing(self.0.read_dir(id)?))
+        Ok(plain_listing(self.fs.read_dir(id)?))
     }
 
     fn size(&mut self, _: &Tree, _: u32, e: &DirEntry, _: Option<()>) -> SizedEntry<()> {
+        let sizes = self.fs.metadata(&e.id).map(|m| (m.size, m.allocated));
+        let inline = match sizes {
+            Ok((size, _)) => self.inline(e, size),
+            Err(_) => None,
+        };
         SizedEntry {
-            sizes: self.0.metadata(&e.id).map(|m| (m.size, m.allocated)),
-            inline: None,
+            sizes,
+            inline,
             carry: None,
         }
     }
 }
 
 /// Lists a tree through [`Filesystem::read_dir`] and [`Filesystem::metadata`]: the reference
-/// behaviour of [`Filesystem::list_tree`], which every override must reproduce.
+/// behaviour of [`Filesystem::list_tree`], which every override must reproduce. Files wanted
+/// by [`TreeLimits::inline_extensions`] are read through [`Filesystem::open`]; no other file
+/// comes inline.
 pub fn walk_tree<F: Filesystem + ?Sized>(fs: &F, limits: &TreeLimits) -> Tree {
-    walk_tree_with(&mut ReadDirSource(fs), fs.root(), limits)
+    let mut source = ReadDirSource {
+        fs,
+        limits,
+        inline_budget: limits.inline_total,
+    };
+    walk_tree_with(&mut source, fs.root(), limits)
 }
 
 #[cfg(test)]
@@ -366,8 +435,9 @@ mod tests {
                 metadata_file: false,
             })
         }
-        fn open(&self, _: &FileId) -> Result<Source> {
-            Ok(self.device())
+        fn open(&self, id: &FileId) -> Result<Source> {
+            let bytes = vec![id.ino as u8; id.ino as usize * 10];
+            Ok(std::sync::Arc::new(lun::MemSource::new("map file", bytes)))
         }
         fn extents(&self, _: &FileId) -> Result<FileMapping> {
             Ok(FileMapping::NotMappable(crate::NotMappable::NotAFile))
@@ -433,5 +503,85 @@ mod tests {
             t.problems.last(),
             Some(TreeProblem::TooManyEntries { limit: 2 })
         ));
+    }
+
+    #[test]
+    fn listed_extensions_come_inline_through_open() {
+        let mut dirs = HashMap::new();
+        dirs.insert(
+            1,
+            vec![
+                ent("a.VMX", 3, false),
+                ent("b.vmsd", 4, false),
+                ent("c.txt", 5, false),
+                ent(".vmx", 6, false),
+                ent("d.vmx", 7, true),
+                ent("big.vmx", 9, false),
+            ],
+        );
+        dirs.insert(7, vec![ent("e.vmx", 2, false)]);
+        let fs = MapFs { dirs };
+        let limits = TreeLimits {
+            inline_max: 80,
+            inline_extensions: &["vmx", "vmsd"],
+            ..TreeLimits::default()
+        };
+        let t = walk_tree(&fs, &limits);
+        let inline: Vec<(String, usize)> = (0..t.entries.len() as u32)
+            .filter_map(|i| Some((t.path(i), t.entries[i as usize].inline.as_ref()?.len())))
+            .collect();
+        assert_eq!(
+            inline,
+            [
+                ("/a.VMX".to_string(), 30),
+                ("/b.vmsd".to_string(), 40),
+                ("/d.vmx/e.vmx".to_string(), 20)
+            ]
+        );
+        assert_eq!(t.entries[1].inline.as_deref(), Some(&[3u8; 30][..]));
+        // The budget: the first file fits, the second does not, the third does.
+        let t = walk_tree(
+            &fs,
+            &TreeLimits {
+                inline_total: 50,
+                ..limits
+            },
+        );
+        let got: Vec<bool> = t.entries.iter().map(|e| e.inline.is_some()).collect();
+        assert_eq!(got, [false, true, false, false, false, false, true, false]);
+        // Off without inline_max or without extensions.
+        for limits in [
+            TreeLimits {
+                inline_max: 0,
+                ..limits
+            },
+            TreeLimits {
+                inline_extensions: &[],
+                ..limits
+            },
+        ] {
+            assert!(
+                walk_tree(&fs, &limits)
+                    .entries
+                    .iter()
+                    .all(|e| e.inline.is_none())
+            );
+        }
+    }
+
+    #[test]
+    fn extension_match_is_ascii_case_insensitive_and_needs_a_stem() {
+        let l = TreeLimits {
+            inline_extensions: &["vmx"],
+            ..TreeLimits::default()
+        };
+        assert!(l.inline_extension_listed("a.vmx"));
+        assert!(l.inline_extension_listed("a.b.VmX"));
+        assert!(l.inline_extension_listed("..vmx"));
+        assert!(!l.inline_extension_listed(".vmx"));
+        assert!(!l.inline_extension_listed("vmx"));
+        assert!(!l.inline_extension_listed("a.vmx~"));
+        assert!(!l.inline_extension_listed("a.vmxf"));
+        assert!(!l.inline_extension_listed("a.vmx.lck"));
     }
 }

@@ -121,7 +121,7 @@ fn open_bytes(bytes: Vec<u8>) -> Result<Ntfs, crate::NtfsError> {
 
 /// Rewrites MFT record `no` of `img`: undoes the fixups, lets `f` edit the plain record, and
 /// applies the fixups again so that only the intended change is seen.
-fn patch_record(img: &mut [u8], fs: &Ntfs, no: u64, f: impl FnOnce(&mut Vec<u8>)) {
+pub(crate) fn patch_record(img: &mut [u8], fs: &Ntfs, no: u64, f: impl FnOnce(&mut Vec<u8>)) {
     let rs = fs.boot_sector().mft_record_size as usize;
     let off = fs.record_offset_for_tests(no) as usize;
     let mut rec = img[off..off + rs].to_vec();

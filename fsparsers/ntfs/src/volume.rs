@@ -26,6 +26,8 @@ use crate::stream::{CompressedStream, NonResidentStream};
 use crate::upcase::UpCase;
 
 #[cfg(test)]
+mod inline_tests;
+#[cfg(test)]
 mod open_tests;
 mod tree;
 

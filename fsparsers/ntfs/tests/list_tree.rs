@@ -137,6 +137,7 @@ fn check_inline(fs: &ntfs::Ntfs, what: &str) -> usize {
             assert_eq!(&bytes[..], &want[..], "{what} {path}: inline bytes");
         }
     }
+    check_inline_extensions(fs, what, 64 << 10);
     // A budget smaller than the first file's bytes: nothing but empty files inline.
     let starved = fs.list_tree(&TreeLimits {
         inline_max: 4096,
@@ -153,9 +154,61 @@ fn check_inline(fs: &ntfs::Ntfs, what: &str) -> usize {
     inline
 }
 
+/// Extensions common on the fixtures and on the Windows volume.
+const EXTENSIONS: &[&str] = &[
+    "txt", "ini", "dat", "bin", "xml", "log", "dll", "exe", "inf", "mui", "cat", "sys", "vmx",
+    "json", "cfg", "manifest", "mum", "pnf", "lnk", "db",
+];
+
+/// With `inline_extensions`, files read from clusters come inline too: every inline file is
+/// what `open` reads; where the reference walk (which reads every listed file through `open`)
+/// has bytes, the $MFT pass has the same bytes or none (it skips compressed, attribute-listed
+/// and much fragmented files). Returns how many non-resident files came inline.
+/// `inline_max` must stay small enough to read every file of the volume into memory.
+fn check_inline_extensions(fs: &ntfs::Ntfs, what: &str, inline_max: usize) -> usize {
+    let limits = TreeLimits {
+        inline_max,
+        inline_extensions: EXTENSIONS,
+        ..TreeLimits::default()
+    };
+    let listed = fs.list_tree(&limits);
+    let walked = walk_tree(fs, &limits);
+    assert_eq!(listed.entries.len(), walked.entries.len(), "{what}");
+    let (mut read, mut skipped) = (0, 0);
+    for (i, (l, w)) in listed.entries.iter().zip(&walked.entries).enumerate() {
+        let path = listed.path(i as u32);
+        assert_eq!((&l.entry, l.size), (&w.entry, w.size), "{what} {path}");
+        if let Some(bytes) = &l.inline {
+            let src = fs.open(&l.entry.id).expect("open");
+            let mut want = vec![0; src.size() as usize];
+            src.read_exact_at(0, &mut want).expect("read");
+            assert_eq!(&bytes[..], &want[..], "{what} {path}: inline bytes");
+        }
+        if !limits.inline_extension_listed(&l.entry.name) {
+            continue;
+        }
+        match (&l.inline, &w.inline) {
+            (Some(a), Some(b)) => {
+                assert_eq!(a, b, "{what} {path}");
+                // Resident data sits in the record: anything over a record came from clusters.
+                read += usize::from(l.size > 1024);
+            }
+            (None, Some(_)) => skipped += 1,
+            (Some(_), None) => panic!("{what} {path}: inline bytes the reference has not"),
+            (None, None) => {}
+        }
+    }
+    println!("{what}: {read} non-resident files inline, {skipped} left to open()");
+    read
+}
+
 fn check_layout(test: &str, layout: Layout, cluster: u32) -> Option<Tree> {
     let path = image_path(test, &Spec::of(layout, cluster))?;
     Some(check_image(&path, &format!("{layout:?} c{cluster}")))
+}
+
+fn has_inline(t: &Tree, path: &str) -> bool {
+    (0..t.entries.len() as u32).any(|i| t.path(i) == path && t.entries[i as usize].inline.is_some())
 }
 
 fn has(t: &Tree, path: &str) -> bool {
@@ -174,6 +227,27 @@ fn list_tree_equals_walk_tree_on_the_windows_volume() {
     assert!(t.entries.len() > 2000, "{} entries", t.entries.len());
     let inline = check_inline(&open(&path), "windows");
     assert!(inline > 0, "{inline} resident files came inline");
+    // Its only non-resident user files are LZNT1-compressed (a 2 MiB text, 512 KiB of random
+    // bytes): the pass leaves them to open(), the reference reads them; every inline file
+    // (resident ones here) also matches the manifest's SHA-256.
+    let fs = open(&path);
+    let read = check_inline_extensions(&fs, "windows", 4 << 20);
+    assert_eq!(read, 0, "compressed files came inline");
+    let wide = fs.list_tree(&TreeLimits {
+        inline_max: 4 << 20,
+        inline_extensions: EXTENSIONS,
+        ..TreeLimits::default()
+    });
+    for m in testkit::real_manifest("ntfs-windows") {
+        let i = (0..wide.entries.len() as u32)
+            .find(|&i| wide.path(i) == m.path)
+            .unwrap_or_else(|| panic!("{} not listed", m.path));
+        if let Some(bytes) = &wide.entries[i as usize].inline {
+            assert_eq!(testkit::sha256_hex(bytes), m.digest_or_target, "{}", m.path);
+        }
+    }
+    assert!(has_inline(&wide, "/File.txt"));
+    assert!(!has_inline(&wide, "/Large.txt") && !has_inline(&wide, "/Random.bin"));
     // Hidden names: metadata files and everything below $Extend, in both listings alike.
     let hidden = assert_same(
         &open(&path),

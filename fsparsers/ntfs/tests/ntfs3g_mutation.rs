@@ -224,10 +224,31 @@ fn list_tree_checked(fs: &ntfs::Ntfs, out: &mut Outcome) {
             include_hidden: true,
             inline_max: 0,
             inline_total: 0,
+            inline_extensions: &[],
+        },
+        // Resident files, and the small .txt/.bin files read from their clusters, inline.
+        TreeLimits {
+            inline_max: 64 << 10,
+            inline_extensions: &["txt", "bin"],
+            ..TreeLimits::default()
         },
     ];
     for limits in limit_sets {
         let t = fs.list_tree(&limits);
+        // Inline bytes are exactly what open() reads: never bytes of a file that does not
+        // read, never other bytes.
+        for (i, e) in t.entries.iter().enumerate() {
+            if let Some(bytes) = &e.inline {
+                let mut h = Sha256::new();
+                h.update(bytes);
+                assert_eq!(
+                    Ok(testkit::ntfs::hex_digest(h)),
+                    read_capped(fs, &e.entry.id),
+                    "inline bytes of {}",
+                    t.path(i as u32)
+                );
+            }
+        }
         assert!(!t.entries.is_empty(), "list_tree lost the root");
         assert!(t.entries.len() <= limits.max_entries + 1, "{limits:?}");
         let mut dirs = std::collections::HashSet::new();

@@ -183,6 +183,7 @@ pub fn volume(data: &[u8]) {
         include_hidden: true,
         inline_max: 0,
         inline_total: 0,
+        inline_extensions: &[],
     });
     let mut stack = vec![(fs.root(), 0u32)];
     let mut seen = std::collections::HashSet::new();

@@ -29,8 +29,8 @@ use crate::attr::{
 };
 use crate::record::{
     self, AT_ATTRIBUTE_LIST, AT_DATA, AT_FILE_NAME, AT_INDEX_ALLOCATION, AT_INDEX_ROOT,
-    AT_REPARSE_POINT, AT_STANDARD_INFORMATION, ATTR_COMPRESSION_MASK, AttrBody, MFT_RECORD_IN_USE,
-    MFT_RECORD_IS_DIRECTORY, RawAttribute, RawBody,
+    AT_REPARSE_POINT, AT_STANDARD_INFORMATION, ATTR_COMPRESSION_MASK, ATTR_ENCRYPTED, AttrBody,
+    MFT_RECORD_IN_USE, MFT_RECORD_IS_DIRECTORY, RawAttribute, RawBody, Run,
 };
 
 /// Bytes of $MFT read at once during the pass (one reused buffer).
@@ -48,6 +48,13 @@ const NO_RECORD: u32 = u32::MAX;
 const FAST_NAMES: usize = 4;
 /// Largest compression unit `merge_extents` accepts, in bytes.
 const MAX_COMPRESSION_UNIT: u64 = 1 << 20;
+/// Runs of a non-resident file read inline at most; a more fragmented file comes without.
+pub(super) const MAX_INLINE_RUNS: usize = 8;
+/// Device bytes read at once when reading inline files: adjacent pieces (of one file or of
+/// several) share a read up to this size. Pieces with a gap between them are read apart:
+/// measured on a warm 1,000-VM volume, covering even 32 KiB gaps costs more than it saves,
+/// as the gaps are often data nobody read, not in the page cache.
+const INLINE_READ_MAX: u64 = 1 << 20;
 
 /// What the pass keeps of one in-use base record.
 struct RecordInfo {
@@ -58,8 +65,34 @@ struct RecordInfo {
     /// Size and allocated bytes of the default stream; `None` when `metadata()` fails.
     sizes: Option<(u64, u64)>,
     /// The default stream's bytes when they are resident and wanted inline
-    /// ([`TreeLimits::inline_max`]).
+    /// ([`TreeLimits::inline_max`]), or read from clusters for
+    /// [`TreeLimits::inline_extensions`].
     inline: Option<Box<[u8]>>,
+    /// `inline` was read from clusters: only names with a listed extension carry it, as
+    /// `walk_tree` gives it.
+    inline_read: bool,
+}
+
+/// A small non-resident default stream wanted inline ([`TreeLimits::inline_extensions`]),
+/// noted during the pass and read after it.
+struct PendingInline {
+    ino: u64,
+    /// Logical size, at most [`TreeLimits::inline_max`].
+    data_size: u64,
+    /// Bytes of valid data (at most `data_size`); the rest reads as zeros.
+    initialized_size: u64,
+    /// The runs covering the data, in [`Scan::inline_runs`].
+    runs: std::ops::Range<usize>,
+}
+
+/// One device range to read into an inline file.
+struct InlinePiece {
+    /// Device byte offset.
+    device: u64,
+    len: usize,
+    /// Index of the file in the files being read, and the offset in it.
+    file: usize,
+    at: usize,
 }
 
 /// One $FILE_NAME of an in-use base record.
@@ -120,11 +153,18 @@ struct Scan {
     /// Largest resident value kept inline, and how many inline bytes may still be kept.
     inline_max: usize,
     inline_budget: usize,
+    /// [`TreeLimits::inline_extensions`].
+    inline_extensions: &'static [&'static str],
+    /// Non-resident files to read inline after the pass, in record order, and their runs.
+    pending_inline: Vec<PendingInline>,
+    inline_runs: Vec<Run>,
+    /// Sum of the data sizes in `pending_inline`.
+    pending_bytes: usize,
 }
 
 impl Scan {
     /// An empty scan of an $MFT of `records` records.
-    fn new(records: usize, inline_max: usize, inline_budget: usize) -> Scan {
+    fn new(records: usize, limits: &TreeLimits) -> Scan {
         Scan {
             slot: vec![NO_RECORD; records],
             records: Vec::new(),
@@ -134,8 +174,12 @@ impl Scan {
             order: Vec::new(),
             group: Vec::new(),
             needs_index: HashSet::new(),
-            inline_max,
-            inline_budget,
+            inline_max: limits.inline_max,
+            inline_budget: limits.inline_total,
+            inline_extensions: limits.inline_extensions,
+            pending_inline: Vec::new(),
+            inline_runs: Vec::new(),
+            pending_bytes: 0,
         }
     }
 
@@ -150,10 +194,13 @@ impl Scan {
 
     /// The names whose parent reference names record `dir`, in collation order.
     fn children(&self, dir: u64) -> &[u32] {
-        let Ok(d) = usize::try_from(dir) else {
+        let Some((d, next)) = usize::try_from(dir)
+            .ok()
+            .and_then(|d| Some((d, d.checked_add(1)?)))
+        else {
             return &[];
         };
-        match (self.group.get(d), self.group.get(d + 1)) {
+        match (self.group.get(d), self.group.get(next)) {
             (Some(&a), Some(&b)) => &self.order[a as usize..b as usize],
             _ => &[],
         }
@@ -225,6 +272,38 @@ fn needs_index_entry(
         || key.is_dir() != is_dir
 }
 
+/// True when the $FILE_NAME value `v` is a long name (not the DOS 8.3 name) whose extension
+/// is one of `extensions`, compared as [`TreeLimits::inline_extension_listed`] compares.
+fn long_name_listed(v: &[u8], extensions: &[&str]) -> bool {
+    // 0x40: name length in code units; 0x41: namespace (2: DOS); 0x42: the name.
+    let (Some(&len), Some(&namespace)) = (v.get(0x40), v.get(0x41)) else {
+        return false;
+    };
+    match v.get(0x42..0x42 + 2 * usize::from(len)) {
+        Some(name) if namespace != 2 => utf16_extension_listed(name, extensions),
+        _ => false,
+    }
+}
+
+/// True when the extension of `name` (UTF-16LE bytes) is one of `extensions` (ASCII case
+/// folded); the extension follows the last dot, which must not start the name.
+fn utf16_extension_listed(name: &[u8], extensions: &[&str]) -> bool {
+    let dot = name
+        .chunks_exact(2)
+        .rposition(|c| c == [b'.', 0].as_slice());
+    let ext = match dot {
+        Some(d) if d > 0 => &name[2 * d + 2..],
+        _ => return false,
+    };
+    extensions.iter().any(|want| {
+        want.len() * 2 == ext.len()
+            && want
+                .bytes()
+                .zip(ext.chunks_exact(2))
+                .all(|(w, c)| c[1] == 0 && c[0].eq_ignore_ascii_case(&w))
+    })
+}
+
 /// What one walk over a record's own attributes collects for the fast path.
 #[derive(Default)]
 struct RecordView<'a> {
@@ -273,11 +352,7 @@ impl Ntfs {
         let count = self.mft.size / rs;
         // The record size is a power of two of at most 64 KiB, so it divides the chunk.
         let chunk = SCAN_CHUNK.max(rs);
-        let mut scan = Scan::new(
-            usize::try_from(count).ok()?,
-            limits.inline_max,
-            limits.inline_total,
-        );
+        let mut scan = Scan::new(usize::try_from(count).ok()?, limits);
         let per_chunk = chunk / rs;
         let chunks = count.div_ceil(per_chunk);
         let buf_len = chunk.min(count * rs) as usize;
@@ -331,6 +406,7 @@ impl Ntfs {
             });
             decoded?;
         }
+        self.read_pending_inline(&mut scan);
         scan.sort();
         Some(scan)
     }
@@ -444,6 +520,9 @@ impl Ntfs {
             }
             _ => None,
         };
+        if inline.is_none() && !is_dir && sizes.is_some() {
+            self.note_pending_inline(ino, &view, scan);
+        }
         Self::add_record(
             scan,
             ino,
@@ -456,6 +535,191 @@ impl Ntfs {
             self.add_name(scan, ino, v, is_dir, false, si_attributes, include_hidden)?;
         }
         Some(())
+    }
+
+    /// Notes record `ino` for reading inline after the pass when its default stream is small,
+    /// plain non-resident data (not compressed nor encrypted, no attribute list, no more than
+    /// [`MAX_INLINE_RUNS`] runs, all inside the volume; holes are fine) and one of its long
+    /// names has a listed extension. Anything unusual just comes without inline bytes.
+    fn note_pending_inline(&self, ino: u64, view: &RecordView<'_>, scan: &mut Scan) {
+        if scan.inline_max == 0 || scan.inline_extensions.is_empty() || view.stream_parts != 1 {
+            return;
+        }
+        let Some(a) = view.stream_first else {
+            return;
+        };
+        let RawBody::NonResident(nr) = a.body else {
+            return;
+        };
+        // Files the budget could not hold even if no more resident data came are not noted:
+        // what is noted stays within the budget.
+        let budget_left = scan.inline_budget.saturating_sub(scan.pending_bytes);
+        if nr.data_size > scan.inline_max.min(budget_left) as u64
+            || nr.lowest_vcn != 0
+            // Sparse streams carry a compression unit too: only the flag makes `open()`
+            // decompress.
+            || a.flags & (ATTR_COMPRESSION_MASK | ATTR_ENCRYPTED) != 0
+            || !view.names[..view.name_count]
+                .iter()
+                .any(|v| long_name_listed(v, scan.inline_extensions))
+        {
+            return;
+        }
+        let cs = self.boot.cluster_size;
+        let start = scan.inline_runs.len();
+        let mut plain = true;
+        let runs = &mut scan.inline_runs;
+        let decoded = record::for_each_run(nr.mapping_pairs, 0, self.boot.total_clusters(), |r| {
+            // Runs past the data are never read (`extent_map` stops there too).
+            if !plain || r.vcn.saturating_mul(cs) >= nr.data_size {
+                return;
+            }
+            if runs.len() - start >= MAX_INLINE_RUNS {
+                plain = false;
+                return;
+            }
+            runs.push(r);
+        });
+        if decoded.is_err() || !plain {
+            scan.inline_runs.truncate(start);
+            return;
+        }
+        // At most `inline_max`, so it fits.
+        scan.pending_bytes += nr.data_size as usize;
+        scan.pending_inline.push(PendingInline {
+            ino,
+            data_size: nr.data_size,
+            initialized_size: nr.initialized_size.min(nr.data_size),
+            runs: start..scan.inline_runs.len(),
+        });
+    }
+
+    /// Reads the files noted by [`Ntfs::note_pending_inline`] into their records' inline
+    /// bytes: as many as the budget left by resident data allows, in record order; their
+    /// pieces sorted by device offset, announced with `will_need` (a cold LUN then streams
+    /// them in one ordered queue) and read with neighbours merged into one read. A file whose
+    /// read fails just comes without.
+    fn read_pending_inline(&self, scan: &mut Scan) {
+        let pending = std::mem::take(&mut scan.pending_inline);
+        let runs = std::mem::take(&mut scan.inline_runs);
+        if pending.is_empty() {
+            return;
+        }
+        let cs = self.boot.cluster_size;
+        let device_size = self.device.size();
+        let mut files: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut failed: Vec<bool> = Vec::new();
+        let mut pieces: Vec<InlinePiece> = Vec::new();
+        for p in &pending {
+            // At most `inline_max` (checked when noted), so it fits.
+            let size = p.data_size as usize;
+            if size > scan.inline_budget {
+                continue;
+            }
+            let first_piece = pieces.len();
+            let mut inside = true;
+            for r in runs.get(p.runs.clone()).unwrap_or_default() {
+                // Below the data size (checked when noted), so no overflow.
+                let start = r.vcn * cs;
+                if start >= p.initialized_size {
+                    break;
+                }
+                let len = r.len.saturating_mul(cs).min(p.initialized_size - start);
+                // A hole reads as zeros: nothing to read.
+                let Some(lcn) = r.lcn else {
+                    continue;
+                };
+                // Data `open()` would refuse as lying past the device is not read either.
+                match lcn.checked_mul(cs) {
+                    Some(d) if d.checked_add(len).is_some_and(|e| e <= device_size) => {
+                        pieces.push(InlinePiece {
+                            device: d,
+                            len: len as usize,
+                            file: files.len(),
+                            at: start as usize,
+                        });
+                    }
+                    _ => {
+                        inside = false;
+                        break;
+                    }
+                }
+            }
+            if !inside {
+                pieces.truncate(first_piece);
+                continue;
+            }
+            scan.inline_budget -= size;
+            // Past the initialized size the stream reads as zeros: the buffer starts zeroed.
+            files.push((p.ino, vec![0u8; size]));
+            failed.push(false);
+        }
+        pieces.sort_unstable_by_key(|p| p.device);
+        // Groups of pieces read at once: `(first piece, end piece, device start, device end)`.
+        let mut groups: Vec<(usize, usize, u64, u64)> = Vec::new();
+        for (i, p) in pieces.iter().enumerate() {
+            let end = p.device + p.len as u64;
+            match groups.last_mut() {
+                Some(g) if p.device <= g.3 && end.max(g.3) - g.2 <= INLINE_READ_MAX => {
+                    g.1 = i + 1;
+                    g.3 = g.3.max(end);
+                }
+                _ => groups.push((i, i + 1, p.device, end)),
+            }
+        }
+        if !self.inline_pieces_cached(&pieces) {
+            for &(_, _, start, end) in &groups {
+                self.device.will_need(start, end - start);
+            }
+        }
+        let mut buf = Vec::new();
+        for &(first, last, start, end) in &groups {
+            let group = &pieces[first..last];
+            if let [p] = group {
+                let dst = &mut files[p.file].1[p.at..p.at + p.len];
+                if self.device.read_exact_at(p.device, dst).is_err() {
+                    failed[p.file] = true;
+                }
+                continue;
+            }
+            // At most `INLINE_READ_MAX`.
+            buf.resize((end - start) as usize, 0);
+            let whole = self.device.read_exact_at(start, &mut buf).is_ok();
+            for p in group {
+                let dst = &mut files[p.file].1[p.at..p.at + p.len];
+                if whole {
+                    let from = (p.device - start) as usize;
+                    dst.copy_from_slice(&buf[from..from + p.len]);
+                } else if self.device.read_exact_at(p.device, dst).is_err() {
+                    // A bad sector costs only the files it holds.
+                    failed[p.file] = true;
+                }
+            }
+        }
+        for ((ino, bytes), failed) in files.into_iter().zip(failed) {
+            let slot = usize::try_from(ino).ok().and_then(|i| scan.slot.get(i));
+            if let Some(r) = slot.and_then(|&i| scan.records.get_mut(i as usize))
+                && !failed
+            {
+                r.inline = Some(bytes.into_boxed_slice());
+                r.inline_read = true;
+            }
+        }
+    }
+
+    /// True when a sample of `pieces` (first, middle, last) sits in the page cache: the
+    /// read-ahead hints, a system call per group, would then only cost time.
+    fn inline_pieces_cached(&self, pieces: &[InlinePiece]) -> bool {
+        let Some(last) = pieces.len().checked_sub(1) else {
+            return true;
+        };
+        let mut sample = vec![0, last / 2, last];
+        sample.dedup();
+        sample.into_iter().all(|i| {
+            let p = &pieces[i];
+            // `is_cached` looks at 64 KiB at most.
+            self.device.is_cached(p.device, p.len.min(64 << 10)) == Some(true)
+        })
     }
 
     /// Size and allocated bytes of the default stream as `metadata()` computes them, from the
@@ -563,6 +827,7 @@ impl Ntfs {
             has_index_root,
             sizes,
             inline,
+            inline_read: false,
         });
         Some(())
     }
@@ -654,6 +919,7 @@ impl Ntfs {
         let mut source = ScanSource {
             fs: self,
             scan,
+            limits,
             below_extend: Vec::new(),
         };
         walk_tree_with(&mut source, self.root(), limits)
@@ -664,6 +930,7 @@ impl Ntfs {
 struct ScanSource<'a> {
     fs: &'a Ntfs,
     scan: &'a Scan,
+    limits: &'a TreeLimits,
     /// Per tree entry: a directory below $Extend (how `is_metadata` walks up the parents).
     below_extend: Vec<bool>,
 }
@@ -692,8 +959,12 @@ impl TreeSource for ScanSource<'_> {
                     .copied()
                     .unwrap_or(false));
         self.below_extend.push(below);
-        let inline = match e.file_type {
-            FileType::File => self.scan.record(e.id.ino).and_then(|r| r.inline.clone()),
+        let inline = match (e.file_type, self.scan.record(e.id.ino)) {
+            (FileType::File, Some(r))
+                if !r.inline_read || self.limits.inline_extension_listed(&e.name) =>
+            {
+                r.inline.clone()
+            }
             _ => None,
         };
         SizedEntry {
@@ -711,7 +982,7 @@ mod tests {
 
     fn scan_of(names: &[(u64, &str, u64)]) -> Scan {
         let up = UpCase::ascii();
-        let mut scan = Scan::new(64, 0, 0);
+        let mut scan = Scan::new(64, &TreeLimits::default());
         for &(parent, name, ino) in names {
             let start = scan.units.len();
             scan.units.extend(name.encode_utf16());

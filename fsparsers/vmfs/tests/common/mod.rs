@@ -145,6 +145,7 @@ pub fn exercise(devices: Vec<Source>) -> Option<String> {
             include_hidden: true,
             inline_max: 0,
             inline_total: 0,
+            inline_extensions: &[],
             max_depth: 3,
         },
     ];
