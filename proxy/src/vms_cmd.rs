@@ -60,20 +60,31 @@ pub fn run(args: VmsArgs) -> anyhow::Result<()> {
     }
     let mut out = std::io::BufWriter::with_capacity(256 << 10, std::io::stdout().lock());
     // VMs are written as they are assembled, so the output starts early and memory holds only
-    // the VMs in flight; a write error (a closed pipe) stops the scan.
+    // the VMs in flight. Each VM is put into words on whichever scan thread is free; this
+    // thread only writes the lines, in order. A write error (a closed pipe) stops the scan.
+    let json = args.json;
     let mut written: std::io::Result<()> = Ok(());
-    let found = inventory::scan_each(&datastores, &inventory::Limits::default(), |vm| {
-        written = if args.json {
-            write_json_line(&mut out, &vm)
-        } else {
-            write_text(&mut out, &vm)
-        };
-        if written.is_ok() {
-            ControlFlow::Continue(())
-        } else {
-            ControlFlow::Break(())
-        }
-    });
+    let found = inventory::scan_each(
+        &datastores,
+        &inventory::Limits::default(),
+        |vm| {
+            let mut line = Vec::with_capacity(4096);
+            let done = if json {
+                write_json_line(&mut line, &vm)
+            } else {
+                write_text(&mut line, &vm)
+            };
+            done.map(|()| line)
+        },
+        |line| {
+            written = line.and_then(|line| out.write_all(&line));
+            if written.is_ok() {
+                ControlFlow::Continue(())
+            } else {
+                ControlFlow::Break(())
+            }
+        },
+    );
     written?;
     if args.orphans {
         for d in &found.orphan_disks {

@@ -13,6 +13,7 @@ mod error;
 pub mod hyperv;
 pub mod memfs;
 mod model;
+mod pipeline;
 mod scan;
 pub mod synth;
 pub mod text;

@@ -5,15 +5,14 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::borrow::Cow;
 use std::hash::Hasher;
 use std::ops::ControlFlow;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use fscore::{FileId, FileType, Filesystem, FsKind, TreeLimits, TreeProblem, VolumeInfo};
 use hashbrown::HashTable;
 use lun::{ReadAt, ReadAtExt};
 
 use crate::model::*;
-use crate::{InventoryError, hyperv, vhd, vhdx, vmc, vmdk, vmsd, vmx};
+use crate::{InventoryError, hyperv, pipeline, vhd, vhdx, vmc, vmdk, vmsd, vmx};
 
 /// One registered LUN with its opened filesystem.
 #[derive(Clone)]
@@ -80,10 +79,15 @@ pub fn scan(datastores: &[Datastore]) -> Inventory {
 /// [`Problem`]s on the VM, the orphan disk, or the inventory.
 pub fn scan_with(datastores: &[Datastore], limits: &Limits) -> Inventory {
     let mut vms = Vec::new();
-    let found = scan_each(datastores, limits, |vm| {
-        vms.push(vm);
-        ControlFlow::Continue(())
-    });
+    let found = scan_each(
+        datastores,
+        limits,
+        |vm| vm,
+        |vm| {
+            vms.push(vm);
+            ControlFlow::Continue(())
+        },
+    );
     Inventory {
         vms,
         orphan_disks: found.orphan_disks,
@@ -100,15 +104,17 @@ pub struct Findings {
     pub problems: Vec<Problem>,
 }
 
-/// [`scan_with`], handing each VM to `on_vm` as soon as it is complete, in the inventory's
-/// order (LUN, then config path), instead of holding them all: the caller writes VMs out
-/// while later ones are still being assembled, and memory holds only the VMs in flight.
-/// `on_vm` returning [`ControlFlow::Break`] stops the scan (a closed output, say); the
-/// findings then hold the problems met so far and no orphan disks.
-pub fn scan_each(
+/// [`scan_with`], handing over each VM as soon as it is complete instead of holding them all:
+/// `map` runs on any of the scan's threads (serialise the VM there), and `on_item` receives
+/// what it returns on the calling thread, in the inventory's order (LUN, then config path).
+/// The caller writes VMs out while later ones are still being assembled, and memory holds
+/// only the VMs in flight. `on_item` returning [`ControlFlow::Break`] stops the scan (a
+/// closed output, say); the findings then hold the problems met so far and no orphan disks.
+pub fn scan_each<T: Send>(
     datastores: &[Datastore],
     limits: &Limits,
-    mut on_vm: impl FnMut(Vm) -> ControlFlow<()>,
+    map: impl Fn(Vm) -> T + Sync,
+    mut on_item: impl FnMut(T) -> ControlFlow<()>,
 ) -> Findings {
     let mut problems = Vec::new();
     let indexes: Vec<Index> = datastores
@@ -128,11 +134,11 @@ pub fn scan_each(
     let started = std::time::Instant::now();
     let jobs = scanner.jobs();
     let mut seen: HashSet<String> = HashSet::default();
-    let mut emit = |mut vm: Vm| {
+    // Two clones of one LUN registered at once give equal ids; keep them apart, in order.
+    let mut name_vm = |mut vm: Vm| {
         if !seen.contains(&vm.id) {
             seen.insert(vm.id.clone());
         } else {
-            // Two clones of one LUN registered at once give equal ids; keep them apart.
             let base = std::mem::take(&mut vm.id);
             vm.id = (2..)
                 .map(|n| format!("{base}-{n}"))
@@ -140,13 +146,13 @@ pub fn scan_each(
                 .unwrap_or_default();
             seen.insert(vm.id.clone());
         }
-        on_vm(vm)
+        vm
     };
     let flow = std::thread::scope(|s| {
         if scanner.read_ahead_worth_it() {
             s.spawn(|| scanner.read_ahead());
         }
-        scanner.run(&jobs, &mut emit)
+        scanner.run(&jobs, &mut name_vm, &map, &mut on_item)
     });
     tracing::debug!(
         vms = jobs.len(),
@@ -636,28 +642,6 @@ impl Job {
         match *self {
             Job::Config { d, cfg, .. } | Job::HyperV { d, cfg, .. } => (d, cfg),
         }
-    }
-}
-
-/// Jobs prepared on several threads, taken in order by the thread that finishes them.
-struct Pipeline {
-    /// The first job no thread has taken yet.
-    next: AtomicUsize,
-    /// Per job: prepared and not yet finished.
-    ready: Mutex<Vec<Option<Option<Assembled>>>>,
-    /// Signalled when jobs become ready.
-    filled: Condvar,
-    /// A preparing thread panicked: what it took will never be ready.
-    worker_failed: AtomicBool,
-}
-
-/// Marks the pipeline failed when dropped, which only a panicking worker lets happen.
-struct FailFlag<'a>(&'a Pipeline);
-
-impl Drop for FailFlag<'_> {
-    fn drop(&mut self) {
-        self.0.worker_failed.store(true, Ordering::Relaxed);
-        self.0.filled.notify_all();
     }
 }
 
@@ -1529,93 +1513,36 @@ impl Scanner<'_> {
         }
     }
 
-    /// Assembles every job and hands the VMs to `emit` in order. Preparing runs on up to
-    /// [`Limits::threads`] threads; the calling thread finishes the VMs in order, emits them,
-    /// and prepares jobs itself while the next one in order is not ready. Each VM equals
-    /// what one thread computes: preparing reads the index and the datastore, never another
-    /// VM's result.
-    fn run(&self, jobs: &[Job], emit: &mut dyn FnMut(Vm) -> ControlFlow<()>) -> ControlFlow<()> {
-        let n = jobs.len();
+    /// Assembles every job through [`pipeline::run_ordered`]: preparing on up to
+    /// [`Limits::threads`] threads, finishing (and `name_vm`) in order on the calling thread,
+    /// then `map` on any thread, `deliver` in order. Each VM equals what one thread computes:
+    /// preparing reads the index and the datastore, never another VM's result.
+    fn run<T: Send>(
+        &self,
+        jobs: &[Job],
+        name_vm: &mut dyn FnMut(Vm) -> Vm,
+        map: &(dyn Fn(Vm) -> T + Sync),
+        deliver: &mut dyn FnMut(T) -> ControlFlow<()>,
+    ) -> ControlFlow<()> {
         let threads = match self.limits.threads {
             0 => std::thread::available_parallelism()
                 .map_or(1, |n| n.get())
                 .min(ASSEMBLY_MAX_THREADS),
             t => t,
         }
-        .min(n.div_ceil(ASSEMBLY_MIN_PER_THREAD))
+        .min(jobs.len().div_ceil(ASSEMBLY_MIN_PER_THREAD))
         .max(1);
-        if threads == 1 {
-            for job in jobs {
-                if let Some(vm) = self.finish_job(job, self.prepare(job)) {
-                    emit(vm)?;
-                }
-            }
-            return ControlFlow::Continue(());
-        }
-        let pipeline = Pipeline {
-            next: AtomicUsize::new(0),
-            ready: Mutex::new((0..n).map(|_| None).collect()),
-            filled: Condvar::new(),
-            worker_failed: AtomicBool::new(false),
-        };
-        let prepare_chunk = || -> bool {
-            let k = pipeline.next.fetch_add(ASSEMBLY_GRAIN, Ordering::Relaxed);
-            let Some(chunk) = jobs.get(k..(k + ASSEMBLY_GRAIN).min(n)) else {
-                return false;
-            };
-            if chunk.is_empty() {
-                return false;
-            }
-            let done: Vec<_> = chunk.iter().map(|j| self.prepare(j)).collect();
-            let mut ready = lock(&pipeline.ready);
-            for (j, p) in done.into_iter().enumerate() {
-                ready[k + j] = Some(p);
-            }
-            drop(ready);
-            pipeline.filled.notify_all();
-            true
-        };
-        std::thread::scope(|s| {
-            for _ in 1..threads {
-                s.spawn(|| {
-                    // A panicking worker must not leave the calling thread waiting for its
-                    // chunk; the panic itself surfaces when the scope ends.
-                    let failed = FailFlag(&pipeline);
-                    while prepare_chunk() {}
-                    std::mem::forget(failed);
-                });
-            }
-            let mut out = 0;
-            while out < n {
-                let prepared = lock(&pipeline.ready)[out].take();
-                match prepared {
-                    Some(p) => {
-                        if let Some(vm) = self.finish_job(&jobs[out], p) {
-                            let flow = emit(vm);
-                            if flow.is_break() {
-                                pipeline.next.store(n, Ordering::Relaxed);
-                                return flow;
-                            }
-                        }
-                        out += 1;
-                    }
-                    None if prepare_chunk() => {}
-                    None => {
-                        let mut ready = lock(&pipeline.ready);
-                        while ready[out].is_none() {
-                            if pipeline.worker_failed.load(Ordering::Relaxed) {
-                                return ControlFlow::Break(());
-                            }
-                            ready = pipeline
-                                .filled
-                                .wait(ready)
-                                .unwrap_or_else(|p| p.into_inner());
-                        }
-                    }
-                }
-            }
-            ControlFlow::Continue(())
-        })
+        pipeline::run_ordered(
+            jobs.len(),
+            threads,
+            ASSEMBLY_GRAIN,
+            pipeline::Steps {
+                prepare: &|i| self.prepare(&jobs[i]),
+                finish: &mut |i, p| self.finish_job(&jobs[i], p).map(&mut *name_vm),
+                map,
+                deliver,
+            },
+        )
     }
 
     fn claim(&self, b: &Build) {

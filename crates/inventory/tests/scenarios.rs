@@ -822,10 +822,15 @@ fn streamed_vms_come_in_inventory_order_and_stop_on_request() {
             ..Default::default()
         };
         let mut got = Vec::new();
-        let found = inventory::scan_each(std::slice::from_ref(&ds), &limits, |vm| {
-            got.push(vm);
-            ControlFlow::Continue(())
-        });
+        let found = inventory::scan_each(
+            std::slice::from_ref(&ds),
+            &limits,
+            |vm| vm,
+            |vm| {
+                got.push(vm);
+                ControlFlow::Continue(())
+            },
+        );
         assert_eq!(
             serde_json::to_string(&got).unwrap(),
             want,
@@ -834,14 +839,19 @@ fn streamed_vms_come_in_inventory_order_and_stop_on_request() {
         assert_eq!(found.orphan_disks.len(), all.orphan_disks.len());
 
         let mut first = Vec::new();
-        let found = inventory::scan_each(std::slice::from_ref(&ds), &limits, |vm| {
-            first.push(vm.id);
-            if first.len() == 3 {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            }
-        });
+        let found = inventory::scan_each(
+            std::slice::from_ref(&ds),
+            &limits,
+            |vm| vm.id,
+            |id| {
+                first.push(id);
+                if first.len() == 3 {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            },
+        );
         let want_ids: Vec<_> = all.vms[..3].iter().map(|v| v.id.clone()).collect();
         assert_eq!(first, want_ids, "{threads} threads");
         assert!(found.orphan_disks.is_empty());
