@@ -6,6 +6,8 @@
 //! pass) overrides [`Filesystem::list_tree`]. Both produce the same entries in the same order,
 //! so callers never see which one ran.
 
+use std::sync::Arc;
+
 use lun::ReadAt;
 
 use crate::{DirEntry, FileId, FileType, Filesystem, FsError};
@@ -87,7 +89,7 @@ pub struct TreeEntry {
     /// The whole content of the default stream, when the listing had it at hand or read it
     /// for [`TreeLimits::inline_extensions`], and it is at most [`TreeLimits::inline_max`]
     /// bytes (see there). `None` says nothing: read the file.
-    pub inline: Option<Box<[u8]>>,
+    pub inline: Option<Arc<[u8]>>,
 }
 
 /// Something a listing could not list. The listing goes on past every problem except
@@ -169,7 +171,7 @@ pub struct SizedEntry<C> {
     /// Size and allocated bytes, or why they could not be read.
     pub sizes: crate::Result<(u64, u64)>,
     /// The file's bytes, when the listing has them at hand ([`TreeLimits::inline_max`]).
-    pub inline: Option<Box<[u8]>>,
+    pub inline: Option<Arc<[u8]>>,
     /// Handed to [`TreeSource::list`] if the entry is a directory that gets listed.
     pub carry: Option<C>,
 }
@@ -318,7 +320,7 @@ struct ReadDirSource<'f, F: ?Sized> {
 impl<F: Filesystem + ?Sized> ReadDirSource<'_, F> {
     /// The whole content of `e` (of `size` bytes) when [`TreeLimits::inline_extensions`] asks
     /// for it and the budget allows; a file that does not read comes without.
-    fn inline(&mut self, e: &DirEntry, size: u64) -> Option<Box<[u8]>> {
+    fn inline(&mut self, e: &DirEntry, size: u64) -> Option<Arc<[u8]>> {
         let len = usize::try_from(size).ok()?;
         if self.limits.inline_max == 0
             || e.file_type != FileType::File
@@ -335,7 +337,7 @@ impl<F: Filesystem + ?Sized> ReadDirSource<'_, F> {
         let mut bytes = vec![0u8; len];
         src.read_exact_at(0, &mut bytes).ok()?;
         self.inline_budget -= len;
-        Some(bytes.into_boxed_slice())
+        Some(Arc::from(bytes))
     }
 }
 

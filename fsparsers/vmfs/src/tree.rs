@@ -75,7 +75,7 @@ fn inline_bytes(
     fd: Option<&Fd>,
     limits: &TreeLimits,
     budget: &mut usize,
-) -> Option<Box<[u8]>> {
+) -> Option<std::sync::Arc<[u8]>> {
     let fd = fd?;
     if limits.inline_max == 0
         || fd.file_length > limits.inline_max.min(*budget) as u64
@@ -83,7 +83,7 @@ fn inline_bytes(
     {
         return None;
     }
-    let bytes: Box<[u8]> = fs.ctx().resident(fd).ok().flatten()?.into();
+    let bytes: std::sync::Arc<[u8]> = fs.ctx().resident(fd).ok().flatten()?.into();
     *budget -= bytes.len();
     Some(bytes)
 }

@@ -16,7 +16,8 @@
 //! [`Ntfs::metadata_impl`]. A volume with a record that does not decode at all (its name and
 //! parent are unknown, so only the directory index can place it) is listed by `walk_tree`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use fscore::{
     DirEntry, FileId, FileType, Filesystem, PlainListing, SizedEntry, Tree, TreeLimits, TreeSource,
@@ -65,12 +66,8 @@ struct RecordInfo {
     /// Size and allocated bytes of the default stream; `None` when `metadata()` fails.
     sizes: Option<(u64, u64)>,
     /// The default stream's bytes when they are resident and wanted inline
-    /// ([`TreeLimits::inline_max`]), or read from clusters for
-    /// [`TreeLimits::inline_extensions`].
-    inline: Option<Box<[u8]>>,
-    /// `inline` was read from clusters: only names with a listed extension carry it, as
-    /// `walk_tree` gives it.
-    inline_read: bool,
+    /// ([`TreeLimits::inline_max`]).
+    inline: Option<Arc<[u8]>>,
 }
 
 /// A small non-resident default stream wanted inline ([`TreeLimits::inline_extensions`]),
@@ -93,6 +90,34 @@ struct InlinePiece {
     /// Index of the file in the files being read, and the offset in it.
     file: usize,
     at: usize,
+}
+
+/// The non-resident files to read inline, planned after the pass.
+#[derive(Default)]
+struct InlinePlan {
+    /// Record number and data size of each file, in record order.
+    files: Vec<(u64, usize)>,
+    /// The device pieces to read into them.
+    pieces: Vec<InlinePiece>,
+}
+
+/// Gives the files read for [`TreeLimits::inline_extensions`] their bytes in the tree: every
+/// entry of such a record whose name has a listed extension, as `walk_tree` gives them (a hard
+/// link named otherwise comes without).
+fn attach_inline(tree: &mut Tree, files: Vec<(u64, Arc<[u8]>)>, limits: &TreeLimits) {
+    if files.is_empty() {
+        return;
+    }
+    let by_ino: HashMap<u64, Arc<[u8]>> = files.into_iter().collect();
+    for e in &mut tree.entries {
+        if e.entry.file_type == FileType::File
+            && e.inline.is_none()
+            && let Some(bytes) = by_ino.get(&e.entry.id.ino)
+            && limits.inline_extension_listed(&e.entry.name)
+        {
+            e.inline = Some(bytes.clone());
+        }
+    }
 }
 
 /// One $FILE_NAME of an in-use base record.
@@ -340,13 +365,27 @@ impl Ntfs {
         if usize::try_from(records).map_or(true, |r| r > bound) {
             return None;
         }
-        let scan = self.scan_mft(limits)?;
-        Some(self.tree_from_scan(&scan, limits))
+        let (scan, plan) = self.scan_mft(limits)?;
+        if plan.files.is_empty() {
+            return Some(self.tree_from_scan(&scan, limits));
+        }
+        // The small files wanted inline are read on a second thread while this one builds
+        // the tree; their bytes join the tree's entries afterwards.
+        let (mut tree, files) = std::thread::scope(|s| {
+            let reader = s.spawn(|| self.read_inline_plan(plan));
+            let tree = self.tree_from_scan(&scan, limits);
+            let files = reader
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p));
+            (tree, files)
+        });
+        attach_inline(&mut tree, files, limits);
+        Some(tree)
     }
 
     /// Reads $MFT front to back and collects every in-use base record's names and sizes.
     /// `None` when a record that may be in use does not decode, or $MFT cannot be read.
-    fn scan_mft(&self, limits: &TreeLimits) -> Option<Scan> {
+    fn scan_mft(&self, limits: &TreeLimits) -> Option<(Scan, InlinePlan)> {
         let include_hidden = limits.include_hidden;
         let rs = self.mft.record_size;
         let count = self.mft.size / rs;
@@ -406,9 +445,9 @@ impl Ntfs {
             });
             decoded?;
         }
-        self.read_pending_inline(&mut scan);
+        let plan = self.plan_pending_inline(&mut scan);
         scan.sort();
-        Some(scan)
+        Some((scan, plan))
     }
 
     /// Takes in the records of one chunk of $MFT, the first being record `first`.
@@ -516,7 +555,7 @@ impl Ntfs {
                     && v.len() <= scan.inline_max.min(scan.inline_budget) =>
             {
                 scan.inline_budget -= v.len();
-                Some(Box::from(v))
+                Some(Arc::from(v))
             }
             _ => None,
         };
@@ -594,29 +633,23 @@ impl Ntfs {
         });
     }
 
-    /// Reads the files noted by [`Ntfs::note_pending_inline`] into their records' inline
-    /// bytes: as many as the budget left by resident data allows, in record order; their
-    /// pieces sorted by device offset, announced with `will_need` (a cold LUN then streams
-    /// them in one ordered queue) and read with neighbours merged into one read. A file whose
-    /// read fails just comes without.
-    fn read_pending_inline(&self, scan: &mut Scan) {
+    /// Plans the reading of the files noted by [`Ntfs::note_pending_inline`]: as many as the
+    /// budget left by resident data allows, in record order, each cut into the device pieces
+    /// its runs cover (holes and the part past the initialized size read as zeros). A file
+    /// with data `open()` would refuse as lying past the device is left out.
+    fn plan_pending_inline(&self, scan: &mut Scan) -> InlinePlan {
         let pending = std::mem::take(&mut scan.pending_inline);
         let runs = std::mem::take(&mut scan.inline_runs);
-        if pending.is_empty() {
-            return;
-        }
+        let mut plan = InlinePlan::default();
         let cs = self.boot.cluster_size;
         let device_size = self.device.size();
-        let mut files: Vec<(u64, Vec<u8>)> = Vec::new();
-        let mut failed: Vec<bool> = Vec::new();
-        let mut pieces: Vec<InlinePiece> = Vec::new();
         for p in &pending {
             // At most `inline_max` (checked when noted), so it fits.
             let size = p.data_size as usize;
             if size > scan.inline_budget {
                 continue;
             }
-            let first_piece = pieces.len();
+            let first_piece = plan.pieces.len();
             let mut inside = true;
             for r in runs.get(p.runs.clone()).unwrap_or_default() {
                 // Below the data size (checked when noted), so no overflow.
@@ -629,13 +662,12 @@ impl Ntfs {
                 let Some(lcn) = r.lcn else {
                     continue;
                 };
-                // Data `open()` would refuse as lying past the device is not read either.
                 match lcn.checked_mul(cs) {
                     Some(d) if d.checked_add(len).is_some_and(|e| e <= device_size) => {
-                        pieces.push(InlinePiece {
+                        plan.pieces.push(InlinePiece {
                             device: d,
                             len: len as usize,
-                            file: files.len(),
+                            file: plan.files.len(),
                             at: start as usize,
                         });
                     }
@@ -646,14 +678,27 @@ impl Ntfs {
                 }
             }
             if !inside {
-                pieces.truncate(first_piece);
+                plan.pieces.truncate(first_piece);
                 continue;
             }
             scan.inline_budget -= size;
-            // Past the initialized size the stream reads as zeros: the buffer starts zeroed.
-            files.push((p.ino, vec![0u8; size]));
-            failed.push(false);
+            plan.files.push((p.ino, size));
         }
+        plan
+    }
+
+    /// Reads a [`Ntfs::plan_pending_inline`] plan: the pieces sorted by device offset,
+    /// announced with `will_need` (a cold LUN then streams them in one ordered queue) and read
+    /// with neighbours merged into one read. Returns each file's record number and bytes; a
+    /// file whose read fails is left out.
+    fn read_inline_plan(&self, plan: InlinePlan) -> Vec<(u64, Arc<[u8]>)> {
+        let InlinePlan {
+            files: wanted,
+            mut pieces,
+        } = plan;
+        // Past the initialized size the stream reads as zeros: the buffers start zeroed.
+        let mut files: Vec<Vec<u8>> = wanted.iter().map(|&(_, size)| vec![0u8; size]).collect();
+        let mut failed = vec![false; files.len()];
         pieces.sort_unstable_by_key(|p| p.device);
         // Groups of pieces read at once: `(first piece, end piece, device start, device end)`.
         let mut groups: Vec<(usize, usize, u64, u64)> = Vec::new();
@@ -676,7 +721,7 @@ impl Ntfs {
         for &(first, last, start, end) in &groups {
             let group = &pieces[first..last];
             if let [p] = group {
-                let dst = &mut files[p.file].1[p.at..p.at + p.len];
+                let dst = &mut files[p.file][p.at..p.at + p.len];
                 if self.device.read_exact_at(p.device, dst).is_err() {
                     failed[p.file] = true;
                 }
@@ -686,7 +731,7 @@ impl Ntfs {
             buf.resize((end - start) as usize, 0);
             let whole = self.device.read_exact_at(start, &mut buf).is_ok();
             for p in group {
-                let dst = &mut files[p.file].1[p.at..p.at + p.len];
+                let dst = &mut files[p.file][p.at..p.at + p.len];
                 if whole {
                     let from = (p.device - start) as usize;
                     dst.copy_from_slice(&buf[from..from + p.len]);
@@ -696,15 +741,13 @@ impl Ntfs {
                 }
             }
         }
-        for ((ino, bytes), failed) in files.into_iter().zip(failed) {
-            let slot = usize::try_from(ino).ok().and_then(|i| scan.slot.get(i));
-            if let Some(r) = slot.and_then(|&i| scan.records.get_mut(i as usize))
-                && !failed
-            {
-                r.inline = Some(bytes.into_boxed_slice());
-                r.inline_read = true;
-            }
-        }
+        wanted
+            .into_iter()
+            .zip(files)
+            .zip(failed)
+            .filter(|(_, failed)| !failed)
+            .map(|(((ino, _), bytes), _)| (ino, Arc::from(bytes)))
+            .collect()
     }
 
     /// True when a sample of `pieces` (first, middle, last) sits in the page cache: the
@@ -818,7 +861,7 @@ impl Ntfs {
         sequence_number: u16,
         has_index_root: bool,
         sizes: Option<(u64, u64)>,
-        inline: Option<Box<[u8]>>,
+        inline: Option<Arc<[u8]>>,
     ) -> Option<()> {
         let index = u32::try_from(scan.records.len()).ok()?;
         *scan.slot.get_mut(usize::try_from(ino).ok()?)? = index;
@@ -827,7 +870,6 @@ impl Ntfs {
             has_index_root,
             sizes,
             inline,
-            inline_read: false,
         });
         Some(())
     }
@@ -919,7 +961,6 @@ impl Ntfs {
         let mut source = ScanSource {
             fs: self,
             scan,
-            limits,
             below_extend: Vec::new(),
         };
         walk_tree_with(&mut source, self.root(), limits)
@@ -930,7 +971,6 @@ impl Ntfs {
 struct ScanSource<'a> {
     fs: &'a Ntfs,
     scan: &'a Scan,
-    limits: &'a TreeLimits,
     /// Per tree entry: a directory below $Extend (how `is_metadata` walks up the parents).
     below_extend: Vec<bool>,
 }
@@ -960,11 +1000,7 @@ impl TreeSource for ScanSource<'_> {
                     .unwrap_or(false));
         self.below_extend.push(below);
         let inline = match (e.file_type, self.scan.record(e.id.ino)) {
-            (FileType::File, Some(r))
-                if !r.inline_read || self.limits.inline_extension_listed(&e.name) =>
-            {
-                r.inline.clone()
-            }
+            (FileType::File, Some(r)) => r.inline.clone(),
             _ => None,
         };
         SizedEntry {
