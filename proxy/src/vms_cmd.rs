@@ -74,6 +74,9 @@ pub fn run(args: VmsArgs) -> anyhow::Result<()> {
             } else {
                 write_text(&mut line, &vm)
             };
+            // The process ends soon: handing each VM's many names back to the allocator one by
+            // one would only cost time (measured: ~5 % of the run).
+            std::mem::forget(vm);
             done.map(|()| line)
         },
         |line| {

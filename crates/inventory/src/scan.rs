@@ -204,20 +204,38 @@ fn name_hash(parent: u32, name: &str, case_insensitive: bool) -> u64 {
         h.write(name.as_bytes());
     } else if name.is_ascii() {
         // Folded a block at a time: the hasher takes eight bytes per step, not one.
-        let mut block = [0u8; 32];
-        for chunk in name.as_bytes().chunks(block.len()) {
+        let mut block = [0u8; HASH_BLOCK];
+        for chunk in name.as_bytes().chunks(HASH_BLOCK) {
             let folded = &mut block[..chunk.len()];
             folded.copy_from_slice(chunk);
             folded.make_ascii_lowercase();
             h.write(folded);
         }
     } else {
+        // The UTF-8 of the lower-cased name in the same blocks, so that names `name_eq` finds
+        // equal (an ASCII `k` and the Kelvin sign, say) hash alike.
+        let mut block = [0u8; HASH_BLOCK];
+        let mut used = 0;
         for c in name.chars().flat_map(char::to_lowercase) {
-            h.write_u32(c as u32);
+            let mut utf8 = [0u8; 4];
+            for &byte in c.encode_utf8(&mut utf8).as_bytes() {
+                block[used] = byte;
+                used += 1;
+                if used == HASH_BLOCK {
+                    h.write(&block);
+                    used = 0;
+                }
+            }
+        }
+        if used > 0 {
+            h.write(&block[..used]);
         }
     }
     h.finish()
 }
+
+/// Bytes of a case-folded name hashed at once.
+const HASH_BLOCK: usize = 32;
 
 fn name_eq(a: &str, b: &str, case_insensitive: bool) -> bool {
     if !case_insensitive {
@@ -381,6 +399,23 @@ impl Index {
         let mut cur = ROOT;
         for comp in path.split('/').filter(|c| !c.is_empty()) {
             cur = self.child(cur, comp)?;
+        }
+        Some(cur)
+    }
+
+    /// The entry `rel` (`/` or `\\` separated, `.` and `..` allowed) names relative to the
+    /// directory at `base`, found by walking the index without building the joined path.
+    /// `None` also when a component on the way is missing, even one a later `..` would step
+    /// back out of: the caller then resolves the joined path ([`join`]), as a path string
+    /// does.
+    fn lookup_relative(&self, base: &str, rel: &str) -> Option<u32> {
+        let mut cur = self.lookup(base)?;
+        for comp in rel.split(['/', '\\']) {
+            match comp {
+                "" | "." => {}
+                ".." => cur = self.entries.get(cur as usize)?.parent,
+                c => cur = self.child(cur, c)?,
+            }
         }
         Some(cur)
     }
@@ -661,7 +696,8 @@ const ASSEMBLY_GRAIN: usize = 8;
 struct Build {
     files: Vec<VmFile>,
     by_loc: HashMap<Loc, usize>,
-    names: HashSet<String>,
+    /// The files' names (indexes into `files`), hashed ignoring case.
+    names: HashTable<u32>,
     problems: Vec<Problem>,
     running: Vec<String>,
     suspended: Vec<String>,
@@ -679,7 +715,7 @@ impl Build {
         Build {
             files: Vec::with_capacity(FILES_PER_VM),
             by_loc: HashMap::with_capacity_and_hasher(FILES_PER_VM, Default::default()),
-            names: HashSet::with_capacity_and_hasher(FILES_PER_VM, Default::default()),
+            names: HashTable::with_capacity(FILES_PER_VM),
             problems: Vec::new(),
             running: Vec::new(),
             suspended: Vec::new(),
@@ -696,6 +732,8 @@ impl Build {
         }
     }
 
+    /// A name for the next file added (it becomes `files[files.len()]`) that no file of the
+    /// VM has yet, compared case-insensitively: `base`, else `DIR~base`, else `N~base`.
     fn unique_name(&mut self, base: &str, parent: &str) -> String {
         let clean = |s: &str| {
             if s.contains(['/', '\\']) {
@@ -705,16 +743,30 @@ impl Build {
             }
         };
         let mut name = clean(base);
-        if !self.names.insert(name.to_lowercase()) {
+        if self.name_taken(&name) {
             let dir = parent.rsplit('/').next().unwrap_or("");
             name = clean(&format!("{dir}~{base}"));
             let mut n = 2;
-            while !self.names.insert(name.to_lowercase()) {
+            while self.name_taken(&name) {
                 name = clean(&format!("{n}~{base}"));
                 n += 1;
             }
         }
+        let files = &self.files;
+        self.names
+            .insert_unique(name_hash(0, &name, true), files.len() as u32, |&k| {
+                name_hash(0, &files[k as usize].name, true)
+            });
         name
+    }
+
+    /// True when a file of the VM already has `name`, ignoring case.
+    fn name_taken(&self, name: &str) -> bool {
+        self.names
+            .find(name_hash(0, name, true), |&k| {
+                name_eq(&self.files[k as usize].name, name, true)
+            })
+            .is_some()
     }
 }
 
@@ -785,6 +837,9 @@ impl Scanner<'_> {
         let r = r.trim();
         match classify(r) {
             RefKind::Relative(rel) => {
+                if let Some(i) = self.idx[ds].lookup_relative(base_dir, rel) {
+                    return Loc::Found(ds, i);
+                }
                 let p = join(base_dir, rel);
                 match self.idx[ds].lookup(&p) {
                     Some(i) => Loc::Found(ds, i),
@@ -1093,7 +1148,7 @@ impl Scanner<'_> {
                 break;
             }
             let path = self.entry(d, i).path.clone();
-            let dir = parent_path(&path).to_string();
+            let dir = parent_path(&self.entry(d, i).path);
             let parsed = self.layer(d, i);
             let mut layer = DiskLayer {
                 file: String::new(),
@@ -1189,10 +1244,10 @@ impl Scanner<'_> {
                     }
                     for x in descriptor.extents.iter().take(trusted) {
                         let file = x.file_name.as_ref().map(|f| {
-                            let mut l = self.resolve(d, &dir, f);
+                            let mut l = self.resolve(d, dir, f);
                             if matches!(l, Loc::Missing { .. }) && f.contains('|') {
                                 let un = String::from_utf8_lossy(&vmx::unescape(f.as_bytes())).into_owned();
-                                if let found @ Loc::Found(..) = self.resolve(d, &dir, &un) {
+                                if let found @ Loc::Found(..) = self.resolve(d, dir, &un) {
                                     l = found;
                                 }
                             }
@@ -1220,7 +1275,7 @@ impl Scanner<'_> {
                         });
                     }
                     if let Some(ctk) = &descriptor.change_track_path
-                        && let l @ Loc::Found(..) = self.resolve(d, &dir, ctk)
+                        && let l @ Loc::Found(..) = self.resolve(d, dir, ctk)
                     {
                         self.add(b, &l, Role::Cbt);
                     }
@@ -1351,7 +1406,7 @@ impl Scanner<'_> {
             if parents.is_empty() {
                 break;
             }
-            loc = self.first_found(d, &dir, &parents);
+            loc = self.first_found(d, dir, &parents);
         }
         if chain.len() > 1 {
             b.notes.push(format!(
@@ -2381,6 +2436,47 @@ mod tests {
         assert_eq!(join("/", "x"), "/x");
         assert_eq!(join("/", "../../x"), "/x");
         assert_eq!(join("/a", ".."), "/");
+    }
+
+    /// Names the case-insensitive comparison finds equal hash alike, whatever their length
+    /// (across hash blocks) and script, so the index and a VM's file names find them.
+    #[test]
+    fn case_folded_names_hash_alike() {
+        let long = "A".repeat(HASH_BLOCK * 2 + 5);
+        let pairs = [
+            ("VM.VMX", "vm.vmx"),
+            (long.as_str(), &long.to_lowercase()),
+            ("\u{212A}elvin.vmdk", "kelvin.vmdk"),
+            ("ÄÖÜ-Disk.vmdk", "äöü-disk.VMDK"),
+            (&format!("{long}É"), &format!("{}é", long.to_lowercase())),
+        ];
+        for (a, b) in pairs {
+            assert!(name_eq(a, b, true), "{a} {b}");
+            assert_eq!(name_hash(7, a, true), name_hash(7, b, true), "{a} {b}");
+        }
+        assert!(!name_eq("a.vmx", "A.VMX", false));
+        let mut b = Build::new();
+        let mut add = |base: &str, parent: &str| {
+            let name = b.unique_name(base, parent);
+            b.files.push(VmFile {
+                name: name.clone(),
+                path: format!("{parent}/{base}"),
+                lun: None,
+                role: Role::Other,
+                size: 0,
+                allocated: 0,
+                missing: false,
+                needs_datastore: None,
+                file_id: None,
+            });
+            name
+        };
+        assert_eq!(add("vm.vmdk", "/a"), "vm.vmdk");
+        assert_eq!(add("VM.vmdk", "/b"), "b~VM.vmdk");
+        assert_eq!(add("vm.VMDK", "/b"), "2~vm.VMDK");
+        assert_eq!(add("x/y", "/c"), "x~y");
+        assert_eq!(add("\u{212A}.log", "/c"), "\u{212A}.log");
+        assert_eq!(add("k.log", "/d"), "d~k.log");
     }
 
     #[test]

@@ -203,6 +203,12 @@ pub trait TreeSource {
         e: &DirEntry,
         pre: Option<Self::Carry>,
     ) -> SizedEntry<Self::Carry>;
+    /// About how many entries the listing will hold, when the source knows (0 when not): the
+    /// tree reserves room for them up front instead of growing, and copying, its entries
+    /// again and again. Only a hint; room never touched costs no memory.
+    fn expected_entries(&self) -> usize {
+        0
+    }
 }
 
 /// The walk of every tree listing: depth-first pre-order from `root`, each directory's entries
@@ -217,6 +223,11 @@ pub fn walk_tree_with<S: TreeSource>(source: &mut S, root: FileId, limits: &Tree
         short_name: false,
     };
     let mut tree = Tree::default();
+    tree.entries.reserve(
+        source
+            .expected_entries()
+            .min(limits.max_entries.saturating_add(1)),
+    );
     // The root's sizes are best effort: a listing without them is still a listing.
     let sized = source.size(&tree, 0, &root_entry, None);
     let (size, allocated) = sized.sizes.unwrap_or((0, 0));

@@ -38,6 +38,11 @@ use crate::record::{
 const SCAN_CHUNK: u64 = 1 << 20;
 /// $MFTs of fewer chunks than this are read and decoded on one thread.
 const PIPELINE_MIN_CHUNKS: u64 = 4;
+/// Records the pass reserves room for at most, before it has seen any (beyond that its tables
+/// grow as they fill).
+const SCAN_RESERVE_MAX: usize = 1 << 22;
+/// Code units of a name the pass reserves room for, on average.
+const NAME_UNITS_RESERVED: usize = 24;
 /// Record $Extend: directories below it hold metadata files.
 const EXTEND_RECORD: u64 = 11;
 /// Records below this number are system files.
@@ -190,12 +195,16 @@ struct Scan {
 impl Scan {
     /// An empty scan of an $MFT of `records` records.
     fn new(records: usize, limits: &TreeLimits) -> Scan {
+        // Room for every record up front: growing these by doubling would allocate (and the
+        // kernel zero) about twice their final size, and copy them each time. Room no record
+        // fills is never touched, so a mostly free $MFT costs address space only.
+        let room = records.min(SCAN_RESERVE_MAX);
         Scan {
             slot: vec![NO_RECORD; records],
-            records: Vec::new(),
-            names: Vec::new(),
-            units: Vec::new(),
-            upcased: Vec::new(),
+            records: Vec::with_capacity(room),
+            names: Vec::with_capacity(room),
+            units: Vec::with_capacity(room * NAME_UNITS_RESERVED),
+            upcased: Vec::with_capacity(room * NAME_UNITS_RESERVED),
             order: Vec::new(),
             group: Vec::new(),
             needs_index: HashSet::new(),
@@ -696,8 +705,12 @@ impl Ntfs {
             files: wanted,
             mut pieces,
         } = plan;
-        // Past the initialized size the stream reads as zeros: the buffers start zeroed.
-        let mut files: Vec<Vec<u8>> = wanted.iter().map(|&(_, size)| vec![0u8; size]).collect();
+        // Past the initialized size the stream reads as zeros: the buffers start zeroed. Made
+        // as the shared buffers they end up as, so that nothing is copied after the reads.
+        let mut files: Vec<Arc<[u8]>> = wanted
+            .iter()
+            .map(|&(_, size)| std::iter::repeat_n(0u8, size).collect())
+            .collect();
         let mut failed = vec![false; files.len()];
         pieces.sort_unstable_by_key(|p| p.device);
         // Groups of pieces read at once: `(first piece, end piece, device start, device end)`.
@@ -721,17 +734,24 @@ impl Ntfs {
         for &(first, last, start, end) in &groups {
             let group = &pieces[first..last];
             if let [p] = group {
-                let dst = &mut files[p.file][p.at..p.at + p.len];
-                if self.device.read_exact_at(p.device, dst).is_err() {
-                    failed[p.file] = true;
-                }
+                let read = Arc::get_mut(&mut files[p.file]).is_some_and(|f| {
+                    self.device
+                        .read_exact_at(p.device, &mut f[p.at..p.at + p.len])
+                        .is_ok()
+                });
+                failed[p.file] |= !read;
                 continue;
             }
             // At most `INLINE_READ_MAX`.
             buf.resize((end - start) as usize, 0);
             let whole = self.device.read_exact_at(start, &mut buf).is_ok();
             for p in group {
-                let dst = &mut files[p.file][p.at..p.at + p.len];
+                // Each buffer is this function's alone until it returns.
+                let Some(file) = Arc::get_mut(&mut files[p.file]) else {
+                    failed[p.file] = true;
+                    continue;
+                };
+                let dst = &mut file[p.at..p.at + p.len];
                 if whole {
                     let from = (p.device - start) as usize;
                     dst.copy_from_slice(&buf[from..from + p.len]);
@@ -746,7 +766,7 @@ impl Ntfs {
             .zip(files)
             .zip(failed)
             .filter(|(_, failed)| !failed)
-            .map(|(((ino, _), bytes), _)| (ino, Arc::from(bytes)))
+            .map(|(((ino, _), bytes), _)| (ino, bytes))
             .collect()
     }
 
@@ -961,7 +981,7 @@ impl Ntfs {
         let mut source = ScanSource {
             fs: self,
             scan,
-            below_extend: Vec::new(),
+            below_extend: Vec::with_capacity(scan.names.len()),
         };
         walk_tree_with(&mut source, self.root(), limits)
     }
@@ -988,6 +1008,10 @@ impl TreeSource for ScanSource<'_> {
             .unwrap_or(false);
         let meta = id.ino != ROOT_RECORD && (id.ino < FIRST_USER_RECORD || below);
         Ok(plain_listing(self.fs.scanned_dir(self.scan, id, meta)?))
+    }
+
+    fn expected_entries(&self) -> usize {
+        self.scan.names.len()
     }
 
     fn size(&mut self, _: &Tree, parent: u32, e: &DirEntry, _: Option<()>) -> SizedEntry<()> {
