@@ -35,17 +35,24 @@ pub struct TreeLimits {
     /// [`TreeLimits::inline_extensions`] share what is left. Which files get bytes once the
     /// budget runs out is up to the implementation.
     pub inline_total: usize,
-    /// Extensions (lower case, without the dot: `&["vmx", "vmsd"]`) of files wanted inline
-    /// even where the filesystem has to read them from elsewhere (NTFS non-resident data):
-    /// files of at most [`TreeLimits::inline_max`] bytes whose name has one of these
-    /// extensions (ASCII case-insensitive, as [`std::path::Path::extension`] finds it) come
-    /// with their bytes in [`TreeEntry::inline`], so a caller that reads every such file does
-    /// not open them one by one. A filesystem may ignore it, or skip files it cannot read
-    /// cheaply (compressed, sparse, fragmented): inline bytes stay an optional service.
+    /// Extensions (lower case, without the dot: `&["vmx", "vmsd"]`) of the files wanted
+    /// inline. Empty: every file whose bytes the listing holds anyway. Not empty: only files
+    /// with one of these extensions (ASCII case-insensitive, as [`std::path::Path::extension`]
+    /// finds it), and those even where the filesystem has to read them from elsewhere (NTFS
+    /// non-resident data), so a caller that reads every such file does not open them one by
+    /// one, and the listing keeps no bytes nobody wants. A filesystem may skip files it
+    /// cannot read cheaply (compressed, sparse, fragmented): inline bytes stay an optional
+    /// service.
     pub inline_extensions: &'static [&'static str],
 }
 
 impl TreeLimits {
+    /// True when a file called `name` may come inline: [`TreeLimits::inline_extensions`] is
+    /// empty or lists its extension.
+    pub fn inline_wanted(&self, name: &str) -> bool {
+        self.inline_extensions.is_empty() || self.inline_extension_listed(name)
+    }
+
     /// True when the extension of `name` is one of [`TreeLimits::inline_extensions`].
     pub fn inline_extension_listed(&self, name: &str) -> bool {
         match name.rsplit_once('.') {

@@ -133,7 +133,11 @@ impl<'a> TreeSource for FdSource<'a> {
 
     fn size(&mut self, _: &Tree, _: u32, e: &DirEntry, pre: Option<Fd>) -> SizedEntry<Fd> {
         let (sizes, fd) = sizes(self.fs, &e.id, pre);
-        let inline = inline_bytes(self.fs, fd.as_ref(), &self.limits, &mut self.inline_budget);
+        let inline = if self.limits.inline_wanted(&e.name) {
+            inline_bytes(self.fs, fd.as_ref(), &self.limits, &mut self.inline_budget)
+        } else {
+            None
+        };
         SizedEntry {
             sizes,
             inline,

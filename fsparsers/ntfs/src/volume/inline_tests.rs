@@ -57,7 +57,7 @@ fn fixture(test: &str) -> Option<PathBuf> {
         testkit::skip(test, "needs mkntfs, ntfs-3g, ntfscat and icat");
         return None;
     }
-    let path = testkit::fixture_dir("ntfs-inline").join("inline-vmx-v1.img");
+    let path = testkit::fixture_dir("ntfs-inline").join("inline-vmx-v2.img");
     Some(testkit::cached_fixture(&path, |img| {
         std::fs::File::create(img)
             .and_then(|f| f.set_len(32 << 20))
@@ -80,6 +80,7 @@ fn fixture(test: &str) -> Option<PathBuf> {
         write("big.vmx", 4, 100 << 10);
         write("notes.txt", 5, 2048);
         write("tiny.vmx", 6, 100);
+        write("small.log", 11, 100);
         write("empty.vmx", 7, 0);
         interleave(&vm.join("frag.vmx"), &vm.join("fill1.bin"), 5, 10);
         interleave(&vm.join("many.vmx"), &vm.join("fill2.bin"), 12, 20);
@@ -215,8 +216,8 @@ fn inline_bytes_of_non_resident_vmx_files_are_what_open_reads() {
         );
         assert_eq!(inline_of(&t, path), Some(&icat[..]), "icat {path}");
     }
-    // The reference walk reads the same bytes through open(), for listed names; it has no
-    // limit on runs, and no resident bytes of other files.
+    // The reference walk reads the same bytes through open(), for listed names only, as the
+    // pass keeps resident bytes of listed names only; the walk has no limit on runs.
     let walked = walk_tree(&fs, &limits());
     assert_eq!(walked.entries.len(), t.entries.len());
     for (i, (w, l)) in walked.entries.iter().zip(&t.entries).enumerate() {
@@ -224,10 +225,21 @@ fn inline_bytes_of_non_resident_vmx_files_are_what_open_reads() {
         assert_eq!((&w.entry, w.size), (&l.entry, l.size), "{path}");
         if path == "/vm/many.vmx" {
             assert!(w.inline.is_some() && l.inline.is_none());
-        } else if limits().inline_extension_listed(&l.entry.name) {
+        } else {
             assert_eq!(w.inline, l.inline, "{path}");
         }
     }
+    // A small resident file comes with its bytes only when no extensions are listed.
+    assert_eq!(inline_of(&t, "/vm/small.log"), None);
+    let all_resident = fs.list_tree(&TreeLimits {
+        inline_extensions: &[],
+        ..limits()
+    });
+    assert_eq!(
+        inline_of(&all_resident, "/vm/small.log").map(<[u8]>::to_vec),
+        Some(noise(11, 100))
+    );
+    assert!(inline_of(&all_resident, "/vm/tiny.vmx").is_some());
     // Without extensions (or without inline_max) no cluster is read for inline bytes.
     for off in [
         TreeLimits {
@@ -266,11 +278,17 @@ fn inline_budget_goes_to_resident_bytes_first_then_in_record_order() {
             .map(|b| b.len())
             .sum()
     };
-    // Resident bytes alone (only tiny.vmx and the like: every other file is non-resident).
-    let resident = fs.list_tree(&TreeLimits {
+    // Resident bytes alone (only tiny.vmx and the like: every other listed file is
+    // non-resident), of the listed names: the only resident bytes kept once names are listed.
+    let mut resident = fs.list_tree(&TreeLimits {
         inline_extensions: &[],
         ..limits()
     });
+    for e in &mut resident.entries {
+        if !limits().inline_extension_listed(&e.entry.name) {
+            e.inline = None;
+        }
+    }
     let resident_bytes = total(&resident);
     let resident_files: Vec<u64> = resident
         .entries

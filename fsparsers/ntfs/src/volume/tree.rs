@@ -106,6 +106,18 @@ struct InlinePlan {
     pieces: Vec<InlinePiece>,
 }
 
+impl InlinePlan {
+    /// One zeroed buffer per planned file, to read it into: past the initialized size the
+    /// stream reads as zeros. Made as the shared buffers they end up as, so that nothing is
+    /// copied after the reads.
+    fn zeroed_buffers(&self) -> Vec<Arc<[u8]>> {
+        self.files
+            .iter()
+            .map(|&(_, size)| std::iter::repeat_n(0u8, size).collect())
+            .collect()
+    }
+}
+
 /// Gives the files read for [`TreeLimits::inline_extensions`] their bytes in the tree: every
 /// entry of such a record whose name has a listed extension, as `walk_tree` gives them (a hard
 /// link named otherwise comes without).
@@ -381,7 +393,10 @@ impl Ntfs {
         // The small files wanted inline are read on a second thread while this one builds
         // the tree; their bytes join the tree's entries afterwards.
         let (mut tree, files) = std::thread::scope(|s| {
-            let reader = s.spawn(|| self.read_inline_plan(plan));
+            // The buffers are made here: a thread's first allocations claim memory of its own
+            // (measured: a 2 MiB page more for the thousand small buffers).
+            let buffers = plan.zeroed_buffers();
+            let reader = s.spawn(|| self.read_inline_plan(plan, buffers));
             let tree = self.tree_from_scan(&scan, limits);
             let files = reader
                 .join()
@@ -556,12 +571,17 @@ impl Ntfs {
             .standard_information
             .and_then(|v| StandardInformation::parse(v).ok())
             .map_or(0, |s| s.file_attributes);
-        // A resident default stream is the file's whole content, already in hand.
+        // A resident default stream is the file's whole content, already in hand: kept when
+        // one of the file's names is wanted inline.
         let inline = match view.stream_first.map(|a| a.body) {
             Some(RawBody::Resident(v))
                 if !is_dir
                     && scan.inline_max > 0
-                    && v.len() <= scan.inline_max.min(scan.inline_budget) =>
+                    && v.len() <= scan.inline_max.min(scan.inline_budget)
+                    && (scan.inline_extensions.is_empty()
+                        || view.names[..view.name_count]
+                            .iter()
+                            .any(|n| long_name_listed(n, scan.inline_extensions))) =>
             {
                 scan.inline_budget -= v.len();
                 Some(Arc::from(v))
@@ -700,17 +720,15 @@ impl Ntfs {
     /// announced with `will_need` (a cold LUN then streams them in one ordered queue) and read
     /// with neighbours merged into one read. Returns each file's record number and bytes; a
     /// file whose read fails is left out.
-    fn read_inline_plan(&self, plan: InlinePlan) -> Vec<(u64, Arc<[u8]>)> {
+    fn read_inline_plan(
+        &self,
+        plan: InlinePlan,
+        mut files: Vec<Arc<[u8]>>,
+    ) -> Vec<(u64, Arc<[u8]>)> {
         let InlinePlan {
             files: wanted,
             mut pieces,
         } = plan;
-        // Past the initialized size the stream reads as zeros: the buffers start zeroed. Made
-        // as the shared buffers they end up as, so that nothing is copied after the reads.
-        let mut files: Vec<Arc<[u8]>> = wanted
-            .iter()
-            .map(|&(_, size)| std::iter::repeat_n(0u8, size).collect())
-            .collect();
         let mut failed = vec![false; files.len()];
         pieces.sort_unstable_by_key(|p| p.device);
         // Groups of pieces read at once: `(first piece, end piece, device start, device end)`.
@@ -981,6 +999,7 @@ impl Ntfs {
         let mut source = ScanSource {
             fs: self,
             scan,
+            limits,
             below_extend: Vec::with_capacity(scan.names.len()),
         };
         walk_tree_with(&mut source, self.root(), limits)
@@ -991,6 +1010,7 @@ impl Ntfs {
 struct ScanSource<'a> {
     fs: &'a Ntfs,
     scan: &'a Scan,
+    limits: &'a TreeLimits,
     /// Per tree entry: a directory below $Extend (how `is_metadata` walks up the parents).
     below_extend: Vec<bool>,
 }
@@ -1024,7 +1044,7 @@ impl TreeSource for ScanSource<'_> {
                     .unwrap_or(false));
         self.below_extend.push(below);
         let inline = match (e.file_type, self.scan.record(e.id.ino)) {
-            (FileType::File, Some(r)) => r.inline.clone(),
+            (FileType::File, Some(r)) if self.limits.inline_wanted(&e.name) => r.inline.clone(),
             _ => None,
         };
         SizedEntry {

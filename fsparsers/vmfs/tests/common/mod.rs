@@ -269,6 +269,20 @@ pub fn check_inline(fs: &vmfs::Vmfs) -> usize {
             assert_eq!(&bytes[..], &want[..], "{path}: inline bytes");
         }
     }
+    // Listing extensions keeps the bytes of those names only (VMFS reads no others).
+    let only_vmsd = fs.list_tree(&fscore::TreeLimits {
+        inline_max: max,
+        inline_extensions: &["vmsd"],
+        ..Default::default()
+    });
+    for (i, (o, w)) in only_vmsd.entries.iter().zip(&with.entries).enumerate() {
+        let path = plain.path(i as u32);
+        if path.to_ascii_lowercase().ends_with(".vmsd") {
+            assert_eq!(o.inline, w.inline, "{path}");
+        } else {
+            assert_eq!(o.inline, None, "{path}: not a listed extension");
+        }
+    }
     inline
 }
 
