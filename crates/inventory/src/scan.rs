@@ -208,7 +208,7 @@ fn name_hash(parent: u32, name: &str, case_insensitive: bool) -> u64 {
         for chunk in name.as_bytes().chunks(HASH_BLOCK) {
             let folded = &mut block[..chunk.len()];
             folded.copy_from_slice(chunk);
-            folded.make_ascii_lowercase();
+            ascii_lowercase_words(folded);
             h.write(folded);
         }
     } else {
@@ -236,6 +236,23 @@ fn name_hash(parent: u32, name: &str, case_insensitive: bool) -> u64 {
 
 /// Bytes of a case-folded name hashed at once.
 const HASH_BLOCK: usize = 32;
+
+/// Lower-cases ASCII letters eight bytes at a time (`make_ascii_lowercase` goes byte by byte);
+/// other bytes are left as they are.
+fn ascii_lowercase_words(bytes: &mut [u8]) {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let mut words = bytes.chunks_exact_mut(8);
+    for w in &mut words {
+        let x = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+        let low7 = x & (ONES * 0x7f);
+        // High bit of each byte: set when the byte is at least `A`, and when it is past `Z`.
+        let at_least_a = low7 + ONES * (0x80 - b'A' as u64);
+        let past_z = low7 + ONES * (0x80 - b'Z' as u64 - 1);
+        let upper = at_least_a & !past_z & !x & (ONES * 0x80);
+        w.copy_from_slice(&(x | (upper >> 2)).to_le_bytes());
+    }
+    words.into_remainder().make_ascii_lowercase();
+}
 
 fn name_eq(a: &str, b: &str, case_insensitive: bool) -> bool {
     if !case_insensitive {
@@ -2181,9 +2198,10 @@ impl Scanner<'_> {
     fn orphans(&self) -> Vec<OrphanDisk> {
         let mut candidates = Vec::new();
         let mut extents_only = Vec::new();
+        let claimed = lock(&self.claimed);
         for d in 0..self.ds.len() {
             for (i, e) in self.idx[d].entries.iter().enumerate() {
-                if e.dir || lock(&self.claimed).contains(&(d, i as u32)) {
+                if e.dir || claimed.contains(&(d, i as u32)) {
                     continue;
                 }
                 let ext = ext_of(&e.name);
@@ -2194,6 +2212,8 @@ impl Scanner<'_> {
                 }
             }
         }
+        // Building the orphans claims files too.
+        drop(claimed);
         let mut built: Vec<(usize, u32, Build, Disk)> = Vec::new();
         for (d, i) in candidates {
             let mut b = Build::new();
@@ -2436,6 +2456,19 @@ mod tests {
         assert_eq!(join("/", "x"), "/x");
         assert_eq!(join("/", "../../x"), "/x");
         assert_eq!(join("/a", ".."), "/");
+    }
+
+    /// Word-wise lower-casing agrees with the standard library's on every byte value, at every
+    /// position of a word.
+    #[test]
+    fn word_lowercasing_is_ascii_lowercasing() {
+        for start in 0..=255u8 {
+            let mut bytes: Vec<u8> = (0..19).map(|k| start.wrapping_add(k * 13)).collect();
+            let mut want = bytes.clone();
+            want.make_ascii_lowercase();
+            ascii_lowercase_words(&mut bytes);
+            assert_eq!(bytes, want, "from {start}");
+        }
     }
 
     /// Names the case-insensitive comparison finds equal hash alike, whatever their length
