@@ -386,17 +386,19 @@ impl Ntfs {
         if usize::try_from(records).map_or(true, |r| r > bound) {
             return None;
         }
-        let (scan, plan) = self.scan_mft(limits)?;
+        let (mut scan, plan) = self.scan_mft(limits)?;
         if plan.files.is_empty() {
+            scan.sort();
             return Some(self.tree_from_scan(&scan, limits));
         }
-        // The small files wanted inline are read on a second thread while this one builds
-        // the tree; their bytes join the tree's entries afterwards.
+        // The small files wanted inline are read on a second thread while this one sorts the
+        // names and builds the tree; their bytes join the tree's entries afterwards.
         let (mut tree, files) = std::thread::scope(|s| {
             // The buffers are made here: a thread's first allocations claim memory of its own
             // (measured: a 2 MiB page more for the thousand small buffers).
             let buffers = plan.zeroed_buffers();
             let reader = s.spawn(|| self.read_inline_plan(plan, buffers));
+            scan.sort();
             let tree = self.tree_from_scan(&scan, limits);
             let files = reader
                 .join()
@@ -407,8 +409,9 @@ impl Ntfs {
         Some(tree)
     }
 
-    /// Reads $MFT front to back and collects every in-use base record's names and sizes.
-    /// `None` when a record that may be in use does not decode, or $MFT cannot be read.
+    /// Reads $MFT front to back and collects every in-use base record's names and sizes (not
+    /// yet sorted: [`Scan::sort`]), and plans the inline reads. `None` when a record that may
+    /// be in use does not decode, or $MFT cannot be read.
     fn scan_mft(&self, limits: &TreeLimits) -> Option<(Scan, InlinePlan)> {
         let include_hidden = limits.include_hidden;
         let rs = self.mft.record_size;
@@ -470,7 +473,6 @@ impl Ntfs {
             decoded?;
         }
         let plan = self.plan_pending_inline(&mut scan);
-        scan.sort();
         Some((scan, plan))
     }
 
