@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use fscore::{FileType, Filesystem, Tree, TreeLimits, walk_tree};
 use lun::{MemSource, ReadAt, Source};
+use testkit::ntfs::noise;
 
 use super::*;
 
@@ -23,19 +24,6 @@ fn limits() -> TreeLimits {
         inline_extensions: VMX,
         ..TreeLimits::default()
     }
-}
-
-/// Bytes that never repeat within a file, so a misplaced piece shows.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// Appends `pieces` clusters to `a` and to `b` in turn, each synced, so that ntfs-3g
@@ -57,7 +45,7 @@ fn fixture(test: &str) -> Option<PathBuf> {
         testkit::skip(test, "needs mkntfs, ntfs-3g, ntfscat and icat");
         return None;
     }
-    let path = testkit::fixture_dir("ntfs-inline").join("inline-vmx-v2.img");
+    let path = testkit::fixture_dir("ntfs-inline").join("inline-vmx-v3.img");
     Some(testkit::cached_fixture(&path, |img| {
         std::fs::File::create(img)
             .and_then(|f| f.set_len(32 << 20))
