@@ -663,6 +663,8 @@ const READ_AHEAD_MAX_BYTES: u64 = 256 << 10;
 struct Assembled {
     d: usize,
     cfg: u32,
+    /// The VM's id, worked out here rather than in the in-order end (a hash per VM).
+    id: String,
     /// The only configuration in its folder: the folder's other files are the VM's.
     single: bool,
     name: String,
@@ -1639,7 +1641,16 @@ impl Scanner<'_> {
         }
     }
 
-    fn finish(&self, d: usize, cfg: u32, name: String, platform: Platform, mut b: Build) -> Vm {
+    /// The VM from its build: claims its files, weighs the consistency evidence. `id`: the id
+    /// when already worked out ([`Scanner::vm_id`] of the configuration otherwise).
+    fn finish(
+        &self,
+        (d, cfg): (usize, u32),
+        id: Option<String>,
+        name: String,
+        platform: Platform,
+        mut b: Build,
+    ) -> Vm {
         self.claim(&b);
         let state = if !b.running.is_empty() {
             ConsistencyState::CrashConsistent
@@ -1659,7 +1670,7 @@ impl Scanner<'_> {
         }
         let e = self.entry(d, cfg);
         Vm {
-            id: self.vm_id(d, &e.path, "vm"),
+            id: id.unwrap_or_else(|| self.vm_id(d, &e.path, "vm")),
             name,
             lun: self.ds[d].lun.clone(),
             datastore: self.ds[d].info.label.clone(),
@@ -1682,20 +1693,33 @@ impl Scanner<'_> {
 
     /// Files of the directory that no VM claims yet, added with their role by name.
     fn add_leftovers(&self, b: &mut Build, d: usize, dir: u32) {
-        for &k in self.idx[d].kids(dir) {
-            let e = self.entry(d, k);
-            if e.dir {
-                continue;
-            }
-            let ext = ext_of(&e.name);
-            if matches!(
-                ext.as_str(),
-                "vmdk" | "vhd" | "vhdx" | "avhd" | "avhdx" | "vmx" | "vmtx" | "vmc" | "vmcx"
-            ) || lock(&self.claimed).contains(&(d, k))
-            {
-                continue;
-            }
-            self.add(b, &Loc::Found(d, k), role_by_name(&e.name));
+        let leftovers: Vec<u32> = {
+            let claimed = lock(&self.claimed);
+            self.idx[d]
+                .kids(dir)
+                .iter()
+                .copied()
+                .filter(|&k| {
+                    let e = self.entry(d, k);
+                    !e.dir
+                        && !matches!(
+                            ext_of(&e.name).as_str(),
+                            "vmdk"
+                                | "vhd"
+                                | "vhdx"
+                                | "avhd"
+                                | "avhdx"
+                                | "vmx"
+                                | "vmtx"
+                                | "vmc"
+                                | "vmcx"
+                        )
+                        && !claimed.contains(&(d, k))
+                })
+                .collect()
+        };
+        for k in leftovers {
+            self.add(b, &Loc::Found(d, k), role_by_name(&self.entry(d, k).name));
         }
     }
 
@@ -1921,6 +1945,7 @@ impl Scanner<'_> {
         Assembled {
             d,
             cfg,
+            id: self.vm_id(d, &self.entry(d, cfg).path, "vm"),
             single,
             name,
             platform: Platform::Vmware,
@@ -1976,6 +2001,7 @@ impl Scanner<'_> {
         Assembled {
             d,
             cfg,
+            id: self.vm_id(d, &self.entry(d, cfg).path, "vm"),
             single,
             name: stem,
             platform: Platform::VirtualServer,
@@ -2006,7 +2032,7 @@ impl Scanner<'_> {
         if a.single {
             self.add_leftovers(&mut b, a.d, self.entry(a.d, a.cfg).parent);
         }
-        let mut vm = self.finish(a.d, a.cfg, a.name, a.platform, b);
+        let mut vm = self.finish((a.d, a.cfg), Some(a.id), a.name, a.platform, b);
         vm.template = a.template;
         vm.guest_os = a.guest_os;
         vm.cpus = a.cpus;
@@ -2187,7 +2213,7 @@ impl Scanner<'_> {
                 folder_name.clone()
             }
         });
-        let mut vm = self.finish(d, cfg, name, Platform::Hyperv, b);
+        let mut vm = self.finish((d, cfg), None, name, Platform::Hyperv, b);
         vm.cpus = cfgv.cpus;
         vm.memory_mb = cfgv.memory_mb;
         vm.instance_uuid = Some(guid.to_ascii_uppercase());
