@@ -61,6 +61,29 @@ pub const PB2_ADDR: u32 = 0x0180_0004;
 
 /// Bytes read at most in one request by [`Vmfs::read_fds_batched`].
 const FD_BATCH_BYTES: u64 = 1 << 20;
+
+/// The FDs at `at` (offsets in `.fdc.sf`, sorted) in groups read at once: `(the group's
+/// members in at, first byte, end)`. Reading one unwanted FD in a gap costs less than another
+/// request; a group spans at most [`FD_BATCH_BYTES`].
+fn fd_groups(at: &[(u64, usize)], fd_size: u64) -> Vec<(std::ops::Range<usize>, u64, u64)> {
+    let mut groups = Vec::new();
+    let mut k = 0;
+    while k < at.len() {
+        let start = at[k].0;
+        let mut end = start + fd_size;
+        let mut m = k + 1;
+        while m < at.len()
+            && at[m].0 <= end + fd_size
+            && at[m].0 + fd_size - start <= FD_BATCH_BYTES
+        {
+            end = end.max(at[m].0 + fd_size);
+            m += 1;
+        }
+        groups.push((k..m, start, end));
+        k = m;
+    }
+    groups
+}
 /// Cached file maps per volume.
 const MAP_CACHE_ENTRIES: usize = 128;
 /// Maps with more extents than this are not cached (bounds the cache near 128 × 1.5 MiB).
@@ -326,6 +349,7 @@ impl Vmfs {
             })
             .collect();
         at.sort_unstable();
+        let groups = fd_groups(&at, fd_size);
         if meta * 4 > self.layout.fd_size {
             // VMFS6: the lock is half the FD. Reading it along (a batch cannot skip it) cost
             // as much as the requests it saved (measured on 11,000 FDs); read_fd reads just
@@ -334,43 +358,22 @@ impl Vmfs {
             if let Some(&(first, _)) = at.first()
                 && self.fdc.file.is_cached(first, fd_size as usize) == Some(false)
             {
-                let mut k = 0;
-                while k < at.len() {
-                    let start = at[k].0;
-                    let mut end = start + fd_size;
-                    k += 1;
-                    while k < at.len() && at[k].0 <= end + fd_size {
-                        end = end.max(at[k].0 + fd_size);
-                        k += 1;
-                    }
-                    self.fdc.file.will_need(start, end - start);
+                for (_, start, end) in &groups {
+                    self.fdc.file.will_need(*start, end - start);
                 }
             }
             return out;
         }
         let mut buf = Vec::new();
-        let mut k = 0;
-        while k < at.len() {
-            let start = at[k].0;
-            let mut end = start + fd_size;
-            let mut m = k + 1;
-            // Reading one unwanted FD in a gap costs less than another request.
-            while m < at.len()
-                && at[m].0 <= end + fd_size
-                && at[m].0 + fd_size - start <= FD_BATCH_BYTES
-            {
-                end = end.max(at[m].0 + fd_size);
-                m += 1;
-            }
+        for (members, start, end) in groups {
             buf.resize((end - start) as usize, 0);
             if self.fdc.file.read_exact_at(start, &mut buf).is_ok() {
-                for &(off, i) in &at[k..m] {
+                for &(off, i) in &at[members] {
                     let o = (off - start) as usize;
                     let raw = buf[o + meta..o + fd_size as usize].to_vec();
                     out[i] = self.finish_fd(addrs[i], raw).ok();
                 }
             }
-            k = m;
         }
         out
     }

@@ -506,6 +506,14 @@ impl VolumeSource {
         let i = self.runs.partition_point(|r| r.logical + r.len <= off);
         (i < self.runs.len() && self.runs[i].logical <= off).then_some(i)
     }
+
+    /// The piece of `[pos, end)` on one device: `(device, device offset, bytes)`, up to the end
+    /// of the run holding `pos`. `None` when no run holds `pos`.
+    fn piece(&self, pos: u64, end: u64) -> Option<(usize, u64, u64)> {
+        let r = self.runs[self.run_index(pos)?];
+        let within = pos - r.logical;
+        Some((r.dev, r.phys + within, (r.len - within).min(end - pos)))
+    }
 }
 
 impl ReadAt for VolumeSource {
@@ -523,14 +531,14 @@ impl ReadAt for VolumeSource {
         {
             return Err(out_of_range());
         }
+        let end = offset + len;
         let mut done = 0usize;
         while done < buf.len() {
-            let pos = offset + done as u64;
-            let i = self.run_index(pos).ok_or_else(out_of_range)?;
-            let r = self.runs[i];
-            let within = pos - r.logical;
-            let n = ((r.len - within) as usize).min(buf.len() - done);
-            self.devices[r.dev].read_exact_at(r.phys + within, &mut buf[done..done + n])?;
+            let (dev, at, n) = self
+                .piece(offset + done as u64, end)
+                .ok_or_else(out_of_range)?;
+            let n = n as usize;
+            self.devices[dev].read_exact_at(at, &mut buf[done..done + n])?;
             done += n;
         }
         Ok(())
@@ -540,23 +548,17 @@ impl ReadAt for VolumeSource {
         let mut pos = offset;
         // Bounded by the runs: each step ends one.
         while pos < end {
-            let Some(i) = self.run_index(pos) else {
+            let Some((dev, at, n)) = self.piece(pos, end) else {
                 return;
             };
-            let r = self.runs[i];
-            let within = pos - r.logical;
-            let n = (r.len - within).min(end - pos);
-            self.devices[r.dev].will_need(r.phys + within, n);
+            self.devices[dev].will_need(at, n);
             pos += n;
         }
     }
     fn is_cached(&self, offset: u64, len: usize) -> Option<bool> {
         // Asked of the run holding the first byte: a probe, not a guarantee.
-        let i = self.run_index(offset)?;
-        let r = self.runs[i];
-        let within = offset - r.logical;
-        let n = (len as u64).min(r.len - within) as usize;
-        self.devices[r.dev].is_cached(r.phys + within, n)
+        let (dev, at, n) = self.piece(offset, offset.checked_add(len as u64)?)?;
+        self.devices[dev].is_cached(at, n as usize)
     }
     fn size(&self) -> u64 {
         self.size
