@@ -435,6 +435,16 @@ struct Rec {
     name: String,
 }
 
+impl Rec {
+    /// The unnamed `$DATA` attribute (type 0x80) in this record.
+    fn unnamed_data(&self) -> &Attr {
+        self.attrs
+            .iter()
+            .find(|a| a.kind == 0x80 && a.name.is_empty())
+            .expect("$DATA")
+    }
+}
+
 struct Geometry {
     cluster: usize,
     rec_size: usize,
@@ -801,11 +811,7 @@ fn ntfs3g_mutation_run_list_past_the_device() {
         return;
     };
     let rec = g.record("data.bin");
-    let data = rec
-        .attrs
-        .iter()
-        .find(|a| a.kind == 0x80 && a.name.is_empty())
-        .expect("$DATA");
+    let data = rec.unnamed_data();
     assert!(data.non_resident);
     let mut bytes = (*img).clone();
     patch_record(&mut bytes, &g, rec, |b| {
@@ -932,11 +938,7 @@ fn ntfs3g_mutation_attribute_claiming_4_gib() {
     }
     // A non-resident $DATA whose sizes claim 4 GiB more than its runs hold.
     let rec = g.record("data.bin");
-    let d = rec
-        .attrs
-        .iter()
-        .find(|a| a.kind == 0x80 && a.name.is_empty())
-        .expect("$DATA");
+    let d = rec.unnamed_data();
     for (label, field) in [
         ("allocated size", 0x28),
         ("data size", 0x30),
@@ -1061,11 +1063,7 @@ fn ntfs3g_mutation_list_tree_reports_what_walk_tree_reports() {
     };
     // Sizes claiming 4 GiB more than the runs map: the record decodes, metadata() fails.
     let rec = g.record("data.bin");
-    let d = rec
-        .attrs
-        .iter()
-        .find(|a| a.kind == 0x80 && a.name.is_empty())
-        .expect("$DATA");
+    let d = rec.unnamed_data();
     let mut bytes = (*img).clone();
     patch_record(&mut bytes, &g, rec, |b| {
         for field in [0x28, 0x30] {
