@@ -334,8 +334,6 @@ impl Index {
                 });
                 ix.children[parent as usize].push(n);
             }
-            // Only what the assembly reads is worth keeping in memory.
-            let inline = te.inline.filter(|_| read_by_assembly(&te.entry.name));
             ix.entries.push(Entry {
                 path,
                 name: te.entry.name,
@@ -344,7 +342,8 @@ impl Index {
                 parent,
                 size: te.size,
                 allocated: te.allocated,
-                inline,
+                // Bytes of the `LISTING_READS` files only: the listing was asked for no others.
+                inline: te.inline,
             });
             ix.children.push(Vec::new());
         }
@@ -450,26 +449,6 @@ impl Index {
 enum Loc {
     Found(usize, u32),
     Missing { path: String, needs: Option<String> },
-}
-
-/// Files the assembly reads (configurations, snapshot lists, descriptors, disk headers), by
-/// name.
-fn read_by_assembly(name: &str) -> bool {
-    matches!(
-        ext_of(name).as_str(),
-        "vmx"
-            | "vmtx"
-            | "vmsd"
-            | "vmc"
-            | "vmcx"
-            | "vmdk"
-            | "vhd"
-            | "avhd"
-            | "vud"
-            | "vhdx"
-            | "avhdx"
-            | "xml"
-    )
 }
 
 /// A file name's extension, lower-cased, kept on the stack: it is asked of every name of the
@@ -1582,23 +1561,19 @@ impl Scanner<'_> {
 
     /// The order-dependent end of a job: which leftover files are still unclaimed depends on
     /// the VMs finished before it.
-    fn finish_job(&self, job: &Job, prepared: Option<Assembled>) -> Option<Vm> {
-        match (job, prepared) {
-            (Job::Config { .. }, Some(a)) => Some(self.complete(a)),
-            (
-                Job::HyperV {
-                    d,
-                    cfg,
-                    vmdir,
-                    guid,
-                    files,
-                    single,
-                },
-                _,
-            ) => Some(self.hyperv_vm(*d, *cfg, *vmdir, guid, files, *single)),
-            (Job::Config { d, cfg, single }, None) => {
-                Some(self.complete(self.assemble(*d, *cfg, *single)))
+    fn finish_job(&self, job: &Job, prepared: Option<Assembled>) -> Vm {
+        match job {
+            Job::Config { d, cfg, single } => {
+                self.complete(prepared.unwrap_or_else(|| self.assemble(*d, *cfg, *single)))
             }
+            Job::HyperV {
+                d,
+                cfg,
+                vmdir,
+                guid,
+                files,
+                single,
+            } => self.hyperv_vm(*d, *cfg, *vmdir, guid, files, *single),
         }
     }
 
@@ -1627,7 +1602,7 @@ impl Scanner<'_> {
             ASSEMBLY_GRAIN,
             pipeline::Steps {
                 prepare: &|i| self.prepare(&jobs[i]),
-                finish: &mut |i, p| self.finish_job(&jobs[i], p).map(&mut *name_vm),
+                finish: &mut |i, p| Some(name_vm(self.finish_job(&jobs[i], p))),
                 map,
                 deliver,
             },
