@@ -106,10 +106,11 @@ pub fn run(args: VmsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One VM as a JSON line.
-fn write_json_line(out: &mut impl Write, vm: &inventory::Vm) -> std::io::Result<()> {
-    serde_json::to_writer(&mut *out, vm)?;
-    out.write_all(b"\n")
+/// One VM as a JSON line (what serde_json writes, through the faster [`jsonline`]).
+fn write_json_line(out: &mut Vec<u8>, vm: &inventory::Vm) -> std::io::Result<()> {
+    jsonline::to_vec_into(out, vm).map_err(std::io::Error::other)?;
+    out.push(b'\n');
+    Ok(())
 }
 
 /// One VM as a line of text, then its problems indented below it.
