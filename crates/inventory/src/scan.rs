@@ -12,6 +12,7 @@ use hashbrown::HashTable;
 use lun::{ReadAt, ReadAtExt};
 
 use crate::model::*;
+use crate::text::{ascii_lower_word, word_at};
 use crate::{InventoryError, hyperv, pipeline, vhd, vhdx, vmc, vmdk, vmsd, vmx};
 
 /// One registered LUN with its opened filesystem.
@@ -203,55 +204,40 @@ fn name_hash(parent: u32, name: &str, case_insensitive: bool) -> u64 {
     if !case_insensitive {
         h.write(name.as_bytes());
     } else if name.is_ascii() {
-        // Folded a block at a time: the hasher takes eight bytes per step, not one.
-        let mut block = [0u8; HASH_BLOCK];
-        for chunk in name.as_bytes().chunks(HASH_BLOCK) {
-            let folded = &mut block[..chunk.len()];
-            folded.copy_from_slice(chunk);
-            ascii_lowercase_words(folded);
-            h.write(folded);
+        // Folded a word at a time: the hasher takes eight bytes per step, not one.
+        let mut words = name.as_bytes().chunks_exact(8);
+        for w in &mut words {
+            h.write_u64(ascii_lower_word(word_at(w, 0)));
         }
+        let tail = words.remainder();
+        if !tail.is_empty() {
+            let mut w = [0u8; 8];
+            w[..tail.len()].copy_from_slice(tail);
+            h.write_u64(ascii_lower_word(u64::from_le_bytes(w)));
+        }
+        h.write_usize(name.len());
     } else {
-        // The UTF-8 of the lower-cased name in the same blocks, so that names `name_eq` finds
+        // The UTF-8 of the lower-cased name in the same words, so that names `name_eq` finds
         // equal (an ASCII `k` and the Kelvin sign, say) hash alike.
-        let mut block = [0u8; HASH_BLOCK];
-        let mut used = 0;
+        let (mut w, mut used, mut len) = ([0u8; 8], 0, 0);
         for c in name.chars().flat_map(char::to_lowercase) {
-            let mut utf8 = [0u8; 4];
-            for &byte in c.encode_utf8(&mut utf8).as_bytes() {
-                block[used] = byte;
+            for &byte in c.encode_utf8(&mut [0u8; 4]).as_bytes() {
+                w[used] = byte;
                 used += 1;
-                if used == HASH_BLOCK {
-                    h.write(&block);
+                len += 1;
+                if used == 8 {
+                    h.write_u64(u64::from_le_bytes(w));
                     used = 0;
                 }
             }
         }
         if used > 0 {
-            h.write(&block[..used]);
+            w[used..].fill(0);
+            h.write_u64(u64::from_le_bytes(w));
         }
+        h.write_usize(len);
     }
     h.finish()
-}
-
-/// Bytes of a case-folded name hashed at once.
-const HASH_BLOCK: usize = 32;
-
-/// Lower-cases ASCII letters eight bytes at a time (`make_ascii_lowercase` goes byte by byte);
-/// other bytes are left as they are.
-fn ascii_lowercase_words(bytes: &mut [u8]) {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    let mut words = bytes.chunks_exact_mut(8);
-    for w in &mut words {
-        let x = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
-        let low7 = x & (ONES * 0x7f);
-        // High bit of each byte: set when the byte is at least `A`, and when it is past `Z`.
-        let at_least_a = low7 + ONES * (0x80 - b'A' as u64);
-        let past_z = low7 + ONES * (0x80 - b'Z' as u64 - 1);
-        let upper = at_least_a & !past_z & !x & (ONES * 0x80);
-        w.copy_from_slice(&(x | (upper >> 2)).to_le_bytes());
-    }
-    words.into_remainder().make_ascii_lowercase();
 }
 
 fn name_eq(a: &str, b: &str, case_insensitive: bool) -> bool {
@@ -480,20 +466,27 @@ fn ext_of(name: &str) -> Ext {
         bytes: [0; Ext::MAX],
         len: 0,
     };
-    if let Some((_, e)) = name.rsplit_once('.')
-        && e.len() <= Ext::MAX
-        && e.is_ascii()
-    {
-        for (d, b) in ext.bytes.iter_mut().zip(e.bytes()) {
-            *d = b.to_ascii_lowercase();
+    // Only the last `Ext::MAX + 1` bytes can hold the dot of an extension short enough.
+    let bytes = name.as_bytes();
+    let tail = &bytes[bytes.len().saturating_sub(Ext::MAX + 1)..];
+    if let Some(dot) = tail.iter().rposition(|&b| b == b'.') {
+        let e = &tail[dot + 1..];
+        if e.is_ascii() {
+            for (d, b) in ext.bytes.iter_mut().zip(e) {
+                *d = b.to_ascii_lowercase();
+            }
+            ext.len = e.len() as u8;
         }
-        ext.len = e.len() as u8;
     }
     ext
 }
 
 fn stem_of(name: &str) -> &str {
-    name.rsplit_once('.').map(|(s, _)| s).unwrap_or(name)
+    match name.as_bytes().iter().rposition(|&b| b == b'.') {
+        // A dot is ASCII, so the cut is at a char boundary.
+        Some(dot) => &name[..dot],
+        None => name,
+    }
 }
 
 fn parent_path(path: &str) -> &str {
@@ -741,29 +734,30 @@ impl Build {
             }
         };
         let mut name = clean(base);
-        if self.name_taken(&name) {
+        let mut hash = name_hash(0, &name, true);
+        if self.name_taken(hash, &name) {
             let dir = parent.rsplit('/').next().unwrap_or("");
             name = clean(&format!("{dir}~{base}"));
+            hash = name_hash(0, &name, true);
             let mut n = 2;
-            while self.name_taken(&name) {
+            while self.name_taken(hash, &name) {
                 name = clean(&format!("{n}~{base}"));
+                hash = name_hash(0, &name, true);
                 n += 1;
             }
         }
         let files = &self.files;
-        self.names
-            .insert_unique(name_hash(0, &name, true), files.len() as u32, |&k| {
-                name_hash(0, &files[k as usize].name, true)
-            });
+        self.names.insert_unique(hash, files.len() as u32, |&k| {
+            name_hash(0, &files[k as usize].name, true)
+        });
         name
     }
 
-    /// True when a file of the VM already has `name`, ignoring case.
-    fn name_taken(&self, name: &str) -> bool {
+    /// True when a file of the VM already has `name` (whose [`name_hash`] is `hash`),
+    /// ignoring case.
+    fn name_taken(&self, hash: u64, name: &str) -> bool {
         self.names
-            .find(name_hash(0, name, true), |&k| {
-                name_eq(&self.files[k as usize].name, name, true)
-            })
+            .find(hash, |&k| name_eq(&self.files[k as usize].name, name, true))
             .is_some()
     }
 }
@@ -2314,20 +2308,32 @@ impl Scanner<'_> {
 /// VMware's extent file names: `-flat`, `-delta`, `-sesparse`, `-rdm`, `-rdmp`, `-ctk`,
 /// `-sNNN`, `-fNNN`.
 fn is_extent_name(name: &str) -> bool {
-    let s = stem_of(name).to_ascii_lowercase();
+    let s = stem_of(name).as_bytes();
     if ["-flat", "-delta", "-sesparse", "-rdm", "-rdmp", "-ctk"]
         .iter()
-        .any(|x| s.ends_with(x))
+        .any(|x| ends_with_ignore_case(s, x))
     {
         return true;
     }
-    if let Some(pos) = s.rfind('-') {
+    if let Some(pos) = s.iter().rposition(|&b| b == b'-') {
         let t = &s[pos + 1..];
         return t.len() == 4
-            && (t.starts_with('s') || t.starts_with('f'))
-            && t[1..].bytes().all(|b| b.is_ascii_digit());
+            && matches!(t[0], b's' | b'S' | b'f' | b'F')
+            && t[1..].iter().all(u8::is_ascii_digit);
     }
     false
+}
+
+/// Whether `s` ends with `suffix` (lower-case ASCII), ignoring ASCII case.
+fn ends_with_ignore_case(s: &[u8], suffix: &str) -> bool {
+    s.len() >= suffix.len() && s[s.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+}
+
+/// Whether `s` contains `needle` (lower-case ASCII), ignoring ASCII case.
+fn contains_ignore_case(s: &str, needle: &str) -> bool {
+    s.as_bytes()
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
 fn format_of(path: &str) -> &'static str {
@@ -2340,9 +2346,8 @@ fn format_of(path: &str) -> &'static str {
 
 /// A role from the file name alone.
 fn role_by_name(name: &str) -> Role {
-    let lower = name.to_ascii_lowercase();
-    let ext = ext_of(&lower);
-    if lower.ends_with("-ctk.vmdk") || ext == "rct" || ext == "mrt" {
+    let ext = ext_of(name);
+    if ends_with_ignore_case(name.as_bytes(), "-ctk.vmdk") || ext == "rct" || ext == "mrt" {
         return Role::Cbt;
     }
     match ext.as_str() {
@@ -2354,8 +2359,8 @@ fn role_by_name(name: &str) -> Role {
         "lck" => Role::Lock,
         "avhd" | "avhdx" | "vud" => Role::SnapshotDelta,
         "vhd" | "vhdx" => Role::DiskExtent,
-        "vmdk" if is_extent_name(&lower) => {
-            if lower.contains("-delta") || lower.contains("-sesparse") {
+        "vmdk" if is_extent_name(name) => {
+            if contains_ignore_case(name, "-delta") || contains_ignore_case(name, "-sesparse") {
                 Role::SnapshotDelta
             } else {
                 Role::DiskExtent
@@ -2464,11 +2469,11 @@ mod tests {
     #[test]
     fn word_lowercasing_is_ascii_lowercasing() {
         for start in 0..=255u8 {
-            let mut bytes: Vec<u8> = (0..19).map(|k| start.wrapping_add(k * 13)).collect();
+            let bytes: Vec<u8> = (0..8).map(|k| start.wrapping_add(k * 13)).collect();
             let mut want = bytes.clone();
             want.make_ascii_lowercase();
-            ascii_lowercase_words(&mut bytes);
-            assert_eq!(bytes, want, "from {start}");
+            let got = ascii_lower_word(word_at(&bytes, 0)).to_le_bytes();
+            assert_eq!(got.as_slice(), want, "from {start}");
         }
     }
 
@@ -2476,7 +2481,7 @@ mod tests {
     /// (across hash blocks) and script, so the index and a VM's file names find them.
     #[test]
     fn case_folded_names_hash_alike() {
-        let long = "A".repeat(HASH_BLOCK * 2 + 5);
+        let long = "A".repeat(8 * 4 * 2 + 5);
         let pairs = [
             ("VM.VMX", "vm.vmx"),
             (long.as_str(), &long.to_lowercase()),

@@ -77,6 +77,17 @@ pub(crate) fn bytes_below(w: u64, n: u8) -> u64 {
     w.wrapping_sub(ONES * u64::from(n)) & !w & HIGH
 }
 
+/// Lower-cases the ASCII letters among eight bytes at once; other bytes are left alone.
+pub(crate) fn ascii_lower_word(w: u64) -> u64 {
+    // Per byte, on its low seven bits (no carry can cross into the next byte): the high bit
+    // of `ge_a` is set when the byte is >= 'A', that of `gt_z` when it is > 'Z'.
+    let low7 = w & !HIGH;
+    let ge_a = low7 + ONES * (0x80 - u64::from(b'A'));
+    let gt_z = low7 + ONES * (0x80 - u64::from(b'Z') - 1);
+    let upper = ge_a & !gt_z & !w & HIGH;
+    w | (upper >> 2)
+}
+
 /// The eight bytes at `i`, little-endian.
 pub(crate) fn word_at(s: &[u8], i: usize) -> u64 {
     let mut b = [0u8; 8];

@@ -190,8 +190,9 @@ impl DiskDatabase {
             self.text.reserve(512);
             self.ends.reserve(10);
         }
-        self.text
-            .extend(key.chars().map(|c| c.to_ascii_lowercase()));
+        let key_start = self.text.len();
+        self.text.push_str(key);
+        self.text[key_start..].make_ascii_lowercase();
         let key_end = self.text.len() as u32;
         self.text.push_str(value);
         self.ends.push((key_end, self.text.len() as u32));

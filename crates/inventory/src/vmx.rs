@@ -5,7 +5,9 @@
 //! and line breaks. The optional `.encoding` key names the charset of the unescaped bytes.
 
 use crate::InventoryError;
-use crate::text::{HIGH, ONES, bytes_below, find_byte, find_either, word_at, zero_bytes};
+use crate::text::{
+    HIGH, ONES, ascii_lower_word, bytes_below, find_byte, find_either, word_at, zero_bytes,
+};
 
 /// Lines kept at most; a 1 MiB config has far fewer, so more means a hostile file.
 pub const MAX_LINES: usize = 200_000;
@@ -311,17 +313,6 @@ fn word_or_short(s: &[u8], i: usize) -> u64 {
     } else {
         word_at(s, i.min(n - 8))
     }
-}
-
-/// Lower-cases the ASCII letters among eight bytes at once; other bytes are left alone.
-fn ascii_lower_word(w: u64) -> u64 {
-    // Per byte, on its low seven bits (no carry can cross into the next byte): the high bit
-    // of `ge_a` is set when the byte is >= 'A', that of `gt_z` when it is > 'Z'.
-    let low7 = w & !HIGH;
-    let ge_a = low7 + ONES * (0x80 - u64::from(b'A'));
-    let gt_z = low7 + ONES * (0x80 - u64::from(b'Z') - 1);
-    let upper = ge_a & !gt_z & !w & HIGH;
-    w | (upper >> 2)
 }
 
 /// An unsigned number as VMware writes them (decimal, or hex with `0x`).
