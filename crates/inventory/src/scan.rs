@@ -241,8 +241,11 @@ fn name_hash(parent: u32, name: &str, case_insensitive: bool) -> u64 {
 }
 
 fn name_eq(a: &str, b: &str, case_insensitive: bool) -> bool {
-    if !case_insensitive {
-        a == b
+    // References nearly always spell a name as it is stored: one comparison of the bytes.
+    if a == b {
+        true
+    } else if !case_insensitive {
+        false
     } else if a.is_ascii() && b.is_ascii() {
         a.eq_ignore_ascii_case(b)
     } else {
