@@ -985,9 +985,10 @@ impl Scanner<'_> {
             return false;
         }
         for d in 0..self.ds.len() {
-            let n = self.to_read(d).count();
-            let step = (n / READ_AHEAD_PROBES).max(1);
-            for e in self.to_read(d).step_by(step).take(READ_AHEAD_PROBES) {
+            // One pass over the names: the probes are spread over what it finds.
+            let wanted: Vec<&Entry> = self.to_read(d).collect();
+            let step = (wanted.len() / READ_AHEAD_PROBES).max(1);
+            for e in wanted.into_iter().step_by(step).take(READ_AHEAD_PROBES) {
                 let Ok(src) = self.ds[d].fs.open(&e.id) else {
                     continue;
                 };
