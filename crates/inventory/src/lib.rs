@@ -11,6 +11,7 @@
 
 mod error;
 pub mod hyperv;
+mod json;
 pub mod memfs;
 mod model;
 mod pipeline;

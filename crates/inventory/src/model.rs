@@ -247,6 +247,12 @@ pub struct Vm {
 }
 
 impl Vm {
+    /// Appends the VM as compact JSON (no newline): exactly what `serde_json` writes for it,
+    /// in about half the time.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        crate::json::write_vm(out, self);
+    }
+
     /// The file with that name.
     pub fn file(&self, name: &str) -> Option<&VmFile> {
         self.files.iter().find(|f| f.name == name)

@@ -171,7 +171,8 @@ fn write_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
     out.push(b'"');
 }
 
-fn write_int(out: &mut Vec<u8>, v: impl itoa::Integer) {
+/// Appends an integer as JSON (and serde_json) writes it.
+pub fn write_int(out: &mut Vec<u8>, v: impl itoa::Integer) {
     out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
 }
 

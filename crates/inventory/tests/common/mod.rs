@@ -220,12 +220,27 @@ pub fn ds(lun: &str, mut b: MemFsBuilder) -> Datastore {
 
 /// The VM of that name (panics with the list when absent).
 pub fn vm<'a>(inv: &'a Inventory, name: &str) -> &'a Vm {
-    inv.vms.iter().find(|v| v.name == name).unwrap_or_else(|| {
+    let vm = inv.vms.iter().find(|v| v.name == name).unwrap_or_else(|| {
         panic!(
             "no VM {name:?} in {:?}",
             inv.vms.iter().map(|v| &v.name).collect::<Vec<_>>()
         )
-    })
+    });
+    assert_json_as_serde(vm);
+    vm
+}
+
+/// `Vm::write_json` writes what serde_json writes from the model's derives: every VM a test
+/// looks at is checked.
+pub fn assert_json_as_serde(vm: &Vm) {
+    let mut ours = Vec::new();
+    vm.write_json(&mut ours);
+    assert_eq!(
+        String::from_utf8(ours).unwrap(),
+        serde_json::to_string(vm).unwrap(),
+        "JSON of VM {}",
+        vm.name
+    );
 }
 
 /// `(file name, role)` of a VM, sorted.

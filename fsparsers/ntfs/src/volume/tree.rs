@@ -16,7 +16,7 @@
 //! [`Ntfs::metadata_impl`]. A volume with a record that does not decode at all (its name and
 //! parent are unknown, so only the directory index can place it) is listed by `walk_tree`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use fscore::{
@@ -125,14 +125,19 @@ fn attach_inline(tree: &mut Tree, files: Vec<(u64, Arc<[u8]>)>, limits: &TreeLim
     if files.is_empty() {
         return;
     }
-    let by_ino: HashMap<u64, Arc<[u8]>> = files.into_iter().collect();
+    // Looked up by binary search: the files come in record order, and a hash map would cost
+    // a hash per name of the tree.
+    let mut by_ino = files;
+    if !by_ino.is_sorted_by_key(|f| f.0) {
+        by_ino.sort_unstable_by_key(|f| f.0);
+    }
     for e in &mut tree.entries {
         if e.entry.file_type == FileType::File
             && e.inline.is_none()
-            && let Some(bytes) = by_ino.get(&e.entry.id.ino)
+            && let Ok(k) = by_ino.binary_search_by_key(&e.entry.id.ino, |f| f.0)
             && limits.inline_extension_listed(&e.entry.name)
         {
-            e.inline = Some(bytes.clone());
+            e.inline = Some(by_ino[k].1.clone());
         }
     }
 }
@@ -334,9 +339,14 @@ fn long_name_listed(v: &[u8], extensions: &[&str]) -> bool {
 /// True when the extension of `name` (UTF-16LE bytes) is one of `extensions` (ASCII case
 /// folded); the extension follows the last dot, which must not start the name.
 fn utf16_extension_listed(name: &[u8], extensions: &[&str]) -> bool {
-    let dot = name
+    // Only the last units can hold the dot of a listed extension.
+    let longest = extensions.iter().map(|e| e.len()).max().unwrap_or(0);
+    let units = name.len() / 2;
+    let from = units.saturating_sub(longest + 1);
+    let dot = name[2 * from..2 * units]
         .chunks_exact(2)
-        .rposition(|c| c == [b'.', 0].as_slice());
+        .rposition(|c| c == [b'.', 0].as_slice())
+        .map(|d| from + d);
     let ext = match dot {
         Some(d) if d > 0 => &name[2 * d + 2..],
         _ => return false,
@@ -1046,7 +1056,11 @@ impl TreeSource for ScanSource<'_> {
                     .unwrap_or(false));
         self.below_extend.push(below);
         let inline = match (e.file_type, self.scan.record(e.id.ino)) {
-            (FileType::File, Some(r)) if self.limits.inline_wanted(&e.name) => r.inline.clone(),
+            (FileType::File, Some(r))
+                if r.inline.is_some() && self.limits.inline_wanted(&e.name) =>
+            {
+                r.inline.clone()
+            }
             _ => None,
         };
         SizedEntry {
