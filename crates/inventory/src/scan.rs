@@ -730,7 +730,7 @@ impl Build {
     /// VM has yet, compared case-insensitively: `base`, else `DIR~base`, else `N~base`.
     fn unique_name(&mut self, base: &str, parent: &str) -> String {
         let clean = |s: &str| {
-            if s.contains(['/', '\\']) {
+            if s.bytes().any(|c| c == b'/' || c == b'\\') {
                 s.replace(['/', '\\'], "~")
             } else {
                 s.to_string()
@@ -1091,7 +1091,8 @@ impl Scanner<'_> {
         let configured = refs.first().cloned().unwrap_or_default();
         let mut loc = self.first_found(ds, base_dir, refs);
         let mut chain: Vec<DiskLayer> = Vec::new();
-        let mut visited: HashSet<(usize, u32)> = HashSet::default();
+        // Chains are a few layers deep: a list beats a hash set (and allocates only once).
+        let mut visited: Vec<(usize, u32)> = Vec::new();
         let mut child_parent_cid: Option<(u32, String)> = None;
         loop {
             if chain.len() >= self.limits.max_chain {
@@ -1132,7 +1133,7 @@ impl Scanner<'_> {
                     break;
                 }
             };
-            if !visited.insert((d, i)) {
+            if visited.contains(&(d, i)) {
                 b.problem(
                     "chain-loop",
                     Some(&self.entry(d, i).path),
@@ -1143,6 +1144,7 @@ impl Scanner<'_> {
                 );
                 break;
             }
+            visited.push((d, i));
             let path = self.entry(d, i).path.clone();
             let dir = parent_path(&self.entry(d, i).path);
             let parsed = self.layer(d, i);
@@ -1180,8 +1182,8 @@ impl Scanner<'_> {
                     );
                     layer.create_type = descriptor.create_type.clone();
                     layer.capacity = Some(descriptor.capacity());
-                    layer.cid = descriptor.cid.map(|c| format!("{c:08x}"));
-                    layer.parent_cid = descriptor.parent_cid.map(|c| format!("{c:08x}"));
+                    layer.cid = descriptor.cid.map(hex8);
+                    layer.parent_cid = descriptor.parent_cid.map(hex8);
                     if let Some(h) = embedded
                         && h.unclean_shutdown
                     {
@@ -1275,8 +1277,14 @@ impl Scanner<'_> {
                     {
                         self.add(b, &l, Role::Cbt);
                     }
-                    let ctk = format!("{}-ctk.vmdk", stem_of(&path));
-                    if let Some(ci) = self.idx[d].lookup(&ctk) {
+                    // The CBT file beside the descriptor: looked up in the descriptor's own
+                    // directory, without building its path.
+                    let e = self.entry(d, i);
+                    let stem = stem_of(&e.name);
+                    let mut ctk = String::with_capacity(stem.len() + 9);
+                    ctk.push_str(stem);
+                    ctk.push_str("-ctk.vmdk");
+                    if let Some(ci) = self.idx[d].child(e.parent, &ctk) {
                         self.add(b, &Loc::Found(d, ci), Role::Cbt);
                     }
                     if has_parent {
@@ -1706,8 +1714,8 @@ impl Scanner<'_> {
         single: bool,
         snapshot_stems: &HashSet<String>,
     ) {
-        let stem_l = stem.to_lowercase();
-        let vmx_swap = format!("vmx-{stem_l}");
+        // Which names are the VM's, by prefix: only asked when the folder has other VMs.
+        let mut prefixes: Option<(String, String)> = None;
         for &k in self.idx[d].kids(dir) {
             let e = self.entry(d, k);
             let ext = ext_of(&e.name);
@@ -1718,8 +1726,16 @@ impl Scanner<'_> {
             if !interesting {
                 continue;
             }
-            let lname = e.name.to_lowercase();
-            let mine = single || lname.starts_with(&stem_l) || lname.starts_with(&vmx_swap);
+            let lname = || e.name.to_lowercase();
+            let mine = single || {
+                let (stem_l, vmx_swap) = prefixes.get_or_insert_with(|| {
+                    let stem_l = stem.to_lowercase();
+                    let vmx_swap = format!("vmx-{stem_l}");
+                    (stem_l, vmx_swap)
+                });
+                let l = lname();
+                l.starts_with(stem_l.as_str()) || l.starts_with(vmx_swap.as_str())
+            };
             if !mine {
                 continue;
             }
@@ -1760,11 +1776,11 @@ impl Scanner<'_> {
                 }
                 "vmem" => {
                     self.add(b, &Loc::Found(d, k), Role::Other);
-                    if !snapshot_stems.contains(&stem_of(&lname).to_string()) {
+                    if !snapshot_stems.contains(stem_of(&lname())) {
                         b.running.push(format!("{}: memory file present", e.path));
                     }
                 }
-                _ if lname.starts_with(".lck-") => {
+                _ if lname().starts_with(".lck-") => {
                     self.add(b, &Loc::Found(d, k), Role::Lock);
                     b.running.push(format!("{}: NFS lock file present", e.path));
                 }
@@ -2338,6 +2354,15 @@ fn contains_ignore_case(s: &str, needle: &str) -> bool {
     s.as_bytes()
         .windows(needle.len())
         .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+}
+
+/// A CID as descriptors write it: eight lower-case hex digits.
+fn hex8(v: u32) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    (0..8)
+        .rev()
+        .map(|k| char::from(HEX[(v >> (4 * k)) as usize & 0xF]))
+        .collect()
 }
 
 fn format_of(path: &str) -> &'static str {

@@ -653,7 +653,9 @@ impl Vmx {
                 mode,
             });
         }
-        out.sort_by_key(|d| device_order(&d.device));
+        if out.len() > 1 {
+            out.sort_by_cached_key(|d| device_order(&d.device));
+        }
         out
     }
 }
