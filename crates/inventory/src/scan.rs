@@ -204,40 +204,40 @@ fn name_hash(parent: u32, name: &str, case_insensitive: bool) -> u64 {
     if !case_insensitive {
         h.write(name.as_bytes());
     } else if name.is_ascii() {
-        // Folded a word at a time: the hasher takes eight bytes per step, not one.
-        let mut words = name.as_bytes().chunks_exact(8);
-        for w in &mut words {
-            h.write_u64(ascii_lower_word(word_at(w, 0)));
-        }
-        let tail = words.remainder();
-        if !tail.is_empty() {
-            let mut w = [0u8; 8];
-            w[..tail.len()].copy_from_slice(tail);
-            h.write_u64(ascii_lower_word(u64::from_le_bytes(w)));
-        }
-        h.write_usize(name.len());
+        hash_folded(&mut h, name.as_bytes());
     } else {
-        // The UTF-8 of the lower-cased name in the same words, so that names `name_eq` finds
-        // equal (an ASCII `k` and the Kelvin sign, say) hash alike.
-        let (mut w, mut used, mut len) = ([0u8; 8], 0, 0);
-        for c in name.chars().flat_map(char::to_lowercase) {
-            for &byte in c.encode_utf8(&mut [0u8; 4]).as_bytes() {
-                w[used] = byte;
-                used += 1;
-                len += 1;
-                if used == 8 {
-                    h.write_u64(u64::from_le_bytes(w));
-                    used = 0;
-                }
-            }
-        }
-        if used > 0 {
-            w[used..].fill(0);
-            h.write_u64(u64::from_le_bytes(w));
-        }
-        h.write_usize(len);
+        // The name lower-cased char by char, as `name_eq` compares (not `str::to_lowercase`,
+        // whose final-sigma rule `name_eq` does not apply), hashed the same way: names it
+        // finds equal (an ASCII `k` and the Kelvin sign, say) hash alike.
+        let lower: String = name.chars().flat_map(char::to_lowercase).collect();
+        hash_folded(&mut h, lower.as_bytes());
     }
     h.finish()
+}
+
+/// Feeds `bytes` to `h` with ASCII letters lower-cased, a word at a time. A name of eight
+/// bytes or more ends with the word that overlaps the one before (reading a short tail into a
+/// buffer and back would stall on the buffer's stores); a shorter one is one word built in
+/// registers.
+fn hash_folded(h: &mut rustc_hash::FxHasher, bytes: &[u8]) {
+    let n = bytes.len();
+    if n < 8 {
+        let w = bytes
+            .iter()
+            .enumerate()
+            .fold(0u64, |w, (i, &b)| w | u64::from(b) << (8 * i));
+        h.write_u64(ascii_lower_word(w));
+    } else {
+        let mut at = 0;
+        while at + 8 <= n {
+            h.write_u64(ascii_lower_word(word_at(bytes, at)));
+            at += 8;
+        }
+        if at < n {
+            h.write_u64(ascii_lower_word(word_at(bytes, n - 8)));
+        }
+    }
+    h.write_usize(n);
 }
 
 fn name_eq(a: &str, b: &str, case_insensitive: bool) -> bool {
@@ -2517,6 +2517,11 @@ mod tests {
             ("\u{212A}elvin.vmdk", "kelvin.vmdk"),
             ("ÄÖÜ-Disk.vmdk", "äöü-disk.VMDK"),
             (&format!("{long}É"), &format!("{}é", long.to_lowercase())),
+            // `str::to_lowercase` would make the last one a final sigma (ς).
+            ("ΑΣ", "Ασ"),
+            ("abcdefgh", "ABCDEFGH"),
+            ("abcdefghi", "ABCDEFGHI"),
+            ("", ""),
         ];
         for (a, b) in pairs {
             assert!(name_eq(a, b, true), "{a} {b}");

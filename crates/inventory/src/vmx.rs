@@ -351,37 +351,42 @@ fn trim(s: &[u8]) -> &[u8] {
     trim_end(trim_start(s))
 }
 
-/// Lower-cases a key in place (ASCII letters only) and tells whether it holds a blank, a
-/// control character or a quote, and whether it holds non-ASCII bytes. Works on eight bytes at
-/// a time; the last word may overlap the previous one, which is harmless as both the check and
-/// the lower-casing can be repeated.
-fn check_and_lower_key(key: &mut [u8]) -> (bool, bool) {
+/// Appends `key` to `out` lower-cased (ASCII letters only) and tells whether it holds a blank,
+/// a control character or a quote, and whether it holds non-ASCII bytes. Works on eight bytes
+/// at a time, read from `key` itself: reading back words just copied into `out` would stall on
+/// the copy's stores. The last word may overlap the previous one; only its new bytes are
+/// appended, and checking bytes twice is harmless.
+fn push_lowered_key(key: &[u8], out: &mut Vec<u8>) -> (bool, bool) {
     let n = key.len();
     if n < 8 {
         let (mut odd, mut high) = (false, 0u8);
-        for b in key.iter_mut() {
+        for &b in key {
             // Blanks and control characters are all <= 0x20, or DEL.
-            odd |= (*b <= b' ') | (*b == b'"') | (*b == 0x7F);
-            high |= *b;
-            b.make_ascii_lowercase();
+            odd |= (b <= b' ') | (b == b'"') | (b == 0x7F);
+            high |= b;
+            out.push(b.to_ascii_lowercase());
         }
         return (odd, high >= 0x80);
     }
+    out.reserve(n);
     let (mut odd, mut high) = (0u64, 0u64);
-    let mut i = 0;
-    loop {
-        let at = i.min(n - 8);
-        let w = word_at(key, at);
+    let mut check = |w: u64| {
         odd |= bytes_below(w, b' ' + 1)
             | zero_bytes(w ^ (ONES * u64::from(b'"')))
             | zero_bytes(w ^ (ONES * 0x7F));
         high |= w & HIGH;
-        key[at..at + 8].copy_from_slice(&ascii_lower_word(w).to_le_bytes());
-        if at == n - 8 {
-            return (odd != 0, high != 0);
-        }
+        ascii_lower_word(w).to_le_bytes()
+    };
+    let mut i = 0;
+    while i + 8 <= n {
+        out.extend_from_slice(&check(word_at(key, i)));
         i += 8;
     }
+    if i < n {
+        let last = check(word_at(key, n - 8));
+        out.extend_from_slice(&last[8 - (n - i)..]);
+    }
+    (odd != 0, high != 0)
 }
 
 /// Parses a (trimmed, non-empty) line: appends its key, lower-cased, then its value,
@@ -396,8 +401,7 @@ fn parse_line(line: &[u8], buf: &mut Vec<u8>) -> Result<usize, &'static str> {
         return Err("empty key");
     }
     let start = buf.len();
-    buf.extend_from_slice(key);
-    let (odd, non_ascii) = check_and_lower_key(&mut buf[start..]);
+    let (odd, non_ascii) = push_lowered_key(key, buf);
     if odd {
         return Err("key contains blanks, quotes or control characters");
     }
@@ -865,18 +869,19 @@ mod tests {
     fn key_check_of_every_length() {
         for len in 1..40 {
             let key: Vec<u8> = (0..len).map(|i| b'A' + (i % 26) as u8).collect();
-            let mut k = key.clone();
-            assert_eq!(check_and_lower_key(&mut k), (false, false));
-            assert_eq!(k, key.to_ascii_lowercase());
+            let mut out = b"kept".to_vec();
+            assert_eq!(push_lowered_key(&key, &mut out), (false, false));
+            assert_eq!(out[..4], *b"kept");
+            assert_eq!(out[4..], key.to_ascii_lowercase());
             for at in 0..len {
                 for bad in [b' ', b'\t', 0x01, b'"', 0x7F] {
                     let mut k = key.clone();
                     k[at] = bad;
-                    assert!(check_and_lower_key(&mut k).0, "{len} {at} {bad:#x}");
+                    assert!(push_lowered_key(&k, &mut Vec::new()).0, "{len} {at} {bad:#x}");
                 }
                 let mut k = key.clone();
                 k[at] = 0xC3;
-                assert_eq!(check_and_lower_key(&mut k), (false, true));
+                assert_eq!(push_lowered_key(&k, &mut Vec::new()), (false, true));
             }
         }
     }
