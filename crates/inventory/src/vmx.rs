@@ -608,29 +608,60 @@ impl Vmx {
     /// whose `.present` is FALSE and disks on an absent controller are left out.
     pub fn disks(&self) -> Vec<VmxDisk> {
         let dict = &self.dict;
-        let mut out = Vec::new();
-        // One buffer for the `<device>.<property>` keys looked up below.
-        let mut key = String::with_capacity(32);
-        let mut get = |device: &str, property: &str| {
-            key.clear();
-            key.push_str(device);
-            key.push_str(property);
-            dict.find(&key).map(|i| dict.value_at(i))
-        };
-        let is_false = |v: Option<&str>| v.is_some_and(|v| !is_true(v));
+        // One pass over the keys collects the last value of every `<device>.<property>` the
+        // disks need, instead of a hash lookup per property per disk.
+        let mut props: Vec<DeviceProps<'_>> = Vec::new();
+        let mut files: Vec<(&str, Bus, usize)> = Vec::new();
         for i in 0..dict.entries.len() {
-            let Some((device, bus)) = disk_key(dict.key_at(i)) else {
+            let key = dict.key_at(i);
+            if !key.starts_with(['s', 'i', 'n']) {
+                continue;
+            }
+            if let Some((device, bus)) = disk_key(key) {
+                files.push((device, bus, i));
+                continue;
+            }
+            let Some((device, property)) = key.rsplit_once('.') else {
                 continue;
             };
+            let slot = match property {
+                "present" => 0,
+                "devicetype" => 1,
+                "mode" => 2,
+                _ => continue,
+            };
+            let at = match props.iter().position(|p| p.device == device) {
+                Some(at) => at,
+                None => {
+                    props.push(DeviceProps {
+                        device,
+                        last: [None; 3],
+                    });
+                    props.len() - 1
+                }
+            };
+            // Entries are in file order: a later duplicate replaces the earlier one.
+            props[at].last[slot] = Some(i);
+        }
+        let prop = |device: &str, slot: usize| {
+            props
+                .iter()
+                .find(|p| p.device == device)
+                .and_then(|p| p.last[slot])
+                .map(|i| dict.value_at(i))
+        };
+        let is_false = |v: Option<&str>| v.is_some_and(|v| !is_true(v));
+        let mut out: Vec<VmxDisk> = Vec::new();
+        for (k, &(device, bus, i)) in files.iter().enumerate() {
             // Only the last occurrence of a duplicated key counts, as for every other key.
-            if dict.find(dict.key_at(i)) != Some(i) {
+            if files[k + 1..].iter().any(|f| f.0 == device) {
                 continue;
             }
             let controller = &device[..device.find(':').unwrap_or(device.len())];
-            if is_false(get(device, ".present")) || is_false(get(controller, ".present")) {
+            if is_false(prop(device, 0)) || is_false(prop(controller, 0)) {
                 continue;
             }
-            let device_type = get(device, ".devicetype");
+            let device_type = prop(device, 1);
             if device_type.is_some_and(is_not_a_disk) {
                 continue;
             }
@@ -645,16 +676,12 @@ impl Vmx {
             {
                 continue;
             }
-            if out.iter().any(|d: &VmxDisk| d.device == device) {
-                continue;
-            }
-            let mode = get(device, ".mode").map(str::to_string);
             out.push(VmxDisk {
                 device: device.to_string(),
                 bus,
                 file_name: value.to_string(),
                 device_type: device_type.map(str::to_string),
-                mode,
+                mode: prop(device, 2).map(str::to_string),
             });
         }
         if out.len() > 1 {
@@ -662,6 +689,13 @@ impl Vmx {
         }
         out
     }
+}
+
+/// The disk properties of one device (or controller) of a `.vmx`: the entry holding the last
+/// `.present`, `.deviceType` and `.mode`.
+struct DeviceProps<'a> {
+    device: &'a str,
+    last: [Option<usize>; 3],
 }
 
 /// A boolean as VMware writes them (`TRUE`, also `yes`/`1`/`on`); anything else is false.
@@ -883,6 +917,88 @@ mod tests {
                 k[at] = 0xC3;
                 assert_eq!(push_lowered_key(&k, &mut Vec::new()), (false, true));
             }
+        }
+    }
+
+        /// The disks as the first implementation found them, a hash lookup per property.
+        fn disks_by_lookup(v: &Vmx) -> Vec<VmxDisk> {
+            let dict = &v.dict;
+            let mut out = Vec::new();
+            // One buffer for the `<device>.<property>` keys looked up below.
+            let mut key = String::with_capacity(32);
+            let mut get = |device: &str, property: &str| {
+                key.clear();
+                key.push_str(device);
+                key.push_str(property);
+                dict.find(&key).map(|i| dict.value_at(i))
+            };
+            let is_false = |v: Option<&str>| v.is_some_and(|v| !is_true(v));
+            for i in 0..dict.entries.len() {
+                let Some((device, bus)) = disk_key(dict.key_at(i)) else {
+                    continue;
+                };
+                // Only the last occurrence of a duplicated key counts, as for every other key.
+                if dict.find(dict.key_at(i)) != Some(i) {
+                    continue;
+                }
+                let controller = &device[..device.find(':').unwrap_or(device.len())];
+                if is_false(get(device, ".present")) || is_false(get(controller, ".present")) {
+                    continue;
+                }
+                let device_type = get(device, ".devicetype");
+                if device_type.is_some_and(is_not_a_disk) {
+                    continue;
+                }
+                let value = dict.value_at(i);
+                if value.is_empty()
+                    || ends_with_ignore_ascii_case(value, ".iso")
+                    || value
+                        .as_bytes()
+                        .get(..5)
+                        .is_some_and(|p| p.eq_ignore_ascii_case(b"/dev/"))
+                    || value.eq_ignore_ascii_case("auto detect")
+                {
+                    continue;
+                }
+                if out.iter().any(|d: &VmxDisk| d.device == device) {
+                    continue;
+                }
+                let mode = get(device, ".mode").map(str::to_string);
+                out.push(VmxDisk {
+                    device: device.to_string(),
+                    bus,
+                    file_name: value.to_string(),
+                    device_type: device_type.map(str::to_string),
+                    mode,
+                });
+            }
+            if out.len() > 1 {
+                out.sort_by_cached_key(|d| device_order(&d.device));
+            }
+            out
+        }
+
+    proptest::proptest! {
+        /// The one-pass `disks` finds what a lookup per property finds, whatever the keys,
+        /// their case, their order and their duplicates.
+        #[test]
+        fn disks_in_one_pass_as_by_lookup(
+            lines in proptest::collection::vec((0usize..9, 0usize..6, 0usize..12), 0..24)
+        ) {
+            const DEVICES: [&str; 9] =
+                ["scsi0:0", "scsi0:1", "SCSI0:1", "ide1:0", "sata0:0", "nvme0:0", "scsi0", "sata0", "scsi00:1"];
+            const PROPS: [&str; 6] =
+                [".fileName", ".present", ".deviceType", ".mode", ".FILENAME", ".virtualDev"];
+            const VALUES: [&str; 12] = [
+                "a.vmdk", "b.ISO", "/dev/sda", "auto detect", "TRUE", "FALSE", "no",
+                "cdrom-raw", "scsi-passthru", "independent-persistent", "", "c d.vmdk",
+            ];
+            let mut text = String::from("config.version = \"8\"\n");
+            for (d, p, v) in lines {
+                text.push_str(&format!("{}{} = \"{}\"\n", DEVICES[d], PROPS[p], VALUES[v]));
+            }
+            let v = Vmx::parse(text.as_bytes()).unwrap();
+            proptest::prop_assert_eq!(v.disks(), disks_by_lookup(&v), "{}", text);
         }
     }
 
