@@ -1700,7 +1700,12 @@ impl Scanner<'_> {
                 .collect()
         };
         for k in leftovers {
-            self.add(b, &Loc::Found(d, k), role_by_name(&self.entry(d, k).name));
+            let loc = Loc::Found(d, k);
+            // The VM's own files are not claimed yet either: those it has are skipped here,
+            // before their role is worked out for nothing.
+            if !b.by_loc.contains_key(&loc) {
+                self.add(b, &loc, role_by_name(&self.entry(d, k).name));
+            }
         }
     }
 

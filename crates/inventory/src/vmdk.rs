@@ -73,6 +73,10 @@ pub fn probe(first: &[u8]) -> Probe {
     if le::u64_at(first, 0) == Some(SESPARSE_MAGIC) {
         return Probe::SeSparse;
     }
+    // What VMware writes first: no need to look further.
+    if first.starts_with(b"# Disk DescriptorFile") {
+        return Probe::Text;
+    }
     let text = &first[..find_byte(0, first).unwrap_or(first.len())];
     // `from_utf8_lossy` walks byte by byte even over valid UTF-8; check that fast first.
     let s = match std::str::from_utf8(text) {
