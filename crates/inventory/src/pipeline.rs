@@ -38,6 +38,8 @@ struct State<P, V, T> {
     stop: bool,
     /// A thread panicked: what it held will never arrive.
     failed: bool,
+    /// Threads waiting on `changed`: waking is a system call, made only when someone waits.
+    waiting: usize,
 }
 
 struct Shared<P, V, T> {
@@ -50,8 +52,22 @@ impl<P, V, T> Shared<P, V, T> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn wait<'g>(&self, g: MutexGuard<'g, State<P, V, T>>) -> MutexGuard<'g, State<P, V, T>> {
-        self.changed.wait(g).unwrap_or_else(|p| p.into_inner())
+    fn wait<'g>(&self, mut g: MutexGuard<'g, State<P, V, T>>) -> MutexGuard<'g, State<P, V, T>> {
+        g.waiting += 1;
+        let mut g = self.changed.wait(g).unwrap_or_else(|p| p.into_inner());
+        g.waiting -= 1;
+        g
+    }
+
+    /// Unlocks `g` and wakes the waiting threads, if any. A thread about to wait counts itself
+    /// under the lock before it sleeps, and checks the state under the lock first, so a change
+    /// made under the lock is never missed.
+    fn release_and_wake(&self, g: MutexGuard<'_, State<P, V, T>>) {
+        let wake = g.waiting > 0;
+        drop(g);
+        if wake {
+            self.changed.notify_all();
+        }
     }
 }
 
@@ -116,6 +132,7 @@ pub(crate) fn run_ordered<P: Send, V: Send, T: Send>(
             all_finished: false,
             stop: false,
             failed: false,
+            waiting: 0,
         }),
         changed: Condvar::new(),
     };
@@ -158,7 +175,8 @@ pub(crate) fn run_ordered<P: Send, V: Send, T: Send>(
                 }
                 finish_at += 1;
                 st.all_finished = finish_at == n;
-                shared.changed.notify_all();
+                shared.release_and_wake(st);
+                st = shared.lock();
                 continue;
             }
             if let Some((i, v)) = st.to_map.pop_front() {
@@ -223,7 +241,9 @@ fn helper<P: Send, V: Send, T: Send>(
             None => break,
             Some(Task::Map(i, v)) => {
                 let t = map(v);
-                shared.lock().mapped[i] = Some(Some(t));
+                let mut st = shared.lock();
+                st.mapped[i] = Some(Some(t));
+                shared.release_and_wake(st);
             }
             Some(Task::Prepare(range)) => {
                 let done: Vec<P> = range.clone().map(prepare).collect();
@@ -231,9 +251,9 @@ fn helper<P: Send, V: Send, T: Send>(
                 for (i, p) in range.zip(done) {
                     st.prepared[i] = Some(p);
                 }
+                shared.release_and_wake(st);
             }
         }
-        shared.changed.notify_all();
     }
     std::mem::forget(leave);
 }
