@@ -10,7 +10,8 @@
 # 10 files a VM.
 #
 # Run by hand as root, never in CI:  tests/bench/inventory.sh
-# Environment: RUNS (hyperfine runs, default 10), VMS (default 1000), FS (default "ntfs vmfs5 vmfs6").
+# Environment: RUNS (hyperfine runs, default 10), ROUNDS (rounds they are split into, default 6),
+# VMS (default 1000), FS (default "ntfs vmfs5 vmfs6").
 # Inputs are generated under target/bench/inventory/ and kept between runs (the VMFS images
 # are rebuilt when mkvmfs changed).
 set -euo pipefail
@@ -138,7 +139,13 @@ if [[ " $FS " == *" ntfs "* ]]; then
   echo "${CHECKS[-1]}"
 fi
 
-# hyperfine: one JSON export per (fs, cache); commands named so the table can find them.
+# hyperfine, in ROUNDS rounds of RUNS/ROUNDS runs of each command, the order of the commands
+# swapped every round: this VM's speed drifts by up to 2x within minutes, and with all of one
+# tool's runs before all of the other's, a drift lands on one side of the ratio only. The runs
+# of all rounds are pooled (times, and user + system time per run) into one JSON per
+# (fs, cache); commands are named so the table can find them.
+ROUNDS=${ROUNDS:-6}
+((ROUNDS > RUNS)) && ROUNDS=$RUNS
 declare -A MEAN=() SD=() CPU=() MED=()
 for cache in warm cold; do
   if [ "$cache" = warm ]; then
@@ -148,19 +155,39 @@ for cache in warm cold; do
   fi
   for fs in $FS; do
     img=$(image_of "$fs")
-    cmds=(-n lunproxy "$LUNPROXY vms '$img' --json > /dev/null")
-    [ "$fs" = ntfs ] && cmds+=(-n fls "fls -r '$img' > /dev/null")
+    lp=(-n lunproxy "$LUNPROXY vms '$img' --json > /dev/null")
+    peer=()
+    [ "$fs" = ntfs ] && peer=(-n fls "fls -r '$img' > /dev/null")
     json=$W/hyperfine-$fs-$cache.json
-    hyperfine --style basic --runs "$RUNS" "${opts[@]}" --export-json "$json" "${cmds[@]}"
+    parts=()
+    for ((round = 0; round < ROUNDS; round++)); do
+      runs=$(((RUNS + round) / ROUNDS))
+      part=$W/hyperfine-$fs-$cache.$round.json
+      if ((round % 2)) && ((${#peer[@]})); then cmds=("${peer[@]}" "${lp[@]}"); else cmds=("${lp[@]}" "${peer[@]}"); fi
+      hyperfine --style basic --runs "$runs" "${opts[@]}" --export-json "$part" "${cmds[@]}"
+      parts+=("$part")
+    done
+    # Pooled: every run of every round, per command.
+    jq -s '[.[].results[]] | group_by(.command) | map({
+        command: .[0].command,
+        times: (map(.times) | add),
+        cpu: ((map((.user + .system) * (.times | length)) | add)
+              / (map(.times | length) | add))
+      } | .mean = ((.times | add) / (.times | length))
+        | .stddev = (((.times | map(. * .) | add) / (.times | length) - .mean * .mean) | if . > 0 then sqrt else 0 end)
+        | .median = (.times | sort | if length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end)
+      ) | {results: .}' "${parts[@]}" >"$json"
+    rm -f "${parts[@]}"
     while read -r name mean sd cpu med; do
       MEAN[$fs/$cache/$name]=$mean SD[$fs/$cache/$name]=$sd CPU[$fs/$cache/$name]=$cpu MED[$fs/$cache/$name]=$med
-    done < <(jq -r '.results[] | "\(.command) \(.mean) \(.stddev) \(.user + .system) \(.median)"' "$json")
+    done < <(jq -r '.results[] | "\(.command) \(.mean) \(.stddev) \(.cpu) \(.median)"' "$json")
   done
 done
 
 echo
 bench_machine
-echo "datastore: $VMS VMs, $FILES files (10 a VM, thin -flat.vmdk extents); hyperfine, $RUNS runs each"
+echo "datastore: $VMS VMs, $FILES files (10 a VM, thin -flat.vmdk extents); hyperfine, $RUNS runs each,"
+echo "          in $ROUNDS rounds alternating which tool goes first"
 echo "goal: lunproxy < 0.5 s and >= 5x faster than fls -r (ratio = t(fls -r) / t(lunproxy vms), of the"
 echo "means, and in brackets of the medians, which one slow run does not move)"
 echo "cpu s = user + system time (less disturbed by other load than the wall-clock mean)"
