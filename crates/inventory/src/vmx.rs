@@ -911,7 +911,10 @@ mod tests {
                 for bad in [b' ', b'\t', 0x01, b'"', 0x7F] {
                     let mut k = key.clone();
                     k[at] = bad;
-                    assert!(push_lowered_key(&k, &mut Vec::new()).0, "{len} {at} {bad:#x}");
+                    assert!(
+                        push_lowered_key(&k, &mut Vec::new()).0,
+                        "{len} {at} {bad:#x}"
+                    );
                 }
                 let mut k = key.clone();
                 k[at] = 0xC3;
@@ -920,63 +923,63 @@ mod tests {
         }
     }
 
-        /// The disks as the first implementation found them, a hash lookup per property.
-        fn disks_by_lookup(v: &Vmx) -> Vec<VmxDisk> {
-            let dict = &v.dict;
-            let mut out = Vec::new();
-            // One buffer for the `<device>.<property>` keys looked up below.
-            let mut key = String::with_capacity(32);
-            let mut get = |device: &str, property: &str| {
-                key.clear();
-                key.push_str(device);
-                key.push_str(property);
-                dict.find(&key).map(|i| dict.value_at(i))
+    /// The disks as the first implementation found them, a hash lookup per property.
+    fn disks_by_lookup(v: &Vmx) -> Vec<VmxDisk> {
+        let dict = &v.dict;
+        let mut out = Vec::new();
+        // One buffer for the `<device>.<property>` keys looked up below.
+        let mut key = String::with_capacity(32);
+        let mut get = |device: &str, property: &str| {
+            key.clear();
+            key.push_str(device);
+            key.push_str(property);
+            dict.find(&key).map(|i| dict.value_at(i))
+        };
+        let is_false = |v: Option<&str>| v.is_some_and(|v| !is_true(v));
+        for i in 0..dict.entries.len() {
+            let Some((device, bus)) = disk_key(dict.key_at(i)) else {
+                continue;
             };
-            let is_false = |v: Option<&str>| v.is_some_and(|v| !is_true(v));
-            for i in 0..dict.entries.len() {
-                let Some((device, bus)) = disk_key(dict.key_at(i)) else {
-                    continue;
-                };
-                // Only the last occurrence of a duplicated key counts, as for every other key.
-                if dict.find(dict.key_at(i)) != Some(i) {
-                    continue;
-                }
-                let controller = &device[..device.find(':').unwrap_or(device.len())];
-                if is_false(get(device, ".present")) || is_false(get(controller, ".present")) {
-                    continue;
-                }
-                let device_type = get(device, ".devicetype");
-                if device_type.is_some_and(is_not_a_disk) {
-                    continue;
-                }
-                let value = dict.value_at(i);
-                if value.is_empty()
-                    || ends_with_ignore_ascii_case(value, ".iso")
-                    || value
-                        .as_bytes()
-                        .get(..5)
-                        .is_some_and(|p| p.eq_ignore_ascii_case(b"/dev/"))
-                    || value.eq_ignore_ascii_case("auto detect")
-                {
-                    continue;
-                }
-                if out.iter().any(|d: &VmxDisk| d.device == device) {
-                    continue;
-                }
-                let mode = get(device, ".mode").map(str::to_string);
-                out.push(VmxDisk {
-                    device: device.to_string(),
-                    bus,
-                    file_name: value.to_string(),
-                    device_type: device_type.map(str::to_string),
-                    mode,
-                });
+            // Only the last occurrence of a duplicated key counts, as for every other key.
+            if dict.find(dict.key_at(i)) != Some(i) {
+                continue;
             }
-            if out.len() > 1 {
-                out.sort_by_cached_key(|d| device_order(&d.device));
+            let controller = &device[..device.find(':').unwrap_or(device.len())];
+            if is_false(get(device, ".present")) || is_false(get(controller, ".present")) {
+                continue;
             }
-            out
+            let device_type = get(device, ".devicetype");
+            if device_type.is_some_and(is_not_a_disk) {
+                continue;
+            }
+            let value = dict.value_at(i);
+            if value.is_empty()
+                || ends_with_ignore_ascii_case(value, ".iso")
+                || value
+                    .as_bytes()
+                    .get(..5)
+                    .is_some_and(|p| p.eq_ignore_ascii_case(b"/dev/"))
+                || value.eq_ignore_ascii_case("auto detect")
+            {
+                continue;
+            }
+            if out.iter().any(|d: &VmxDisk| d.device == device) {
+                continue;
+            }
+            let mode = get(device, ".mode").map(str::to_string);
+            out.push(VmxDisk {
+                device: device.to_string(),
+                bus,
+                file_name: value.to_string(),
+                device_type: device_type.map(str::to_string),
+                mode,
+            });
         }
+        if out.len() > 1 {
+            out.sort_by_cached_key(|d| device_order(&d.device));
+        }
+        out
+    }
 
     proptest::proptest! {
         /// The one-pass `disks` finds what a lookup per property finds, whatever the keys,
