@@ -666,14 +666,7 @@ impl Vmx {
                 continue;
             }
             let value = dict.value_at(i);
-            if value.is_empty()
-                || ends_with_ignore_ascii_case(value, ".iso")
-                || value
-                    .as_bytes()
-                    .get(..5)
-                    .is_some_and(|p| p.eq_ignore_ascii_case(b"/dev/"))
-                || value.eq_ignore_ascii_case("auto detect")
-            {
+            if names_no_disk_file(value) {
                 continue;
             }
             out.push(VmxDisk {
@@ -696,6 +689,18 @@ impl Vmx {
 struct DeviceProps<'a> {
     device: &'a str,
     last: [Option<usize>; 3],
+}
+
+/// True when a disk's `.fileName` names no disk file: empty, an ISO image, a host device, or
+/// a CD-ROM's `auto detect`.
+fn names_no_disk_file(value: &str) -> bool {
+    value.is_empty()
+        || ends_with_ignore_ascii_case(value, ".iso")
+        || value
+            .as_bytes()
+            .get(..5)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"/dev/"))
+        || value.eq_ignore_ascii_case("auto detect")
 }
 
 /// A boolean as VMware writes them (`TRUE`, also `yes`/`1`/`on`); anything else is false.
@@ -953,14 +958,7 @@ mod tests {
                 continue;
             }
             let value = dict.value_at(i);
-            if value.is_empty()
-                || ends_with_ignore_ascii_case(value, ".iso")
-                || value
-                    .as_bytes()
-                    .get(..5)
-                    .is_some_and(|p| p.eq_ignore_ascii_case(b"/dev/"))
-                || value.eq_ignore_ascii_case("auto detect")
-            {
+            if names_no_disk_file(value) {
                 continue;
             }
             if out.iter().any(|d: &VmxDisk| d.device == device) {
