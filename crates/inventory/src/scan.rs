@@ -784,8 +784,14 @@ impl Scanner<'_> {
 
     /// Adds a file to the build (once) and returns its name.
     fn add(&self, b: &mut Build, loc: &Loc, role: Role) -> String {
+        let i = self.add_file(b, loc, role);
+        b.files[i].name.clone()
+    }
+
+    /// Adds a file to the build (once) and returns its index in `b.files`.
+    fn add_file(&self, b: &mut Build, loc: &Loc, role: Role) -> usize {
         if let Some(&i) = b.by_loc.get(loc) {
-            return b.files[i].name.clone();
+            return i;
         }
         let file = match loc {
             Loc::Found(d, i) => {
@@ -821,10 +827,10 @@ impl Scanner<'_> {
                 }
             }
         };
-        let name = file.name.clone();
-        b.by_loc.insert(loc.clone(), b.files.len());
+        let i = b.files.len();
+        b.by_loc.insert(loc.clone(), i);
         b.files.push(file);
-        name
+        i
     }
 
     /// Resolves a file reference made by a file in `base_dir` of datastore `ds`.
@@ -1275,7 +1281,7 @@ impl Scanner<'_> {
                     if let Some(ctk) = &descriptor.change_track_path
                         && let l @ Loc::Found(..) = self.resolve(d, dir, ctk)
                     {
-                        self.add(b, &l, Role::Cbt);
+                        self.add_file(b, &l, Role::Cbt);
                     }
                     // The CBT file beside the descriptor: looked up in the descriptor's own
                     // directory, without building its path.
@@ -1285,7 +1291,7 @@ impl Scanner<'_> {
                     ctk.push_str(stem);
                     ctk.push_str("-ctk.vmdk");
                     if let Some(ci) = self.idx[d].child(e.parent, &ctk) {
-                        self.add(b, &Loc::Found(d, ci), Role::Cbt);
+                        self.add_file(b, &Loc::Found(d, ci), Role::Cbt);
                     }
                     if has_parent {
                         match &descriptor.parent_file_name_hint {
@@ -1454,7 +1460,7 @@ impl Scanner<'_> {
     fn add_rct(&self, b: &mut Build, ds: usize, path: &str) {
         for ext in ["rct", "mrt"] {
             if let Some(i) = self.idx[ds].lookup(&format!("{path}.{ext}")) {
-                self.add(b, &Loc::Found(ds, i), Role::Cbt);
+                self.add_file(b, &Loc::Found(ds, i), Role::Cbt);
             }
         }
     }
@@ -1704,7 +1710,7 @@ impl Scanner<'_> {
             // The VM's own files are not claimed yet either: those it has are skipped here,
             // before their role is worked out for nothing.
             if !b.by_loc.contains_key(&loc) {
-                self.add(b, &loc, role_by_name(&self.entry(d, k).name));
+                self.add_file(b, &loc, role_by_name(&self.entry(d, k).name));
             }
         }
     }
@@ -1748,7 +1754,7 @@ impl Scanner<'_> {
                 if ext == "lck" {
                     let kids = self.idx[d].kids(k).to_vec();
                     for lk in &kids {
-                        self.add(b, &Loc::Found(d, *lk), Role::Lock);
+                        self.add_file(b, &Loc::Found(d, *lk), Role::Lock);
                     }
                     b.running.push(format!(
                         "{}: lock directory present ({} lock files)",
@@ -1760,33 +1766,33 @@ impl Scanner<'_> {
             }
             match ext.as_str() {
                 "vswp" => {
-                    self.add(b, &Loc::Found(d, k), Role::Swap);
+                    self.add_file(b, &Loc::Found(d, k), Role::Swap);
                     b.running.push(format!("{}: swap file present", e.path));
                 }
                 "lck" => {
-                    self.add(b, &Loc::Found(d, k), Role::Lock);
+                    self.add_file(b, &Loc::Found(d, k), Role::Lock);
                     b.running.push(format!("{}: lock file present", e.path));
                 }
                 "log" => {
-                    self.add(b, &Loc::Found(d, k), Role::Log);
+                    self.add_file(b, &Loc::Found(d, k), Role::Log);
                 }
                 "vmss" => {
-                    self.add(b, &Loc::Found(d, k), Role::Other);
+                    self.add_file(b, &Loc::Found(d, k), Role::Other);
                     b.suspended
                         .push(format!("{}: suspend state present", e.path));
                 }
                 "vsv" => {
-                    self.add(b, &Loc::Found(d, k), Role::Other);
+                    self.add_file(b, &Loc::Found(d, k), Role::Other);
                     b.suspended.push(format!("{}: saved state present", e.path));
                 }
                 "vmem" => {
-                    self.add(b, &Loc::Found(d, k), Role::Other);
+                    self.add_file(b, &Loc::Found(d, k), Role::Other);
                     if !snapshot_stems.contains(stem_of(&lname())) {
                         b.running.push(format!("{}: memory file present", e.path));
                     }
                 }
                 _ if lname().starts_with(".lck-") => {
-                    self.add(b, &Loc::Found(d, k), Role::Lock);
+                    self.add_file(b, &Loc::Found(d, k), Role::Lock);
                     b.running.push(format!("{}: NFS lock file present", e.path));
                 }
                 _ => {}
@@ -1806,7 +1812,7 @@ impl Scanner<'_> {
         let dir = e.parent;
         let stem = stem_of(&e.name).to_string();
         let template = ext_of(&e.name) == "vmtx";
-        self.add(&mut b, &Loc::Found(d, cfg), Role::Config);
+        self.add_file(&mut b, &Loc::Found(d, cfg), Role::Config);
         let parsed = self.parse_vmx(d, cfg);
         let mut name = stem.clone();
         let mut snapshot_stems = HashSet::default();
@@ -1838,19 +1844,19 @@ impl Scanner<'_> {
                     .map(str::to_string)
                     .unwrap_or_else(|| format!("{stem}.nvram"));
                 if let l @ Loc::Found(..) = self.resolve(d, &dir_path, &nvram) {
-                    self.add(&mut b, &l, Role::Nvram);
+                    self.add_file(&mut b, &l, Role::Nvram);
                 }
                 let vmxf = v
                     .extended_config()
                     .map(str::to_string)
                     .unwrap_or_else(|| format!("{stem}.vmxf"));
                 if let l @ Loc::Found(..) = self.resolve(d, &dir_path, &vmxf) {
-                    self.add(&mut b, &l, Role::Config);
+                    self.add_file(&mut b, &l, Role::Config);
                 }
                 // Snapshot metadata first: its state files tell snapshot .vmem from live ones.
                 if let l @ Loc::Found(sd, si) = self.resolve(d, &dir_path, &format!("{stem}.vmsd"))
                 {
-                    self.add(&mut b, &l, Role::SnapshotMetadata);
+                    self.add_file(&mut b, &l, Role::SnapshotMetadata);
                     match self
                         .read_small(sd, si, self.limits.max_config_bytes)
                         .and_then(|x| vmsd::parse(&x))
@@ -1863,7 +1869,7 @@ impl Scanner<'_> {
                                 if let Some(f) = &sn.state_file {
                                     snapshot_stems.insert(stem_of(&f.to_lowercase()).to_string());
                                     if let l @ Loc::Found(..) = self.resolve(d, &dir_path, f) {
-                                        self.add(&mut b, &l, Role::SnapshotMetadata);
+                                        self.add_file(&mut b, &l, Role::SnapshotMetadata);
                                     }
                                 }
                                 snaps.push(SnapshotInfo {
@@ -1891,7 +1897,7 @@ impl Scanner<'_> {
                 if let Some(sw) = &swap_derived
                     && let l @ Loc::Found(..) = self.resolve(d, &dir_path, sw)
                 {
-                    self.add(&mut b, &l, Role::Swap);
+                    self.add_file(&mut b, &l, Role::Swap);
                     b.running.push(format!(
                         "{}: swap file present (sched.swap.derivedName)",
                         self.path_of(&l)
@@ -1900,7 +1906,7 @@ impl Scanner<'_> {
                 if let Some(vs) = v.checkpoint_vm_state()
                     && let l @ Loc::Found(..) = self.resolve(d, &dir_path, vs)
                 {
-                    self.add(&mut b, &l, Role::Other);
+                    self.add_file(&mut b, &l, Role::Other);
                     b.suspended.push(format!(
                         "{}: suspend state (checkpoint.vmState)",
                         self.path_of(&l)
@@ -1961,7 +1967,7 @@ impl Scanner<'_> {
         let dir_path = parent_path(&path).to_string();
         let dir = e.parent;
         let stem = stem_of(&e.name).to_string();
-        self.add(&mut b, &Loc::Found(d, cfg), Role::Config);
+        self.add_file(&mut b, &Loc::Found(d, cfg), Role::Config);
         let (mut guest_os, mut memory) = (None, None);
         match self
             .read_small(d, cfg, self.limits.max_config_bytes)
@@ -2059,7 +2065,7 @@ impl Scanner<'_> {
         let folder = self.entry(d, vmdir).parent;
         let folder_path = self.entry(d, folder).path.clone();
         let folder_name = self.entry(d, folder).name.clone();
-        self.add(&mut b, &Loc::Found(d, cfg), Role::Config);
+        self.add_file(&mut b, &Loc::Found(d, cfg), Role::Config);
         let is_xml = ext_of(&cfg_path) == "xml";
         let cap = if is_xml {
             self.limits.max_config_bytes
@@ -2089,10 +2095,10 @@ impl Scanner<'_> {
             }
         };
         if let Some(f) = by_ext("vmgs") {
-            self.add(&mut b, &Loc::Found(d, f), Role::Nvram);
+            self.add_file(&mut b, &Loc::Found(d, f), Role::Nvram);
         }
         if let Some(f) = by_ext("vmrs") {
-            self.add(&mut b, &Loc::Found(d, f), Role::Other);
+            self.add_file(&mut b, &Loc::Found(d, f), Role::Other);
             let (size, _) = self.meta(d, f);
             if size > 1 << 20 {
                 b.running.push(format!(
@@ -2112,7 +2118,7 @@ impl Scanner<'_> {
                 if e.dir {
                     continue;
                 }
-                self.add(&mut b, &Loc::Found(d, k), Role::Other);
+                self.add_file(&mut b, &Loc::Found(d, k), Role::Other);
                 if matches!(ext_of(&e.name).as_str(), "bin" | "vsv") {
                     b.running
                         .push(format!("{}: saved or running memory state present", e.path));
@@ -2176,7 +2182,7 @@ impl Scanner<'_> {
                         continue;
                     }
                     let ext = ext_of(&e.name);
-                    self.add(&mut b, &Loc::Found(d, k), Role::SnapshotMetadata);
+                    self.add_file(&mut b, &Loc::Found(d, k), Role::SnapshotMetadata);
                     if matches!(ext.as_str(), "vmcx" | "xml") && hyperv::is_guid(stem_of(&e.name)) {
                         let name = if ext == "xml" {
                             self.read_small(d, k, self.limits.max_config_bytes)
