@@ -31,74 +31,6 @@ const IS_CACHED_MAX: usize = 64 << 10;
 /// Largest single O_DIRECT transfer; bigger reads are split, so the bounce buffer stays bounded.
 const DIRECT_CHUNK: usize = 4 << 20;
 
-/// `cachestat(2)` (Linux 6.5): how many pages of a range sit in the page cache, without touching
-/// them. Same number on every architecture that has it (the generic system call table).
-#[cfg(all(
-    target_os = "linux",
-    any(target_arch = "x86_64", target_arch = "aarch64")
-))]
-const SYS_CACHESTAT: libc::c_long = 451;
-
-/// Whether bytes `offset..offset + len` of `fd` are all in the page cache, asked through
-/// `cachestat(2)`; `None` when the kernel lacks it (older than 6.5, or filtered). Preferred over
-/// a `RWF_NOWAIT` read, which on a fast device can start the read-ahead it probes for, finish
-/// it, and answer "cached" for a page that was not.
-fn cachestat_cached(fd: std::os::fd::RawFd, offset: u64, len: usize) -> Option<bool> {
-    #[cfg(all(
-        target_os = "linux",
-        any(target_arch = "x86_64", target_arch = "aarch64")
-    ))]
-    {
-        /// `struct cachestat_range`.
-        #[repr(C)]
-        struct CachestatRange {
-            off: u64,
-            len: u64,
-        }
-        /// `struct cachestat`.
-        #[repr(C)]
-        #[derive(Default)]
-        struct Cachestat {
-            nr_cache: u64,
-            nr_dirty: u64,
-            nr_writeback: u64,
-            nr_evicted: u64,
-            nr_recently_evicted: u64,
-        }
-        // SAFETY: sysconf only reads a constant of the running system.
-        let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
-            .ok()
-            .filter(|&p| p > 0)?;
-        let first = offset / page * page;
-        let end = offset.checked_add(len as u64)?.div_ceil(page) * page;
-        let range = CachestatRange {
-            off: first,
-            len: end - first,
-        };
-        let mut stat = Cachestat::default();
-        // SAFETY: both pointers refer to live, properly laid out structs for the duration of
-        // the call; the kernel only reads `range` and only writes `stat`.
-        let rc = unsafe {
-            libc::syscall(
-                SYS_CACHESTAT,
-                fd,
-                &range as *const CachestatRange,
-                &mut stat as *mut Cachestat,
-                0u32,
-            )
-        };
-        (rc == 0).then(|| stat.nr_cache >= (end - first) / page)
-    }
-    #[cfg(not(all(
-        target_os = "linux",
-        any(target_arch = "x86_64", target_arch = "aarch64")
-    )))]
-    {
-        let _ = (fd, offset, len);
-        None
-    }
-}
-
 /// One read-only path to a LUN: an image file or a block device, opened `O_RDONLY | O_CLOEXEC`.
 /// There is no way to write through this type.
 #[derive(Debug)]
@@ -385,9 +317,6 @@ impl ReadAt for DevicePath {
             || check_range(&self.name, offset, len, self.size).is_err()
         {
             return None;
-        }
-        if let Some(cached) = cachestat_cached(self.file.as_raw_fd(), offset, len) {
-            return Some(cached);
         }
         let mut buf = [0u8; IS_CACHED_MAX];
         let iov = libc::iovec {
