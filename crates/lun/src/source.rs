@@ -40,7 +40,11 @@ pub trait ReadAt: Send + Sync {
 
     /// Whether `[offset, offset + len)` can be read right now without waiting for the device
     /// (it sits in the page cache), when the source can tell cheaply; `None` when it cannot.
-    /// Lets a caller skip read-ahead work on a warm LUN. `len` is at most 64 KiB.
+    /// Lets a caller skip read-ahead work on a warm LUN. `len` is at most 64 KiB. A device
+    /// path asks with a read that must not wait: on a device fast enough to finish the
+    /// read-ahead that read starts within the call, the answer is yes, and then announcing
+    /// reads to it is indeed not worth it (measured: cold VMFS6 inventory 0.35–0.68 s this way,
+    /// 0.61–1.33 s when the probe answered by page-cache residency alone).
     fn is_cached(&self, offset: u64, len: usize) -> Option<bool> {
         let _ = (offset, len);
         None
