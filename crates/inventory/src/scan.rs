@@ -12,7 +12,9 @@ use hashbrown::HashTable;
 use lun::{ReadAt, ReadAtExt};
 
 use crate::model::*;
-use crate::text::{ascii_lower_word, word_at};
+use crate::text::{
+    ascii_lower_word, contains_ignore_ascii_case, ends_with_ignore_ascii_case, word_at,
+};
 use crate::{InventoryError, hyperv, pipeline, vhd, vhdx, vmc, vmdk, vmsd, vmx};
 
 /// One registered LUN with its opened filesystem.
@@ -2339,13 +2341,14 @@ impl Scanner<'_> {
 /// VMware's extent file names: `-flat`, `-delta`, `-sesparse`, `-rdm`, `-rdmp`, `-ctk`,
 /// `-sNNN`, `-fNNN`.
 fn is_extent_name(name: &str) -> bool {
-    let s = stem_of(name).as_bytes();
+    let stem = stem_of(name);
     if ["-flat", "-delta", "-sesparse", "-rdm", "-rdmp", "-ctk"]
         .iter()
-        .any(|x| ends_with_ignore_case(s, x))
+        .any(|x| ends_with_ignore_ascii_case(stem, x))
     {
         return true;
     }
+    let s = stem.as_bytes();
     if let Some(pos) = s.iter().rposition(|&b| b == b'-') {
         let t = &s[pos + 1..];
         return t.len() == 4
@@ -2353,18 +2356,6 @@ fn is_extent_name(name: &str) -> bool {
             && t[1..].iter().all(u8::is_ascii_digit);
     }
     false
-}
-
-/// Whether `s` ends with `suffix` (lower-case ASCII), ignoring ASCII case.
-fn ends_with_ignore_case(s: &[u8], suffix: &str) -> bool {
-    s.len() >= suffix.len() && s[s.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
-}
-
-/// Whether `s` contains `needle` (lower-case ASCII), ignoring ASCII case.
-fn contains_ignore_case(s: &str, needle: &str) -> bool {
-    s.as_bytes()
-        .windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
 /// A CID as descriptors write it: eight lower-case hex digits.
@@ -2387,7 +2378,7 @@ fn format_of(path: &str) -> &'static str {
 /// A role from the file name alone.
 fn role_by_name(name: &str) -> Role {
     let ext = ext_of(name);
-    if ends_with_ignore_case(name.as_bytes(), "-ctk.vmdk") || ext == "rct" || ext == "mrt" {
+    if ends_with_ignore_ascii_case(name, "-ctk.vmdk") || ext == "rct" || ext == "mrt" {
         return Role::Cbt;
     }
     match ext.as_str() {
@@ -2400,7 +2391,9 @@ fn role_by_name(name: &str) -> Role {
         "avhd" | "avhdx" | "vud" => Role::SnapshotDelta,
         "vhd" | "vhdx" => Role::DiskExtent,
         "vmdk" if is_extent_name(name) => {
-            if contains_ignore_case(name, "-delta") || contains_ignore_case(name, "-sesparse") {
+            if contains_ignore_ascii_case(name, "-delta")
+                || contains_ignore_ascii_case(name, "-sesparse")
+            {
                 Role::SnapshotDelta
             } else {
                 Role::DiskExtent
@@ -2518,7 +2511,7 @@ mod tests {
     }
 
     /// Names the case-insensitive comparison finds equal hash alike, whatever their length
-    /// (across hash blocks) and script, so the index and a VM's file names find them.
+    /// (across hash words) and script, so the index and a VM's file names find them.
     #[test]
     fn case_folded_names_hash_alike() {
         let long = "A".repeat(8 * 4 * 2 + 5);

@@ -6,7 +6,7 @@
 //! header gives the descriptor's offset and size in sectors.
 
 use crate::InventoryError;
-use crate::text::{find_byte, trim_start_str, trim_str};
+use crate::text::{find_byte, starts_with_ignore_ascii_case, trim_start_str, trim_str};
 use fscore::le;
 
 /// The largest descriptor read (embedded or text). Real ones are below 2 KiB.
@@ -293,12 +293,6 @@ impl Descriptor {
             .find(|(k, _)| k.eq_ignore_ascii_case(key))
             .map(|(_, v)| v)
     }
-}
-
-fn starts_with_ignore_ascii_case(s: &str, prefix: &str) -> bool {
-    s.as_bytes()
-        .get(..prefix.len())
-        .is_some_and(|p| p.eq_ignore_ascii_case(prefix.as_bytes()))
 }
 
 fn unquote(v: &str) -> &str {

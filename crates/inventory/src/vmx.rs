@@ -6,7 +6,8 @@
 
 use crate::InventoryError;
 use crate::text::{
-    HIGH, ONES, ascii_lower_word, bytes_below, find_byte, find_either, word_at, zero_bytes,
+    HIGH, ONES, ascii_lower_word, bytes_below, contains_ignore_ascii_case,
+    ends_with_ignore_ascii_case, find_byte, find_either, word_at, zero_bytes,
 };
 
 /// Lines kept at most; a 1 MiB config has far fewer, so more means a hostile file.
@@ -522,14 +523,6 @@ fn is_not_a_disk(device_type: &str) -> bool {
         .any(|t| contains_ignore_ascii_case(device_type, t))
 }
 
-/// Whether `haystack` contains `needle` (ASCII lower-case) ignoring ASCII case.
-fn contains_ignore_ascii_case(haystack: &str, needle: &str) -> bool {
-    haystack
-        .as_bytes()
-        .windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
-}
-
 impl Vmx {
     /// Parses a `.vmx` or `.vmtx`.
     pub fn parse(bytes: &[u8]) -> Result<Vmx, InventoryError> {
@@ -709,11 +702,6 @@ fn is_true(v: &str) -> bool {
     ["true", "yes", "1", "on"]
         .iter()
         .any(|t| v.eq_ignore_ascii_case(t))
-}
-
-fn ends_with_ignore_ascii_case(s: &str, suffix: &str) -> bool {
-    s.len() >= suffix.len()
-        && s.as_bytes()[s.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
 }
 
 impl Dictionary {
