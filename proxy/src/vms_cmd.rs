@@ -115,7 +115,6 @@ fn write_json_line(out: &mut Vec<u8>, vm: &inventory::Vm) -> std::io::Result<()>
 
 /// One VM as a line of text, then its problems indented below it.
 fn write_text(out: &mut impl Write, vm: &inventory::Vm) -> std::io::Result<()> {
-    let state = serde_json::to_value(vm.consistency.state)?;
     writeln!(
         out,
         "{}  {}  [{}] {}  {} files, {} disks, {}",
@@ -125,7 +124,7 @@ fn write_text(out: &mut impl Write, vm: &inventory::Vm) -> std::io::Result<()> {
         vm.config,
         vm.files.len(),
         vm.disks.len(),
-        state.as_str().unwrap_or("?")
+        vm.consistency.state.as_str()
     )?;
     for p in &vm.problems {
         writeln!(out, "    problem: {}", serde_json::to_string(p)?)?;

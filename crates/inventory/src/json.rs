@@ -24,7 +24,7 @@ pub fn write_vm(out: &mut Vec<u8>, vm: &Vm) {
     out.extend_from_slice(b",\"config\":");
     write_str(out, &vm.config);
     out.extend_from_slice(b",\"platform\":");
-    write_str(out, platform_name(vm.platform));
+    write_str(out, vm.platform.as_str());
     out.extend_from_slice(b",\"template\":");
     write_bool(out, vm.template);
     out.extend_from_slice(b",\"guest_os\":");
@@ -44,7 +44,7 @@ pub fn write_vm(out: &mut Vec<u8>, vm: &Vm) {
     out.extend_from_slice(b",\"snapshots\":");
     write_array(out, &vm.snapshots, write_snapshot);
     out.extend_from_slice(b",\"consistency\":{\"state\":");
-    write_str(out, consistency_name(vm.consistency.state));
+    write_str(out, vm.consistency.state.as_str());
     out.extend_from_slice(b",\"evidence\":");
     write_array(out, &vm.consistency.evidence, |out, s| write_str(out, s));
     out.extend_from_slice(b"},\"notes\":");
@@ -62,7 +62,7 @@ fn write_file(out: &mut Vec<u8>, f: &VmFile) {
     out.extend_from_slice(b",\"lun\":");
     write_opt_str(out, f.lun.as_deref());
     out.extend_from_slice(b",\"role\":");
-    write_str(out, role_name(f.role));
+    write_str(out, f.role.as_str());
     out.extend_from_slice(b",\"size\":");
     write_int(out, f.size);
     out.extend_from_slice(b",\"allocated\":");
@@ -182,39 +182,6 @@ fn write_opt_u64(out: &mut Vec<u8>, v: Option<u64>) {
     match v {
         Some(n) => write_int(out, n),
         None => out.extend_from_slice(b"null"),
-    }
-}
-
-/// The serde names (`rename_all = "kebab-case"`) of the model's enums.
-fn platform_name(p: Platform) -> &'static str {
-    match p {
-        Platform::Vmware => "vmware",
-        Platform::Hyperv => "hyperv",
-        Platform::VirtualServer => "virtual-server",
-    }
-}
-
-fn role_name(r: Role) -> &'static str {
-    match r {
-        Role::Config => "config",
-        Role::Nvram => "nvram",
-        Role::DiskDescriptor => "disk-descriptor",
-        Role::DiskExtent => "disk-extent",
-        Role::SnapshotDelta => "snapshot-delta",
-        Role::SnapshotMetadata => "snapshot-metadata",
-        Role::Swap => "swap",
-        Role::Log => "log",
-        Role::Lock => "lock",
-        Role::Cbt => "cbt",
-        Role::Other => "other",
-    }
-}
-
-fn consistency_name(s: ConsistencyState) -> &'static str {
-    match s {
-        ConsistencyState::PoweredOff => "powered-off",
-        ConsistencyState::Suspended => "suspended",
-        ConsistencyState::CrashConsistent => "crash-consistent",
     }
 }
 

@@ -33,6 +33,17 @@ pub enum Platform {
     VirtualServer,
 }
 
+impl Platform {
+    /// The name it has in JSON (its serde name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::Vmware => "vmware",
+            Platform::Hyperv => "hyperv",
+            Platform::VirtualServer => "virtual-server",
+        }
+    }
+}
+
 /// What a file is to its VM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -61,6 +72,25 @@ pub enum Role {
     Cbt,
     /// Anything else in the VM's folder.
     Other,
+}
+
+impl Role {
+    /// The name it has in JSON (its serde name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Config => "config",
+            Role::Nvram => "nvram",
+            Role::DiskDescriptor => "disk-descriptor",
+            Role::DiskExtent => "disk-extent",
+            Role::SnapshotDelta => "snapshot-delta",
+            Role::SnapshotMetadata => "snapshot-metadata",
+            Role::Swap => "swap",
+            Role::Log => "log",
+            Role::Lock => "lock",
+            Role::Cbt => "cbt",
+            Role::Other => "other",
+        }
+    }
 }
 
 /// One file of a VM.
@@ -153,6 +183,17 @@ pub enum ConsistencyState {
     Suspended,
     /// The VM was running: its disks are as after a power failure.
     CrashConsistent,
+}
+
+impl ConsistencyState {
+    /// The name it has in JSON (its serde name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConsistencyState::PoweredOff => "powered-off",
+            ConsistencyState::Suspended => "suspended",
+            ConsistencyState::CrashConsistent => "crash-consistent",
+        }
+    }
 }
 
 /// The consistency verdict and why.
@@ -274,4 +315,40 @@ pub struct OrphanDisk {
     pub files: Vec<VmFile>,
     /// What is wrong.
     pub problems: Vec<Problem>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `as_str` is the serde name of every variant.
+    #[test]
+    fn enum_names_are_their_serde_names() {
+        let serde_name = |v: serde_json::Value| v.as_str().unwrap().to_string();
+        for p in [Platform::Vmware, Platform::Hyperv, Platform::VirtualServer] {
+            assert_eq!(p.as_str(), serde_name(serde_json::to_value(p).unwrap()));
+        }
+        for r in [
+            Role::Config,
+            Role::Nvram,
+            Role::DiskDescriptor,
+            Role::DiskExtent,
+            Role::SnapshotDelta,
+            Role::SnapshotMetadata,
+            Role::Swap,
+            Role::Log,
+            Role::Lock,
+            Role::Cbt,
+            Role::Other,
+        ] {
+            assert_eq!(r.as_str(), serde_name(serde_json::to_value(r).unwrap()));
+        }
+        for s in [
+            ConsistencyState::PoweredOff,
+            ConsistencyState::Suspended,
+            ConsistencyState::CrashConsistent,
+        ] {
+            assert_eq!(s.as_str(), serde_name(serde_json::to_value(s).unwrap()));
+        }
+    }
 }
