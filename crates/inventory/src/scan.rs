@@ -1467,6 +1467,11 @@ impl Scanner<'_> {
         }
     }
 
+    /// The id of the VM whose configuration is entry `cfg` of datastore `d`.
+    fn config_id(&self, d: usize, cfg: u32) -> String {
+        self.vm_id(d, &self.entry(d, cfg).path, "vm")
+    }
+
     fn vm_id(&self, ds: usize, path: &str, salt: &str) -> String {
         use sha2::{Digest, Sha256};
         let key = self.idx[ds].key(path);
@@ -1630,12 +1635,11 @@ impl Scanner<'_> {
         }
     }
 
-    /// The VM from its build: claims its files, weighs the consistency evidence. `id`: the id
-    /// when already worked out ([`Scanner::vm_id`] of the configuration otherwise).
+    /// The VM from its build: claims its files, weighs the consistency evidence.
     fn finish(
         &self,
         (d, cfg): (usize, u32),
-        id: Option<String>,
+        id: String,
         name: String,
         platform: Platform,
         mut b: Build,
@@ -1659,7 +1663,7 @@ impl Scanner<'_> {
         }
         let e = self.entry(d, cfg);
         Vm {
-            id: id.unwrap_or_else(|| self.vm_id(d, &e.path, "vm")),
+            id,
             name,
             lun: self.ds[d].lun.clone(),
             datastore: self.ds[d].info.label.clone(),
@@ -1947,7 +1951,7 @@ impl Scanner<'_> {
         Assembled {
             d,
             cfg,
-            id: self.vm_id(d, &self.entry(d, cfg).path, "vm"),
+            id: self.config_id(d, cfg),
             single,
             name,
             platform: Platform::Vmware,
@@ -2003,7 +2007,7 @@ impl Scanner<'_> {
         Assembled {
             d,
             cfg,
-            id: self.vm_id(d, &self.entry(d, cfg).path, "vm"),
+            id: self.config_id(d, cfg),
             single,
             name: stem,
             platform: Platform::VirtualServer,
@@ -2034,7 +2038,7 @@ impl Scanner<'_> {
         if a.single {
             self.add_leftovers(&mut b, a.d, self.entry(a.d, a.cfg).parent);
         }
-        let mut vm = self.finish((a.d, a.cfg), Some(a.id), a.name, a.platform, b);
+        let mut vm = self.finish((a.d, a.cfg), a.id, a.name, a.platform, b);
         vm.template = a.template;
         vm.guest_os = a.guest_os;
         vm.cpus = a.cpus;
@@ -2215,7 +2219,7 @@ impl Scanner<'_> {
                 folder_name.clone()
             }
         });
-        let mut vm = self.finish((d, cfg), None, name, Platform::Hyperv, b);
+        let mut vm = self.finish((d, cfg), self.config_id(d, cfg), name, Platform::Hyperv, b);
         vm.cpus = cfgv.cpus;
         vm.memory_mb = cfgv.memory_mb;
         vm.instance_uuid = Some(guid.to_ascii_uppercase());
