@@ -42,6 +42,24 @@ struct State<P, V, T> {
     waiting: usize,
 }
 
+impl<P, V, T> State<P, V, T> {
+    /// Takes the next `grain` jobs (at most) no thread has taken to prepare, out of `n`.
+    fn take_to_prepare(&mut self, n: usize, grain: usize) -> Option<std::ops::Range<usize>> {
+        let from = self.next_prepare;
+        (from < n).then(|| {
+            self.next_prepare = (from + grain).min(n);
+            from..self.next_prepare
+        })
+    }
+
+    /// Stores the prepared jobs of `range`.
+    fn store_prepared(&mut self, range: std::ops::Range<usize>, done: Vec<P>) {
+        for (i, p) in range.zip(done) {
+            self.prepared[i] = Some(p);
+        }
+    }
+}
+
 struct Shared<P, V, T> {
     state: Mutex<State<P, V, T>>,
     changed: Condvar,
@@ -186,16 +204,11 @@ pub(crate) fn run_ordered<P: Send, V: Send, T: Send>(
                 st.mapped[i] = Some(Some(t));
                 continue;
             }
-            if st.next_prepare < n {
-                let from = st.next_prepare;
-                st.next_prepare = (from + grain).min(n);
-                let range = from..st.next_prepare;
+            if let Some(range) = st.take_to_prepare(n, grain) {
                 drop(st);
                 let done: Vec<P> = range.clone().map(prepare).collect();
                 st = shared.lock();
-                for (i, p) in range.zip(done) {
-                    st.prepared[i] = Some(p);
-                }
+                st.store_prepared(range, done);
                 continue;
             }
             st = shared.wait(st);
@@ -226,10 +239,8 @@ fn helper<P: Send, V: Send, T: Send>(
                 if let Some((i, v)) = st.to_map.pop_front() {
                     break Some(Task::Map(i, v));
                 }
-                if st.next_prepare < n {
-                    let from = st.next_prepare;
-                    st.next_prepare = (from + grain).min(n);
-                    break Some(Task::Prepare(from..st.next_prepare));
+                if let Some(range) = st.take_to_prepare(n, grain) {
+                    break Some(Task::Prepare(range));
                 }
                 if st.all_finished {
                     break None;
@@ -248,9 +259,7 @@ fn helper<P: Send, V: Send, T: Send>(
             Some(Task::Prepare(range)) => {
                 let done: Vec<P> = range.clone().map(prepare).collect();
                 let mut st = shared.lock();
-                for (i, p) in range.zip(done) {
-                    st.prepared[i] = Some(p);
-                }
+                st.store_prepared(range, done);
                 shared.release_and_wake(st);
             }
         }
