@@ -204,19 +204,6 @@ mod tests {
     }
 
     fn vm(variant: usize) -> Vm {
-        let roles = [
-            Role::Config,
-            Role::Nvram,
-            Role::DiskDescriptor,
-            Role::DiskExtent,
-            Role::SnapshotDelta,
-            Role::SnapshotMetadata,
-            Role::Swap,
-            Role::Log,
-            Role::Lock,
-            Role::Cbt,
-            Role::Other,
-        ];
         let some = variant & 1 == 0;
         Vm {
             id: "id".into(),
@@ -231,7 +218,7 @@ mod tests {
             memory_mb: some.then_some(0),
             bios_uuid: some.then(|| "56 4d".into()),
             instance_uuid: None,
-            files: roles
+            files: Role::ALL
                 .iter()
                 .enumerate()
                 .map(|(i, &r)| file(&format!("f{i}"), r, (i & 3 == 0).then_some("ds1")))

@@ -75,6 +75,22 @@ pub enum Role {
 }
 
 impl Role {
+    /// Every role, for tests that go through them all.
+    #[cfg(test)]
+    pub(crate) const ALL: [Role; 11] = [
+        Role::Config,
+        Role::Nvram,
+        Role::DiskDescriptor,
+        Role::DiskExtent,
+        Role::SnapshotDelta,
+        Role::SnapshotMetadata,
+        Role::Swap,
+        Role::Log,
+        Role::Lock,
+        Role::Cbt,
+        Role::Other,
+    ];
+
     /// The name it has in JSON (its serde name).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -328,19 +344,7 @@ mod tests {
         for p in [Platform::Vmware, Platform::Hyperv, Platform::VirtualServer] {
             assert_eq!(p.as_str(), serde_name(serde_json::to_value(p).unwrap()));
         }
-        for r in [
-            Role::Config,
-            Role::Nvram,
-            Role::DiskDescriptor,
-            Role::DiskExtent,
-            Role::SnapshotDelta,
-            Role::SnapshotMetadata,
-            Role::Swap,
-            Role::Log,
-            Role::Lock,
-            Role::Cbt,
-            Role::Other,
-        ] {
+        for r in Role::ALL {
             assert_eq!(r.as_str(), serde_name(serde_json::to_value(r).unwrap()));
         }
         for s in [
