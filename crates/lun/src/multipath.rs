@@ -304,32 +304,49 @@ impl ReadAt for Lun {
         let n = self.paths.len();
         let start = self.preferred.load(Ordering::Relaxed);
         let mut last: Option<LunError> = None;
-        for k in 0..n {
-            let i = (start + k) % n;
-            let slot = &self.paths[i];
-            if !slot.up.load(Ordering::SeqCst) {
-                continue;
-            }
-            match slot.device.read_exact_at(offset, buf) {
-                Ok(()) => {
-                    if i != start {
-                        // Only the reader that saw the failure moves the preference, so a slow
-                        // reader cannot undo a newer failover.
-                        let _ = self.preferred.compare_exchange(
-                            start,
-                            i,
-                            Ordering::Relaxed,
-                            Ordering::Relaxed,
-                        );
+        // Paths this read found failing. A second pass tries the others once more: while this
+        // read failed on one path, another reader may have probed a second one back up, and
+        // a read must not fail when at every moment some path worked.
+        let mut failed_here: Vec<bool> = Vec::new();
+        for pass in 0..2 {
+            for k in 0..n {
+                let i = (start + k) % n;
+                let slot = &self.paths[i];
+                if !slot.up.load(Ordering::SeqCst)
+                    || (pass == 1 && failed_here.get(i).copied().unwrap_or(false))
+                {
+                    continue;
+                }
+                match slot.device.read_exact_at(offset, buf) {
+                    Ok(()) => {
+                        if i != start {
+                            // Only the reader that saw the failure moves the preference, so a
+                            // slow reader cannot undo a newer failover.
+                            let _ = self.preferred.compare_exchange(
+                                start,
+                                i,
+                                Ordering::Relaxed,
+                                Ordering::Relaxed,
+                            );
+                        }
+                        return Ok(());
                     }
-                    return Ok(());
+                    Err(e) if e.is_path_failure() => {
+                        tracing::warn!(lun = %self.name, path = slot.device.name(), error = %e, "path failed; trying the next one");
+                        slot.mark_down(&e);
+                        failed_here.resize(n, false);
+                        failed_here[i] = true;
+                        last = Some(e);
+                    }
+                    Err(e) => return Err(e),
                 }
-                Err(e) if e.is_path_failure() => {
-                    tracing::warn!(lun = %self.name, path = slot.device.name(), error = %e, "path failed; trying the next one");
-                    slot.mark_down(&e);
-                    last = Some(e);
-                }
-                Err(e) => return Err(e),
+            }
+            let untried_up = (0..n).any(|i| {
+                self.paths[i].up.load(Ordering::SeqCst)
+                    && !failed_here.get(i).copied().unwrap_or(false)
+            });
+            if !untried_up {
+                break;
             }
         }
         let last = last.unwrap_or_else(|| {
@@ -394,12 +411,17 @@ mod tests {
         broken: AtomicBool,
         corrupt: AtomicBool,
         reads: AtomicU64,
+        /// Runs when a read fails: what another reader does meanwhile.
+        on_failure: std::sync::Mutex<Option<Box<dyn Fn() + Send>>>,
     }
 
     impl ReadAt for Flaky {
         fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
             self.ctl.reads.fetch_add(1, Ordering::SeqCst);
             if self.ctl.broken.load(Ordering::SeqCst) {
+                if let Some(meanwhile) = &*self.ctl.on_failure.lock().unwrap() {
+                    meanwhile();
+                }
                 return Err(LunError::Read {
                     name: self.inner.name().into(),
                     offset,
@@ -476,6 +498,42 @@ mod tests {
         assert_eq!(&buf[..], &data[300..316]);
         assert_eq!(lun.path_status()[0].state, PathHealth::Up);
         assert_eq!(lun.path_status()[1].state, PathHealth::Down);
+    }
+
+    #[test]
+    fn a_path_brought_back_up_while_a_read_fails_serves_that_read() {
+        let data = pattern(1 << 20);
+        let (a, a_ctl) = flaky("pathA", &data);
+        let (b, b_ctl) = flaky("pathB", &data);
+        let lun = Arc::new(Lun::from_devices("lun0", vec![a, b], fast_policy(60_000)).unwrap());
+        let mut buf = [0u8; 64];
+        // B goes down and, with a long back-off, is not probed by this reader again.
+        b_ctl.broken.store(true, Ordering::SeqCst);
+        lun.preferred.store(1, Ordering::SeqCst);
+        lun.read_exact_at(0, &mut buf).unwrap();
+        assert_eq!(lun.path_status()[1].state, PathHealth::Down);
+        b_ctl.broken.store(false, Ordering::SeqCst);
+        // A breaks. This read looks at B first (still down: skipped), then fails on A; meanwhile
+        // another reader's probe brings B back up.
+        lun.preferred.store(1, Ordering::SeqCst);
+        a_ctl.broken.store(true, Ordering::SeqCst);
+        let other_reader = Arc::downgrade(&lun);
+        *a_ctl.on_failure.lock().unwrap() = Some(Box::new(move || {
+            if let Some(lun) = other_reader.upgrade() {
+                lun.paths[1].up.store(true, Ordering::SeqCst);
+            }
+        }));
+        lun.read_exact_at(100, &mut buf)
+            .expect("B was up again before the read gave up");
+        assert_eq!(&buf[..], &data[100..164]);
+        let st = lun.path_status();
+        assert_eq!(st[0].state, PathHealth::Down, "{st:?}");
+        assert_eq!(st[1].state, PathHealth::Up, "{st:?}");
+        // With both broken for good, the read still fails, after one more try of each.
+        b_ctl.broken.store(true, Ordering::SeqCst);
+        *a_ctl.on_failure.lock().unwrap() = None;
+        let e = lun.read_exact_at(0, &mut buf).unwrap_err();
+        assert!(matches!(e, LunError::AllPathsDown { paths: 2, .. }), "{e}");
     }
 
     #[test]
