@@ -1,5 +1,6 @@
 //! `lunproxy`: the command-line entry point.
 
+mod alloc;
 mod cli;
 mod fs_cmd;
 mod vms_cmd;
@@ -7,7 +8,7 @@ mod vms_cmd;
 /// The inventory and directory walks allocate many small, short-lived strings and records;
 /// mimalloc serves those markedly faster than glibc's allocator.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: alloc::MiMalloc = alloc::MiMalloc;
 
 fn main() {
     let status = cli::main();
