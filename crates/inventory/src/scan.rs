@@ -13,7 +13,8 @@ use lun::{ReadAt, ReadAtExt};
 
 use crate::model::*;
 use crate::text::{
-    ascii_lower_word, contains_ignore_ascii_case, ends_with_ignore_ascii_case, word_at,
+    ascii_lower_word, contains_ignore_ascii_case, ends_with_ignore_ascii_case, rfind_byte,
+    rsplit_once_byte, word_at,
 };
 use crate::{InventoryError, hyperv, pipeline, vhd, vhdx, vmc, vmdk, vmsd, vmx};
 
@@ -454,15 +455,22 @@ struct Ext {
 impl Ext {
     const MAX: usize = 8;
 
+    /// The extension's bytes (ASCII, lower-case). Matched as bytes: turning them back into a
+    /// `str` validates them each time (callgrind: ≈ 80 instructions, asked 50,000 times an
+    /// inventory of 1,000 VMs).
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+
+    #[cfg(test)]
     fn as_str(&self) -> &str {
-        // Only ASCII bytes are ever stored.
-        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
     }
 }
 
 impl PartialEq<&str> for Ext {
     fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
+        self.as_bytes() == other.as_bytes()
     }
 }
 
@@ -495,7 +503,7 @@ fn stem_of(name: &str) -> &str {
 }
 
 fn parent_path(path: &str) -> &str {
-    match path.rfind('/') {
+    match rfind_byte(b'/', path.as_bytes()) {
         Some(0) | None => "/",
         Some(i) => &path[..i],
     }
@@ -508,7 +516,7 @@ fn join(base: &str, rel: &str) -> String {
         match c {
             "" | "." => {}
             ".." => {
-                let cut = out.rfind('/').unwrap_or(0);
+                let cut = rfind_byte(b'/', out.as_bytes()).unwrap_or(0);
                 out.truncate(cut);
             }
             c => {
@@ -741,7 +749,7 @@ impl Build {
         let mut name = clean(base);
         let mut hash = name_hash(0, &name, true);
         if self.name_taken(hash, &name) {
-            let dir = parent.rsplit('/').next().unwrap_or("");
+            let dir = rsplit_once_byte(parent, b'/').map_or(parent, |(_, last)| last);
             name = clean(&format!("{dir}~{base}"));
             hash = name_hash(0, &name, true);
             let mut n = 2;
@@ -974,10 +982,10 @@ impl Scanner<'_> {
             if e.dir || e.size == 0 || e.size > READ_AHEAD_MAX_BYTES || e.inline.is_some() {
                 return false;
             }
-            match ext_of(&e.name).as_str() {
-                "vmx" | "vmtx" | "vmsd" | "vmc" => true,
-                "vmdk" => !is_extent_name(&e.name),
-                "xml" => ix.entries[e.parent as usize]
+            match ext_of(&e.name).as_bytes() {
+                b"vmx" | b"vmtx" | b"vmsd" | b"vmc" => true,
+                b"vmdk" => !is_extent_name(&e.name),
+                b"xml" => ix.entries[e.parent as usize]
                     .name
                     .eq_ignore_ascii_case("Virtual Machines"),
                 _ => false,
@@ -1026,7 +1034,10 @@ impl Scanner<'_> {
     fn parse_layer(&self, ds: usize, i: u32) -> Result<LayerParse, InventoryError> {
         let e = self.entry(ds, i);
         let ext = ext_of(&e.name);
-        let is_vhd = matches!(ext.as_str(), "vhd" | "avhd" | "vud" | "vhdx" | "avhdx");
+        let is_vhd = matches!(
+            ext.as_bytes(),
+            b"vhd" | b"avhd" | b"vud" | b"vhdx" | b"avhdx"
+        );
         // A text descriptor the listing brought along is parsed where it lies.
         if !is_vhd
             && let Some(bytes) = &e.inline
@@ -1042,9 +1053,9 @@ impl Scanner<'_> {
             });
         }
         let src = self.source(ds, i)?;
-        match ext.as_str() {
-            "vhd" | "avhd" | "vud" => return Ok(LayerParse::Vhd(vhd::read(&*src)?)),
-            "vhdx" | "avhdx" => return Ok(LayerParse::Vhdx(vhdx::read(&*src)?)),
+        match ext.as_bytes() {
+            b"vhd" | b"avhd" | b"vud" => return Ok(LayerParse::Vhd(vhd::read(&*src)?)),
+            b"vhdx" | b"avhdx" => return Ok(LayerParse::Vhdx(vhdx::read(&*src)?)),
             _ => {}
         }
         let size = src.size();
@@ -1500,12 +1511,12 @@ impl Scanner<'_> {
                     continue;
                 }
                 let ext = ext_of(&e.name);
-                match ext.as_str() {
-                    "vmx" | "vmtx" | "vmc" => {
+                match ext.as_bytes() {
+                    b"vmx" | b"vmtx" | b"vmc" => {
                         configs.push(i as u32);
                         *per_dir.entry(e.parent).or_default() += 1;
                     }
-                    "vmcx" | "xml" | "vmrs" | "vmgs" => {
+                    b"vmcx" | b"xml" | b"vmrs" | b"vmgs" => {
                         let parent = &ix.entries[e.parent as usize];
                         let stem = stem_of(&e.name);
                         if parent.name.eq_ignore_ascii_case("Virtual Machines")
@@ -1696,16 +1707,16 @@ impl Scanner<'_> {
                     let e = self.entry(d, k);
                     !e.dir
                         && !matches!(
-                            ext_of(&e.name).as_str(),
-                            "vmdk"
-                                | "vhd"
-                                | "vhdx"
-                                | "avhd"
-                                | "avhdx"
-                                | "vmx"
-                                | "vmtx"
-                                | "vmc"
-                                | "vmcx"
+                            ext_of(&e.name).as_bytes(),
+                            b"vmdk"
+                                | b"vhd"
+                                | b"vhdx"
+                                | b"avhd"
+                                | b"avhdx"
+                                | b"vmx"
+                                | b"vmtx"
+                                | b"vmc"
+                                | b"vmcx"
                         )
                         && !claimed.contains(&(d, k))
                 })
@@ -1737,8 +1748,8 @@ impl Scanner<'_> {
             let e = self.entry(d, k);
             let ext = ext_of(&e.name);
             let interesting = matches!(
-                ext.as_str(),
-                "vswp" | "lck" | "log" | "vmss" | "vsv" | "vmem"
+                ext.as_bytes(),
+                b"vswp" | b"lck" | b"log" | b"vmss" | b"vsv" | b"vmem"
             ) || e.name.starts_with(".lck-");
             if !interesting {
                 continue;
@@ -1770,28 +1781,28 @@ impl Scanner<'_> {
                 }
                 continue;
             }
-            match ext.as_str() {
-                "vswp" => {
+            match ext.as_bytes() {
+                b"vswp" => {
                     self.add_file(b, &Loc::Found(d, k), Role::Swap);
                     b.running.push(format!("{}: swap file present", e.path));
                 }
-                "lck" => {
+                b"lck" => {
                     self.add_file(b, &Loc::Found(d, k), Role::Lock);
                     b.running.push(format!("{}: lock file present", e.path));
                 }
-                "log" => {
+                b"log" => {
                     self.add_file(b, &Loc::Found(d, k), Role::Log);
                 }
-                "vmss" => {
+                b"vmss" => {
                     self.add_file(b, &Loc::Found(d, k), Role::Other);
                     b.suspended
                         .push(format!("{}: suspend state present", e.path));
                 }
-                "vsv" => {
+                b"vsv" => {
                     self.add_file(b, &Loc::Found(d, k), Role::Other);
                     b.suspended.push(format!("{}: saved state present", e.path));
                 }
-                "vmem" => {
+                b"vmem" => {
                     self.add_file(b, &Loc::Found(d, k), Role::Other);
                     if !snapshot_stems.contains(stem_of(&lname())) {
                         b.running.push(format!("{}: memory file present", e.path));
@@ -2125,7 +2136,7 @@ impl Scanner<'_> {
                     continue;
                 }
                 self.add_file(&mut b, &Loc::Found(d, k), Role::Other);
-                if matches!(ext_of(&e.name).as_str(), "bin" | "vsv") {
+                if matches!(ext_of(&e.name).as_bytes(), b"bin" | b"vsv") {
                     b.running
                         .push(format!("{}: saved or running memory state present", e.path));
                 }
@@ -2189,7 +2200,9 @@ impl Scanner<'_> {
                     }
                     let ext = ext_of(&e.name);
                     self.add_file(&mut b, &Loc::Found(d, k), Role::SnapshotMetadata);
-                    if matches!(ext.as_str(), "vmcx" | "xml") && hyperv::is_guid(stem_of(&e.name)) {
+                    if matches!(ext.as_bytes(), b"vmcx" | b"xml")
+                        && hyperv::is_guid(stem_of(&e.name))
+                    {
                         let name = if ext == "xml" {
                             self.read_small(d, k, self.limits.max_config_bytes)
                                 .ok()
@@ -2237,9 +2250,11 @@ impl Scanner<'_> {
                     continue;
                 }
                 let ext = ext_of(&e.name);
-                match ext.as_str() {
-                    "vmdk" if is_extent_name(&e.name) => extents_only.push((d, i as u32)),
-                    "vmdk" | "vhd" | "vhdx" | "avhd" | "avhdx" => candidates.push((d, i as u32)),
+                match ext.as_bytes() {
+                    b"vmdk" if is_extent_name(&e.name) => extents_only.push((d, i as u32)),
+                    b"vmdk" | b"vhd" | b"vhdx" | b"avhd" | b"avhdx" => {
+                        candidates.push((d, i as u32))
+                    }
                     _ => {}
                 }
             }
@@ -2372,9 +2387,9 @@ fn hex8(v: u32) -> String {
 }
 
 fn format_of(path: &str) -> &'static str {
-    match ext_of(path).as_str() {
-        "vhd" | "avhd" | "vud" => "vhd",
-        "vhdx" | "avhdx" => "vhdx",
+    match ext_of(path).as_bytes() {
+        b"vhd" | b"avhd" | b"vud" => "vhd",
+        b"vhdx" | b"avhdx" => "vhdx",
         _ => "vmdk",
     }
 }
@@ -2385,16 +2400,16 @@ fn role_by_name(name: &str) -> Role {
     if ends_with_ignore_ascii_case(name, "-ctk.vmdk") || ext == "rct" || ext == "mrt" {
         return Role::Cbt;
     }
-    match ext.as_str() {
-        "vmx" | "vmtx" | "vmxf" | "vmcx" | "vmc" => Role::Config,
-        "nvram" | "vmgs" => Role::Nvram,
-        "vmsd" | "vmsn" => Role::SnapshotMetadata,
-        "vswp" => Role::Swap,
-        "log" => Role::Log,
-        "lck" => Role::Lock,
-        "avhd" | "avhdx" | "vud" => Role::SnapshotDelta,
-        "vhd" | "vhdx" => Role::DiskExtent,
-        "vmdk" if is_extent_name(name) => {
+    match ext.as_bytes() {
+        b"vmx" | b"vmtx" | b"vmxf" | b"vmcx" | b"vmc" => Role::Config,
+        b"nvram" | b"vmgs" => Role::Nvram,
+        b"vmsd" | b"vmsn" => Role::SnapshotMetadata,
+        b"vswp" => Role::Swap,
+        b"log" => Role::Log,
+        b"lck" => Role::Lock,
+        b"avhd" | b"avhdx" | b"vud" => Role::SnapshotDelta,
+        b"vhd" | b"vhdx" => Role::DiskExtent,
+        b"vmdk" if is_extent_name(name) => {
             if contains_ignore_ascii_case(name, "-delta")
                 || contains_ignore_ascii_case(name, "-sesparse")
             {
@@ -2403,7 +2418,7 @@ fn role_by_name(name: &str) -> Role {
                 Role::DiskExtent
             }
         }
-        "vmdk" => Role::DiskDescriptor,
+        b"vmdk" => Role::DiskDescriptor,
         _ => Role::Other,
     }
 }

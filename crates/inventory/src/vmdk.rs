@@ -428,7 +428,7 @@ fn parse_extent(line: &str) -> Result<ExtentLine, &'static str> {
     let kind = next_word(&mut rest).ok_or("extent line without a type")?;
     let s = trim_start_str(rest);
     let (file_name, after) = if let Some(q) = s.strip_prefix('"') {
-        let end = q.find('"').ok_or("unterminated extent file name")?;
+        let end = find_byte(b'"', q.as_bytes()).ok_or("unterminated extent file name")?;
         (Some(&q[..end]), &q[end + 1..])
     } else if s.is_empty() {
         (None, "")

@@ -7,7 +7,8 @@
 use crate::InventoryError;
 use crate::text::{
     HIGH, ONES, ascii_lower_word, bytes_below, contains_ignore_ascii_case,
-    ends_with_ignore_ascii_case, find_byte, find_either, word_at, zero_bytes,
+    ends_with_ignore_ascii_case, find_byte, find_either, rsplit_once_byte, split_once_byte,
+    word_at, zero_bytes,
 };
 
 /// Lines kept at most; a 1 MiB config has far fewer, so more means a hostile file.
@@ -614,7 +615,7 @@ impl Vmx {
                 files.push((device, bus, i));
                 continue;
             }
-            let Some((device, property)) = key.rsplit_once('.') else {
+            let Some((device, property)) = rsplit_once_byte(key, b'.') else {
                 continue;
             };
             let slot = match property {
@@ -650,7 +651,7 @@ impl Vmx {
             if files[k + 1..].iter().any(|f| f.0 == device) {
                 continue;
             }
-            let controller = &device[..device.find(':').unwrap_or(device.len())];
+            let controller = &device[..find_byte(b':', device.as_bytes()).unwrap_or(device.len())];
             if is_false(prop(device, 0)) || is_false(prop(controller, 0)) {
                 continue;
             }
@@ -723,7 +724,7 @@ fn disk_key(key: &str) -> Option<(&str, Bus)> {
     ]
     .into_iter()
     .find_map(|(p, b)| dev.strip_prefix(p).map(|r| (b, r)))?;
-    let (ctl, unit) = rest.split_once(':')?;
+    let (ctl, unit) = split_once_byte(rest, b':')?;
     if ctl.is_empty()
         || unit.is_empty()
         || !ctl.bytes().all(|b| b.is_ascii_digit())
@@ -745,7 +746,7 @@ fn device_order(device: &str) -> (u8, u32, u32) {
         3
     };
     let digits = device.trim_start_matches(|c: char| c.is_ascii_alphabetic());
-    let (c, u) = digits.split_once(':').unwrap_or(("0", "0"));
+    let (c, u) = split_once_byte(digits, b':').unwrap_or(("0", "0"));
     (bus, c.parse().unwrap_or(0), u.parse().unwrap_or(0))
 }
 
@@ -937,7 +938,7 @@ mod tests {
             if dict.find(dict.key_at(i)) != Some(i) {
                 continue;
             }
-            let controller = &device[..device.find(':').unwrap_or(device.len())];
+            let controller = &device[..find_byte(b':', device.as_bytes()).unwrap_or(device.len())];
             if is_false(get(device, ".present")) || is_false(get(controller, ".present")) {
                 continue;
             }
