@@ -699,7 +699,7 @@ fn names_no_disk_file(value: &str) -> bool {
 
 /// A boolean as VMware writes them (`TRUE`, also `yes`/`1`/`on`); anything else is false.
 fn is_true(v: &str) -> bool {
-    let v = v.trim();
+    let v = v.trim_ascii();
     ["true", "yes", "1", "on"]
         .iter()
         .any(|t| v.eq_ignore_ascii_case(t))
