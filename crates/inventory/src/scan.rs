@@ -178,6 +178,8 @@ pub fn scan_each<T: Send>(
 struct Entry {
     path: String,
     name: String,
+    /// [`ext_of`] the name, worked out once: it is asked of every name several times.
+    ext: Ext,
     id: FileId,
     dir: bool,
     parent: u32,
@@ -329,6 +331,7 @@ impl Index {
             }
             ix.entries.push(Entry {
                 path,
+                ext: ext_of(&te.entry.name),
                 name: te.entry.name,
                 id: te.entry.id,
                 dir: te.entry.file_type == FileType::Dir,
@@ -1016,7 +1019,7 @@ impl Scanner<'_> {
             if e.dir || e.size == 0 || e.size > READ_AHEAD_MAX_BYTES || e.inline.is_some() {
                 return false;
             }
-            match ext_of(&e.name).as_bytes() {
+            match e.ext.as_bytes() {
                 b"vmx" | b"vmtx" | b"vmsd" | b"vmc" => true,
                 b"vmdk" => !is_extent_name(&e.name),
                 b"xml" => ix.entries[e.parent as usize]
@@ -1067,7 +1070,7 @@ impl Scanner<'_> {
 
     fn parse_layer(&self, ds: usize, i: u32) -> Result<LayerParse, InventoryError> {
         let e = self.entry(ds, i);
-        let ext = ext_of(&e.name);
+        let ext = e.ext;
         let is_vhd = matches!(
             ext.as_bytes(),
             b"vhd" | b"avhd" | b"vud" | b"vhdx" | b"avhdx"
@@ -1544,7 +1547,7 @@ impl Scanner<'_> {
                 if e.dir {
                     continue;
                 }
-                let ext = ext_of(&e.name);
+                let ext = e.ext;
                 match ext.as_bytes() {
                     b"vmx" | b"vmtx" | b"vmc" => {
                         configs.push(i as u32);
@@ -1605,12 +1608,7 @@ impl Scanner<'_> {
 
     /// The configuration of a Hyper-V VM's files: its `.vmcx`, else its 2012-era `.xml`.
     fn hyperv_config(&self, d: usize, files: &[u32]) -> Option<u32> {
-        let by_ext = |x: &str| {
-            files
-                .iter()
-                .copied()
-                .find(|&f| ext_of(&self.entry(d, f).name) == x)
-        };
+        let by_ext = |x: &str| files.iter().copied().find(|&f| self.entry(d, f).ext == x);
         by_ext("vmcx").or_else(|| by_ext("xml"))
     }
 
@@ -1739,7 +1737,7 @@ impl Scanner<'_> {
                     let e = self.entry(d, k);
                     !e.dir
                         && !matches!(
-                            ext_of(&e.name).as_bytes(),
+                            e.ext.as_bytes(),
                             b"vmdk"
                                 | b"vhd"
                                 | b"vhdx"
@@ -1778,7 +1776,7 @@ impl Scanner<'_> {
         let mut prefixes: Option<(String, String)> = None;
         for &k in self.idx[d].kids(dir) {
             let e = self.entry(d, k);
-            let ext = ext_of(&e.name);
+            let ext = e.ext;
             let interesting = matches!(
                 ext.as_bytes(),
                 b"vswp" | b"lck" | b"log" | b"vmss" | b"vsv" | b"vmem"
@@ -1860,7 +1858,7 @@ impl Scanner<'_> {
         let dir_path = parent_path(&path).to_string();
         let dir = e.parent;
         let stem = stem_of(&e.name).to_string();
-        let template = ext_of(&e.name) == "vmtx";
+        let template = e.ext == "vmtx";
         self.add_file(&mut b, &Loc::Found(d, cfg), Role::Config);
         let parsed = self.parse_vmx(d, cfg);
         let mut name = stem.clone();
@@ -2067,7 +2065,7 @@ impl Scanner<'_> {
 
     /// The order-independent part of one VMware or Virtual Server VM.
     fn assemble(&self, d: usize, cfg: u32, single: bool) -> Assembled {
-        if ext_of(&self.entry(d, cfg).name) == "vmc" {
+        if self.entry(d, cfg).ext == "vmc" {
             self.virtual_server_build(d, cfg, single)
         } else {
             self.vmware_build(d, cfg, single)
@@ -2103,12 +2101,7 @@ impl Scanner<'_> {
         files: &[u32],
         single: bool,
     ) -> Vm {
-        let by_ext = |x: &str| {
-            files
-                .iter()
-                .copied()
-                .find(|&f| ext_of(&self.entry(d, f).name) == x)
-        };
+        let by_ext = |x: &str| files.iter().copied().find(|&f| self.entry(d, f).ext == x);
         let mut b = Build::new();
         let cfg_path = self.entry(d, cfg).path.clone();
         let folder = self.entry(d, vmdir).parent;
@@ -2168,7 +2161,7 @@ impl Scanner<'_> {
                     continue;
                 }
                 self.add_file(&mut b, &Loc::Found(d, k), Role::Other);
-                if matches!(ext_of(&e.name).as_bytes(), b"bin" | b"vsv") {
+                if matches!(e.ext.as_bytes(), b"bin" | b"vsv") {
                     b.running
                         .push(format!("{}: saved or running memory state present", e.path));
                 }
@@ -2230,7 +2223,7 @@ impl Scanner<'_> {
                         stack.push(k);
                         continue;
                     }
-                    let ext = ext_of(&e.name);
+                    let ext = e.ext;
                     self.add_file(&mut b, &Loc::Found(d, k), Role::SnapshotMetadata);
                     if matches!(ext.as_bytes(), b"vmcx" | b"xml")
                         && hyperv::is_guid(stem_of(&e.name))
@@ -2280,7 +2273,7 @@ impl Scanner<'_> {
                 if e.dir || self.claimed.is_claimed(d, i as u32) {
                     continue;
                 }
-                let ext = ext_of(&e.name);
+                let ext = e.ext;
                 match ext.as_bytes() {
                     b"vmdk" if is_extent_name(&e.name) => extents_only.push((d, i as u32)),
                     b"vmdk" | b"vhd" | b"vhdx" | b"avhd" | b"avhdx" => {
