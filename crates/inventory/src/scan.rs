@@ -15,7 +15,7 @@ use lun::{ReadAt, ReadAtExt};
 use crate::model::*;
 use crate::text::{
     ascii_lower_word, contains_ignore_ascii_case, ends_with_ignore_ascii_case, rfind_byte,
-    rsplit_once_byte, word_at,
+    rsplit_once_byte, split_byte, split_slashes, word_at,
 };
 use crate::{InventoryError, hyperv, pipeline, vhd, vhdx, vmc, vmdk, vmsd, vmx};
 
@@ -409,7 +409,7 @@ impl Index {
     /// The entry at an absolute path (`/` separated, already normalised by [`join`]).
     fn lookup(&self, path: &str) -> Option<u32> {
         let mut cur = ROOT;
-        for comp in path.split('/').filter(|c| !c.is_empty()) {
+        for comp in split_byte(path, b'/').filter(|c| !c.is_empty()) {
             cur = self.child(cur, comp)?;
         }
         Some(cur)
@@ -422,7 +422,7 @@ impl Index {
     /// does.
     fn lookup_relative(&self, base: &str, rel: &str) -> Option<u32> {
         let mut cur = self.lookup(base)?;
-        for comp in rel.split(['/', '\\']) {
+        for comp in split_slashes(rel) {
             match comp {
                 "" | "." => {}
                 ".." => cur = self.entries.get(cur as usize)?.parent,
@@ -516,7 +516,7 @@ fn parent_path(path: &str) -> &str {
 /// Splits a reference on both separators, resolving `.` and `..` against `base`.
 fn join(base: &str, rel: &str) -> String {
     let mut out = String::with_capacity(base.len() + rel.len() + 2);
-    for c in base.split('/').chain(rel.split(['/', '\\'])) {
+    for c in split_byte(base, b'/').chain(split_slashes(rel)) {
         match c {
             "" | "." => {}
             ".." => {

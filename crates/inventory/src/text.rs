@@ -133,6 +133,38 @@ pub(crate) fn rsplit_once_byte(s: &str, needle: u8) -> Option<(&str, &str)> {
     rfind_byte(needle, s.as_bytes()).map(|i| (&s[..i], &s[i + 1..]))
 }
 
+/// `s` split at every `/` and `\`, as `str::split(['/', '\\'])` splits it (empty pieces
+/// included), searching bytes: paths are short, and the generic searcher costs more to set up
+/// than the search.
+pub(crate) fn split_slashes(s: &str) -> impl Iterator<Item = &str> {
+    split_where(s, |b| b == b'/' || b == b'\\')
+}
+
+/// `s` split at every `needle` (an ASCII byte), as `str::split` splits it.
+pub(crate) fn split_byte(s: &str, needle: u8) -> impl Iterator<Item = &str> {
+    debug_assert!(needle.is_ascii());
+    split_where(s, move |b| b == needle)
+}
+
+/// `s` split at every byte `at` accepts, which must be ASCII (so every piece is whole
+/// characters).
+fn split_where(s: &str, at: impl Fn(u8) -> bool) -> impl Iterator<Item = &str> {
+    let mut rest = Some(s);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        match r.bytes().position(&at) {
+            Some(i) => {
+                rest = Some(&r[i + 1..]);
+                Some(&r[..i])
+            }
+            None => {
+                rest = None;
+                Some(r)
+            }
+        }
+    })
+}
+
 /// `s` split at its first `needle` (an ASCII byte), as `str::split_once` splits it.
 pub(crate) fn split_once_byte(s: &str, needle: u8) -> Option<(&str, &str)> {
     debug_assert!(needle.is_ascii());
@@ -225,6 +257,14 @@ mod tests {
             proptest::prop_assert_eq!(rsplit_once_byte(&s, needle), s.rsplit_once(c));
             proptest::prop_assert_eq!(split_once_byte(&s, needle), s.split_once(c));
             proptest::prop_assert_eq!(rfind_byte(needle, s.as_bytes()), s.rfind(c));
+            proptest::prop_assert_eq!(
+                split_byte(&s, needle).collect::<Vec<_>>(),
+                s.split(c).collect::<Vec<_>>()
+            );
+            proptest::prop_assert_eq!(
+                split_slashes(&s).collect::<Vec<_>>(),
+                s.split(['/', '\\']).collect::<Vec<_>>()
+            );
         }
     }
 
