@@ -608,7 +608,7 @@ impl Vmx {
         let mut files: Vec<(&str, Bus, usize)> = Vec::new();
         for i in 0..dict.entries.len() {
             let key = dict.key_at(i);
-            if !key.starts_with(['s', 'i', 'n']) {
+            if !matches!(key.as_bytes().first(), Some(b's' | b'i' | b'n')) {
                 continue;
             }
             if let Some((device, bus)) = disk_key(key) {
