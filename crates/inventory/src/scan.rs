@@ -499,7 +499,7 @@ fn ext_of(name: &str) -> Ext {
 }
 
 fn stem_of(name: &str) -> &str {
-    match name.as_bytes().iter().rposition(|&b| b == b'.') {
+    match rfind_byte(b'.', name.as_bytes()) {
         // A dot is ASCII, so the cut is at a char boundary.
         Some(dot) => &name[..dot],
         None => name,
@@ -625,8 +625,6 @@ struct Scanner<'a> {
 /// A parsed `.vmx`, or the problem kind and error that stopped it.
 type ParsedVmx = Result<vmx::Vmx, (&'static str, InventoryError)>;
 
-/// Locks the claims. They only ever hold finished values, so a thread that panicked cannot
-/// have left them half-written: a poisoned lock is still usable.
 /// Which index entries some VM has taken, per datastore: a flag per entry rather than a hash
 /// set of them (each insert and lookup hashed, the set rehashed as it grew: 1.4 M instructions
 /// for 1,000 VMs). Only the in-order end of each VM and the orphan search after the pipeline
@@ -1728,36 +1726,30 @@ impl Scanner<'_> {
 
     /// Files of the directory that no VM claims yet, added with their role by name.
     fn add_leftovers(&self, b: &mut Build, d: usize, dir: u32) {
-        let leftovers: Vec<u32> = {
-            self.idx[d]
-                .kids(dir)
-                .iter()
-                .copied()
-                .filter(|&k| {
-                    let e = self.entry(d, k);
-                    !e.dir
-                        && !matches!(
-                            e.ext.as_bytes(),
-                            b"vmdk"
-                                | b"vhd"
-                                | b"vhdx"
-                                | b"avhd"
-                                | b"avhdx"
-                                | b"vmx"
-                                | b"vmtx"
-                                | b"vmc"
-                                | b"vmcx"
-                        )
-                        && !self.claimed.is_claimed(d, k)
-                })
-                .collect()
-        };
-        for k in leftovers {
+        for &k in self.idx[d].kids(dir) {
+            let e = self.entry(d, k);
+            let leftover = !e.dir
+                && !matches!(
+                    e.ext.as_bytes(),
+                    b"vmdk"
+                        | b"vhd"
+                        | b"vhdx"
+                        | b"avhd"
+                        | b"avhdx"
+                        | b"vmx"
+                        | b"vmtx"
+                        | b"vmc"
+                        | b"vmcx"
+                )
+                && !self.claimed.is_claimed(d, k);
+            if !leftover {
+                continue;
+            }
             let loc = Loc::Found(d, k);
             // The VM's own files are not claimed yet either: those it has are skipped here,
             // before their role is worked out for nothing.
             if !b.by_loc.contains_key(&loc) {
-                self.add_file(b, &loc, role_by_name(&self.entry(d, k).name));
+                self.add_file(b, &loc, role_by_name(&e.name));
             }
         }
     }
@@ -2108,7 +2100,7 @@ impl Scanner<'_> {
         let folder_path = self.entry(d, folder).path.clone();
         let folder_name = self.entry(d, folder).name.clone();
         self.add_file(&mut b, &Loc::Found(d, cfg), Role::Config);
-        let is_xml = ext_of(&cfg_path) == "xml";
+        let is_xml = self.entry(d, cfg).ext == "xml";
         let cap = if is_xml {
             self.limits.max_config_bytes
         } else {
@@ -2391,7 +2383,7 @@ fn is_extent_name(name: &str) -> bool {
         return true;
     }
     let s = stem.as_bytes();
-    if let Some(pos) = s.iter().rposition(|&b| b == b'-') {
+    if let Some(pos) = rfind_byte(b'-', s) {
         let t = &s[pos + 1..];
         return t.len() == 4
             && matches!(t[0], b's' | b'S' | b'f' | b'F')

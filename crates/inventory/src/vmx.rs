@@ -8,7 +8,7 @@ use crate::InventoryError;
 use crate::text::{
     HIGH, ONES, ascii_lower_word, bytes_below, contains_ignore_ascii_case,
     ends_with_ignore_ascii_case, find_byte, find_either, rsplit_once_byte, split_once_byte,
-    word_at, zero_bytes,
+    starts_with_ignore_ascii_case, word_at, zero_bytes,
 };
 
 /// Lines kept at most; a 1 MiB config has far fewer, so more means a hostile file.
@@ -690,10 +690,7 @@ struct DeviceProps<'a> {
 fn names_no_disk_file(value: &str) -> bool {
     value.is_empty()
         || ends_with_ignore_ascii_case(value, ".iso")
-        || value
-            .as_bytes()
-            .get(..5)
-            .is_some_and(|p| p.eq_ignore_ascii_case(b"/dev/"))
+        || starts_with_ignore_ascii_case(value, "/dev/")
         || value.eq_ignore_ascii_case("auto detect")
 }
 
